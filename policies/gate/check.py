@@ -1,0 +1,558 @@
+"""The allow-list: every rule a query must pass, each failure a :class:`QueryRejected` naming it.
+
+Only shapes listed here get through; anything the checker does not recognise is refused. Stable
+rule codes (documented in docs/errors.md):
+
+``unsupported_clause`` ``unsupported_source`` ``unknown_table`` ``unknown_column``
+``ambiguous_column`` ``unsupported_join`` ``raw_rows`` ``unsupported_function``
+``unsupported_aggregate`` ``unsupported_expression`` ``aggregate_argument``
+``column_not_aggregatable`` ``column_not_groupable`` ``column_not_allowed`` ``unit_not_allowed``
+``unit_filter`` ``type_mismatch`` ``invalid_literal`` ``invalid_quantile`` ``invalid_order``
+``invalid_limit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from sqlglot import exp
+
+from policies.errors import QueryRejected
+from policies.gate.query import (
+    AggKind,
+    Aggregate,
+    CheckedQuery,
+    GroupKey,
+    OrderItem,
+    Ref,
+    Transform,
+)
+from policies.model import ColumnType, KeyValue, Policy, Role, Table
+
+MAX_LITERAL_CHARS = 1_000
+MAX_IN_ITEMS = 1_000
+MAX_OUTPUTS = 64
+MAX_LIMIT = 100_000
+
+_SELECT_ARGS = {"expressions", "from_", "joins", "where", "group", "order", "limit", "kind"}
+_COMPARISONS: dict[type[exp.Expression], str] = {
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.GT: ">",
+    exp.GTE: ">=",
+}
+_MEASURE_AGGS: dict[type[exp.Expression], AggKind] = {
+    exp.Sum: AggKind.SUM,
+    exp.Avg: AggKind.MEAN,
+    exp.Variance: AggKind.VARIANCE,
+    exp.StddevSamp: AggKind.STDDEV,
+    exp.Stddev: AggKind.STDDEV,
+    exp.Median: AggKind.QUANTILE,
+    exp.PercentileCont: AggKind.QUANTILE,
+}
+_AGG_LABEL = {
+    AggKind.COUNT: "count",
+    AggKind.COUNT_COLUMN: "count",
+    AggKind.COUNT_UNITS: "count_units",
+    AggKind.SUM: "sum",
+    AggKind.MEAN: "avg",
+    AggKind.VARIANCE: "var_samp",
+    AggKind.STDDEV: "stddev_samp",
+    AggKind.QUANTILE: "quantile",
+}
+
+
+def check(select: exp.Select, policy: Policy) -> CheckedQuery:
+    """Validate one parsed SELECT against ``policy``."""
+    return _Checker(policy).run(select)
+
+
+def _func_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    text = node.sql(dialect="duckdb")
+    return text.split("(", 1)[0].strip().lower()[:64] or type(node).__name__.lower()
+
+
+def _unsupported(node: exp.Expression) -> QueryRejected:
+    if isinstance(node, exp.Subquery | exp.Select | exp.Union | exp.Exists):
+        return QueryRejected("unsupported_clause", "subquery")
+    if isinstance(node, exp.Window):
+        return QueryRejected("unsupported_clause", "window")
+    if isinstance(node, exp.Func):
+        return QueryRejected("unsupported_function", _func_name(node))
+    return QueryRejected("unsupported_expression", type(node).__name__.lower())
+
+
+class _Checker:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.tables: list[tuple[Table, str, str]] = []  # (table, alias, name used in query)
+        self.params: list[KeyValue] = []
+
+    # --- structure -------------------------------------------------------------------------
+    def run(self, select: exp.Select) -> CheckedQuery:
+        for key, value in select.args.items():
+            if value and key not in _SELECT_ARGS:
+                raise QueryRejected("unsupported_clause", key.rstrip("_"))
+        if select.args.get("distinct"):
+            raise QueryRejected("unsupported_clause", "distinct")
+        from_ = select.args.get("from_")
+        if from_ is None:
+            raise QueryRejected(
+                "unsupported_source", "", "a FROM clause naming a table is required"
+            )
+        self.add_table(from_.this)
+        joins = select.args.get("joins") or []
+        if len(joins) > 1:
+            raise QueryRejected("unsupported_join", "", "at most two tables")
+        for join in joins:
+            self.add_join(join)
+        where_sql = self.predicate(select.args["where"].this) if select.args.get("where") else None
+        aggregates, outputs, group_keys = self.outputs(select, self.group_by(select))
+        order = self.order_by(select, outputs)
+        limit = self.limit(select)
+        return CheckedQuery(
+            tables=tuple((t.name, alias) for t, alias, _ in self.tables),
+            unit=self.policy.privacy_unit,
+            where_sql=where_sql,
+            where_params=tuple(self.params),
+            group_keys=group_keys,
+            aggregates=aggregates,
+            outputs=outputs,
+            order=order,
+            limit=limit,
+        )
+
+    def add_table(self, node: exp.Expression) -> None:
+        if not isinstance(node, exp.Table):
+            if isinstance(node, exp.Subquery):
+                raise QueryRejected("unsupported_clause", "subquery")
+            if isinstance(node, exp.Func):
+                raise QueryRejected("unsupported_function", _func_name(node))
+            raise QueryRejected("unsupported_source", type(node).__name__.lower())
+        for key, value in node.args.items():
+            if value and key not in ("this", "alias"):
+                raise QueryRejected("unsupported_clause", key.rstrip("_"))
+        if not isinstance(node.this, exp.Identifier):
+            raise _unsupported(node.this)
+        name = node.name
+        table = self.policy.table(name)
+        if table is None:
+            raise QueryRejected("unknown_table", name[:64])
+        if any(t.name == table.name for t, _, _ in self.tables):
+            raise QueryRejected("unsupported_join", table.name, "a table may appear once")
+        alias_node = node.args.get("alias")
+        if alias_node is not None and alias_node.args.get("columns"):
+            raise QueryRejected("unsupported_clause", "column aliases on a table")
+        used = alias_node.name if alias_node is not None else name
+        self.tables.append((table, f"t{len(self.tables)}", used))
+
+    def add_join(self, join: exp.Join) -> None:
+        kind = (join.args.get("kind") or "").upper()
+        if join.args.get("side") or join.args.get("method") or kind not in ("", "INNER"):
+            raise QueryRejected("unsupported_join", "", "only INNER JOIN on the privacy unit")
+        for key, value in join.args.items():
+            if value and key not in ("this", "on", "using", "kind"):
+                raise QueryRejected("unsupported_join", key)
+        self.add_table(join.this)
+        unit = self.policy.privacy_unit
+        using = join.args.get("using")
+        on = join.args.get("on")
+        if using:
+            if [u.name for u in using] != [unit]:
+                raise QueryRejected("unsupported_join", "", f"join USING ({unit}) only")
+            return
+        if not isinstance(on, exp.EQ):
+            raise QueryRejected("unsupported_join", "", f"join ON the privacy unit '{unit}'")
+        left, right = on.this, on.expression
+        if not (isinstance(left, exp.Column) and isinstance(right, exp.Column)):
+            raise QueryRejected("unsupported_join", "", f"join ON the privacy unit '{unit}'")
+        refs = {self.resolve(left, join_key=True), self.resolve(right, join_key=True)}
+        if {(r.alias, r.column.name) for r in refs} != {("t0", unit), ("t1", unit)}:
+            raise QueryRejected("unsupported_join", "", f"join ON the privacy unit '{unit}'")
+
+    # --- columns ---------------------------------------------------------------------------
+    def resolve(self, node: exp.Column, *, join_key: bool = False) -> Ref:
+        if isinstance(node.this, exp.Star):
+            raise QueryRejected("raw_rows", "*")
+        if node.args.get("db") or node.args.get("catalog"):
+            raise QueryRejected("unknown_column", node.sql(dialect="duckdb")[:64])
+        name = node.name
+        qualifier = node.table
+        matches = [
+            (table, alias)
+            for table, alias, used in self.tables
+            if (not qualifier or qualifier in (used, table.name)) and table.column(name)
+        ]
+        if not matches:
+            if qualifier and not any(qualifier in (u, t.name) for t, _, u in self.tables):
+                raise QueryRejected("unknown_table", qualifier[:64])
+            raise QueryRejected("unknown_column", name[:64])
+        if len(matches) > 1 and not join_key:
+            raise QueryRejected("ambiguous_column", name, "qualify it with its table")
+        table, alias = matches[0]
+        column = table.column(name)
+        assert column is not None
+        if column.role == Role.HIDDEN:
+            raise QueryRejected("column_not_allowed", name, "hidden by the policy")
+        return Ref(table=table.name, alias=alias, column=column)
+
+    # --- WHERE -----------------------------------------------------------------------------
+    def predicate(self, node: exp.Expression) -> str:
+        if isinstance(node, exp.Paren):
+            return self.predicate(node.this)
+        if isinstance(node, exp.And | exp.Or):
+            op = "AND" if isinstance(node, exp.And) else "OR"
+            return f"({self.predicate(node.this)} {op} {self.predicate(node.expression)})"
+        if isinstance(node, exp.Not):
+            return f"(NOT {self.predicate(node.this)})"
+        op = _COMPARISONS.get(type(node))
+        if op is not None:
+            left_sql, left_type = self.operand(node.this)
+            right_sql, right_type = self.operand(node.expression, expect=left_type)
+            if left_type is None:  # literal on the left: type it from the right
+                left_sql, left_type = self.operand(node.this, expect=right_type)
+            self.compatible(left_type, right_type, node)
+            return f"({left_sql} {op} {right_sql})"
+        if isinstance(node, exp.In):
+            if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
+                raise QueryRejected("unsupported_clause", "subquery")
+            items = node.expressions
+            if not items or len(items) > MAX_IN_ITEMS:
+                raise QueryRejected("invalid_literal", "in", f"1 to {MAX_IN_ITEMS} items")
+            value_sql, value_type = self.operand(node.this)
+            parts = [self.literal(item, value_type) for item in items]
+            return f"({value_sql} IN ({', '.join(parts)}))"
+        if isinstance(node, exp.Between):
+            value_sql, value_type = self.operand(node.this)
+            low = self.literal(node.args["low"], value_type)
+            high = self.literal(node.args["high"], value_type)
+            return f"({value_sql} BETWEEN {low} AND {high})"
+        if isinstance(node, exp.Is):
+            if not isinstance(node.expression, exp.Null):
+                raise QueryRejected("unsupported_expression", "is", "only IS [NOT] NULL")
+            value_sql, _ = self.operand(node.this)
+            return f"({value_sql} IS NULL)"
+        if isinstance(node, exp.Column):
+            sql, ctype = self.operand(node)
+            if ctype != ColumnType.BOOLEAN:
+                raise QueryRejected(
+                    "type_mismatch", node.name, "only a boolean column is a predicate"
+                )
+            return sql
+        raise _unsupported(node)
+
+    def operand(
+        self, node: exp.Expression, expect: ColumnType | None = None
+    ) -> tuple[str, ColumnType | None]:
+        """SQL for a value: a column, a date part of a column, or a literal (typed by ``expect``)."""
+        if isinstance(node, exp.Paren):
+            return self.operand(node.this, expect)
+        if isinstance(node, exp.Column):
+            ref = self.filter_ref(node)
+            return ref.sql, ref.column.type
+        if isinstance(node, exp.Year):
+            ref = self.date_ref(node.this, "year")
+            return f"year({ref.sql})", ColumnType.INTEGER
+        if expect is None and _is_literal(node):
+            return "", None
+        if _is_literal(node):
+            assert expect is not None
+            return self.literal(node, expect), expect
+        raise _unsupported(node)
+
+    def filter_ref(self, node: exp.Column) -> Ref:
+        ref = self.resolve(node)
+        if ref.column.role == Role.UNIT:
+            raise QueryRejected(
+                "unit_filter", ref.column.name, "the privacy unit is not filterable"
+            )
+        return ref
+
+    def date_ref(self, node: exp.Expression, function: str) -> Ref:
+        if not isinstance(node, exp.Column):
+            raise QueryRejected("aggregate_argument", function, "takes a bare date column")
+        ref = self.filter_ref(node)
+        if ref.column.type != ColumnType.DATE:
+            raise QueryRejected("type_mismatch", ref.column.name, f"{function}() needs a date")
+        return ref
+
+    def literal(self, node: exp.Expression, expect: ColumnType | None) -> str:
+        if expect is None:
+            raise QueryRejected("unsupported_expression", "literal", "compare a column")
+        self.params.append(_literal_value(node, expect))
+        return "?"
+
+    def compatible(self, left: ColumnType | None, right: ColumnType | None, node: Any) -> None:
+        if left is None or right is None:
+            raise QueryRejected("unsupported_expression", "literal", "compare a column")
+        if left == right or (left.numeric and right.numeric):
+            return
+        name = node.this.name if isinstance(node.this, exp.Column) else node.expression.name
+        raise QueryRejected("type_mismatch", str(name)[:64])
+
+    # --- GROUP BY, SELECT, ORDER BY, LIMIT -------------------------------------------------
+    def group_by(self, select: exp.Select) -> tuple[GroupKey, ...]:
+        group = select.args.get("group")
+        if group is None:
+            return ()
+        for key, value in group.args.items():
+            if value and key != "expressions":
+                raise QueryRejected("unsupported_clause", f"group by {key}")
+        items = select.expressions
+        aliases = {i.alias: i.this for i in items if isinstance(i, exp.Alias)}
+        keys: list[GroupKey] = []
+        for node in group.expressions:
+            target = node
+            if isinstance(node, exp.Literal) and not node.is_string:
+                position = int(node.this) if node.this.isdigit() else 0
+                if not 1 <= position <= len(items):
+                    raise QueryRejected("unsupported_expression", "group by position")
+                target = items[position - 1]
+                target = target.this if isinstance(target, exp.Alias) else target
+            elif isinstance(node, exp.Column) and not node.table and node.name in aliases:
+                if not self.is_column_name(node.name):
+                    target = aliases[node.name]
+            key = self.group_key(target, name="")
+            if any((k.ref, k.transform) == (key.ref, key.transform) for k in keys):
+                continue
+            keys.append(key)
+        return tuple(keys)
+
+    def is_column_name(self, name: str) -> bool:
+        return any(t.column(name) for t, _, _ in self.tables)
+
+    def group_key(self, node: exp.Expression, name: str) -> GroupKey:
+        transform = Transform.NONE
+        column_node = node
+        if isinstance(node, exp.Year):
+            transform, column_node = Transform.YEAR, node.this
+        elif isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
+            unit = str(node.args["unit"].name if node.args.get("unit") else "").lower()
+            transforms = {"month": Transform.MONTH, "quarter": Transform.QUARTER}
+            if unit not in transforms:
+                raise QueryRejected("unsupported_expression", "date_trunc", "month or quarter")
+            transform, column_node = transforms[unit], node.this
+        if not isinstance(column_node, exp.Column):
+            raise _unsupported(column_node)
+        ref = self.resolve(column_node)
+        col = ref.column
+        if col.role == Role.UNIT:
+            raise QueryRejected("unit_not_allowed", col.name, "the privacy unit is never output")
+        if col.role != Role.DIMENSION:
+            raise QueryRejected("column_not_groupable", col.name, f"its role is {col.role.value}")
+        if transform != Transform.NONE and col.type != ColumnType.DATE:
+            raise QueryRejected("type_mismatch", col.name, "date functions need a date column")
+        return GroupKey(name=name or _key_label(col.name, transform), ref=ref, transform=transform)
+
+    def outputs(
+        self, select: exp.Select, group_keys: tuple[GroupKey, ...]
+    ) -> tuple[tuple[Aggregate, ...], tuple[str, ...], tuple[GroupKey, ...]]:
+        items = select.expressions
+        if len(items) > MAX_OUTPUTS:
+            raise QueryRejected("query_too_complex", "select", f"at most {MAX_OUTPUTS} outputs")
+        aggregates: list[Aggregate] = []
+        named_keys: dict[int, GroupKey] = {}
+        names: list[str] = []
+        taken: set[str] = set()
+
+        def unique(label: str) -> str:
+            name, n = label, 2
+            while name in taken:
+                name, n = f"{label}_{n}", n + 1
+            taken.add(name)
+            return name
+
+        for item in items:
+            alias = item.alias if isinstance(item, exp.Alias) else ""
+            node = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(node, exp.Star) or (
+                isinstance(node, exp.Column) and isinstance(node.this, exp.Star)
+            ):
+                raise QueryRejected("raw_rows", "*", "only aggregates are released")
+            agg = self.aggregate(node, alias, unique)
+            if agg is not None:
+                aggregates.append(agg)
+                names.append(agg.name)
+                continue
+            key = self.matching_group_key(node, group_keys)
+            index = group_keys.index(key)
+            if index in named_keys:
+                raise QueryRejected("unsupported_expression", key.name, "a group key twice")
+            named_keys[index] = GroupKey(unique(alias or key.name), key.ref, key.transform)
+            names.append(named_keys[index].name)
+        if not aggregates:
+            raise QueryRejected("raw_rows", "", "select at least one aggregate")
+        final_keys = tuple(
+            named_keys.get(i) or GroupKey(unique(k.name), k.ref, k.transform)
+            for i, k in enumerate(group_keys)
+        )
+        return tuple(aggregates), tuple(names), final_keys
+
+    def matching_group_key(self, node: exp.Expression, keys: tuple[GroupKey, ...]) -> GroupKey:
+        if isinstance(node, exp.Func) and not isinstance(
+            node, exp.Year | exp.TimestampTrunc | exp.DateTrunc
+        ):
+            raise _unsupported(node)
+        if not isinstance(node, exp.Column | exp.Year | exp.TimestampTrunc | exp.DateTrunc):
+            raise _unsupported(node)
+        candidate = self.group_key(node, name="")
+        for key in keys:
+            if (key.ref, key.transform) == (candidate.ref, candidate.transform):
+                return key
+        raise QueryRejected("raw_rows", candidate.ref.column.name, "not in GROUP BY")
+
+    def aggregate(
+        self, node: exp.Expression, alias: str, unique: Callable[[str], str]
+    ) -> Aggregate | None:
+        if isinstance(node, exp.Filter):
+            raise QueryRejected("unsupported_clause", "filter")
+        if isinstance(node, exp.Count):
+            arg = node.this
+            if isinstance(arg, exp.Star):
+                return Aggregate(unique(alias or "count"), AggKind.COUNT, None)
+            if isinstance(arg, exp.Distinct):
+                cols = arg.expressions
+                if len(cols) != 1 or not isinstance(cols[0], exp.Column):
+                    raise QueryRejected("unsupported_aggregate", "count(distinct ...)")
+                ref = self.resolve(cols[0], join_key=True)
+                if ref.column.role != Role.UNIT:
+                    raise QueryRejected(
+                        "unsupported_aggregate",
+                        "count(distinct ...)",
+                        "only COUNT(DISTINCT <privacy unit>)",
+                    )
+                return Aggregate(unique(alias or "count_units"), AggKind.COUNT_UNITS, None)
+            if not isinstance(arg, exp.Column):
+                raise QueryRejected("aggregate_argument", "count", "takes * or a bare column")
+            ref = self.resolve(arg)
+            if ref.column.role not in (Role.DIMENSION, Role.MEASURE):
+                rule = "unit_not_allowed" if ref.column.role == Role.UNIT else "column_not_allowed"
+                raise QueryRejected(rule, ref.column.name)
+            name = unique(alias or f"count_{ref.column.name}")
+            return Aggregate(name, AggKind.COUNT_COLUMN, ref)
+        kind = _MEASURE_AGGS.get(type(node))
+        if kind is None:
+            if isinstance(node, exp.AggFunc):
+                raise QueryRejected("unsupported_function", _func_name(node))
+            return None
+        arg = node.this
+        if not isinstance(arg, exp.Column):
+            raise QueryRejected("aggregate_argument", _func_name(node), "takes a bare column")
+        ref = self.resolve(arg)
+        if ref.column.role != Role.MEASURE:
+            raise QueryRejected("column_not_aggregatable", ref.column.name)
+        q: float | None = None
+        if isinstance(node, exp.Median):
+            q = 0.5
+        elif isinstance(node, exp.PercentileCont):
+            q = _quantile_level(node.expression)
+        label = _AGG_LABEL[kind] if q is None or q != 0.5 else "median"
+        return Aggregate(unique(alias or f"{label}_{ref.column.name}"), kind, ref, q)
+
+    def order_by(self, select: exp.Select, outputs: tuple[str, ...]) -> tuple[OrderItem, ...]:
+        order = select.args.get("order")
+        if order is None:
+            return ()
+        items: list[OrderItem] = []
+        for ordered in order.expressions:
+            node = ordered.this
+            if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+                position = int(node.this)
+                if not 1 <= position <= len(outputs):
+                    raise QueryRejected("invalid_order", "position")
+                name = outputs[position - 1]
+            elif isinstance(node, exp.Column) and not node.table and node.name in outputs:
+                name = node.name
+            else:
+                raise QueryRejected("invalid_order", "", "order by output names or positions")
+            items.append(OrderItem(name=name, descending=bool(ordered.args.get("desc"))))
+        return tuple(items)
+
+    def limit(self, select: exp.Select) -> int | None:
+        node = select.args.get("limit")
+        if node is None:
+            return None
+        value = node.expression
+        if not (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()):
+            raise QueryRejected("invalid_limit", "", "LIMIT takes a whole number")
+        number = int(value.this)
+        if number > MAX_LIMIT:
+            raise QueryRejected("invalid_limit", "", f"at most {MAX_LIMIT}")
+        return number
+
+
+def _key_label(column: str, transform: Transform) -> str:
+    return column if transform == Transform.NONE else f"{transform.value}_{column}"
+
+
+def _is_literal(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Neg):
+        return isinstance(node.this, exp.Literal) and not node.this.is_string
+    if isinstance(node, exp.Cast):
+        return isinstance(node.this, exp.Literal) and node.this.is_string
+    return isinstance(node, exp.Literal | exp.Boolean)
+
+
+def _literal_value(node: exp.Expression, expect: ColumnType) -> KeyValue:
+    """The Python value of a literal, checked against the column type it is compared with."""
+    if not _is_literal(node):
+        raise _unsupported(node)
+    if isinstance(node, exp.Boolean):
+        if expect != ColumnType.BOOLEAN:
+            raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
+        return bool(node.this)
+    negative = isinstance(node, exp.Neg)
+    if isinstance(node, exp.Cast):
+        target = node.args["to"].this
+        if target != exp.DataType.Type.DATE or expect != ColumnType.DATE:
+            raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
+        return _date(node.this.this)
+    literal = node.this if negative else node
+    assert isinstance(literal, exp.Literal)
+    text = str(literal.this)
+    if literal.is_string:
+        if len(text) > MAX_LITERAL_CHARS:
+            raise QueryRejected("invalid_literal", "string", f"at most {MAX_LITERAL_CHARS} chars")
+        if expect == ColumnType.DATE:
+            return _date(text)
+        if expect != ColumnType.STRING:
+            raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
+        return text
+    if not expect.numeric:
+        raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
+    if len(text) > 40:
+        raise QueryRejected("invalid_literal", "number", "too long")
+    try:
+        number: int | float = int(text) if text.isdigit() else float(text)
+    except ValueError:
+        raise QueryRejected("invalid_literal", "number") from None
+    if (isinstance(number, float) and number != number) or number in (float("inf"), float("-inf")):
+        raise QueryRejected("invalid_literal", "number", "must be finite")
+    if isinstance(number, int) and number > 2**63 - 1:
+        raise QueryRejected("invalid_literal", "number", "out of range")
+    return -number if negative else number
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise QueryRejected("invalid_literal", "date", "dates are ISO 8601 (YYYY-MM-DD)") from None
+
+
+def _quantile_level(node: exp.Expression | None) -> float:
+    if not (isinstance(node, exp.Literal) and not node.is_string):
+        raise QueryRejected("invalid_quantile", "", "the level is a number literal in (0, 1)")
+    try:
+        q = float(node.this)
+    except ValueError:
+        raise QueryRejected("invalid_quantile", "") from None
+    if not 0.0 < q < 1.0:
+        raise QueryRejected("invalid_quantile", "", "the level must lie strictly between 0 and 1")
+    return q

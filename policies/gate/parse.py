@@ -1,0 +1,51 @@
+"""Parse analyst SQL into exactly one sqlglot SELECT, or refuse with a stable rule code."""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from policies.errors import QueryRejected
+
+MAX_SQL_CHARS = 10_000
+MAX_DEPTH = 64
+
+
+def parse(sql: str) -> exp.Select:
+    """The single SELECT in ``sql``; anything else is a :class:`QueryRejected`."""
+    if not sql.strip():
+        raise QueryRejected("syntax_error", "", "empty query")
+    if len(sql) > MAX_SQL_CHARS:
+        raise QueryRejected("query_too_long", "", f"at most {MAX_SQL_CHARS} characters")
+    if "\x00" in sql:
+        raise QueryRejected("syntax_error", "", "NUL character")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except (ParseError, TokenError):
+        raise QueryRejected("syntax_error", "", "the SQL could not be parsed") from None
+    except RecursionError:
+        raise QueryRejected("query_too_complex", "", "nesting too deep") from None
+    if len(statements) != 1:
+        if not statements:
+            raise QueryRejected("syntax_error", "", "empty query")
+        raise QueryRejected("multiple_statements", "", "send exactly one SELECT statement")
+    (statement,) = statements
+    if not isinstance(statement, exp.Select):
+        kind = type(statement).__name__.lower()
+        raise QueryRejected("not_select", kind, "only SELECT statements are allowed")
+    if _depth(statement) > MAX_DEPTH:
+        raise QueryRejected("query_too_complex", "", f"expression nesting above {MAX_DEPTH}")
+    return statement
+
+
+def _depth(node: exp.Expression) -> int:
+    deepest = 0
+    stack: list[tuple[exp.Expression, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in current.iter_expressions())
+    return deepest

@@ -1,0 +1,324 @@
+"""Plan a checked query: the bounded SQL Veil runs, and the statistics its noise plan releases.
+
+The generated SQL enforces the policy's contribution bounds itself, whatever the data holds:
+each unit keeps at most ``max_groups_per_unit`` groups and at most ``max_rows_per_unit`` rows
+(the product of the tables' caps for a join), chosen by a salted hash so the choice depends only on
+that unit's own rows. Measures are clamped to their declared bounds and summed as fixed-point
+integers, so float rounding cannot enlarge a sum's sensitivity.
+
+The statistics are integer vectors (one cell per group) with exact L1 and L2 sensitivities; every
+output of the query (a count, a sum, a mean, a variance, a quantile) is released from them by
+post-processing. Pricing (the ε split and the scales) happens in :mod:`policies.accounting` and
+the runtime's noise module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from policies.errors import QueryRejected
+from policies.gate.query import AggKind, CheckedQuery, GroupKey, OrderItem, Ref
+from policies.model import ColumnType, KeyValue, Policy
+
+MAX_PUBLIC_CELLS = 10_000
+FIXED_POINT_LIMIT = 2.0**40  # largest clamped magnitude after scaling: far below 2^53 and 2^63
+
+
+class StatKind(StrEnum):
+    COUNT = "count"  # rows in the group
+    COUNT_COLUMN = "count_column"  # non-null values of a column
+    COUNT_UNITS = "count_units"  # distinct units
+    SUM = "sum"  # fixed-point sum of the clamped column
+    SUM_SQUARES = "sum_squares"  # fixed-point sum of the squared clamped column
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One integer vector released by one additive mechanism (a cell per group)."""
+
+    name: str
+    kind: StatKind
+    sql: str
+    l1: int  # L1 sensitivity over all cells, in integer units
+    l2_squared: int  # squared L2 sensitivity, in integer units
+    resolution: float = 1.0  # the value of one integer unit (2^-s for fixed point)
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class QuantileStatistic:
+    """A private quantile over declared candidates, from a histogram the engine computes."""
+
+    name: str
+    column: str
+    q: float
+    candidates: tuple[float, ...]
+    histogram_sql: str  # returns (group keys..., bin, rows)
+    rows_per_unit: int  # symmetric-distance sensitivity d_in
+    count: str  # the statistic giving the (noisy) number of values, for the interval
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output column: a group key or a value post-processed from statistics."""
+
+    name: str
+    kind: str  # key | count | count_units | sum | mean | variance | stddev | quantile
+    key: int | None = None
+    stats: tuple[str, ...] = ()
+    lower: float | None = None
+    upper: float | None = None
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    sql: str
+    params: tuple[KeyValue, ...]
+    keys: tuple[GroupKey, ...]
+    public_cells: tuple[tuple[KeyValue, ...], ...] | None  # None: keys need partition selection
+    statistics: tuple[Statistic, ...]
+    quantiles: tuple[QuantileStatistic, ...]
+    selection: str | None  # the count statistic that selects partitions, when keys are private
+    outputs: tuple[Output, ...]
+    order: tuple[OrderItem, ...]
+    limit: int | None
+    min_group_size: int
+    row_cap: int
+    group_cap: int
+    canonical: str
+
+    @property
+    def mechanisms(self) -> int:
+        return len(self.statistics) + len(self.quantiles)
+
+
+def plan(checked: CheckedQuery, policy: Policy, *, salt: int = 0) -> QueryPlan:
+    """The bounded SQL and the statistics for ``checked``; ``salt`` keys the bounding hash."""
+    return _Planner(checked, policy, salt).build()
+
+
+def fixed_point_bits(column_type: ColumnType, magnitude: float) -> int:
+    """Binary digits after the point for a clamped value of at most ``magnitude``."""
+    if column_type == ColumnType.INTEGER and magnitude == int(magnitude):
+        return 0
+    if magnitude == 0:
+        return 20
+    return max(0, min(24, math.floor(math.log2(FIXED_POINT_LIMIT / magnitude))))
+
+
+class _Planner:
+    def __init__(self, checked: CheckedQuery, policy: Policy, salt: int) -> None:
+        self.q = checked
+        self.policy = policy
+        self.salt = salt & 0x7FFF_FFFF_FFFF_FFFF
+        caps = [policy.table(name).max_rows_per_unit for name, _ in checked.tables]  # type: ignore[union-attr]
+        self.row_cap = math.prod(caps)
+        self.group_cap = min(policy.max_groups_per_unit, self.row_cap) if checked.group_keys else 1
+        self.values: dict[Ref, str] = {}
+        self.stats: dict[tuple[StatKind, str | None], Statistic] = {}
+
+    def value(self, ref: Ref) -> str:
+        if ref not in self.values:
+            self.values[ref] = f"v{len(self.values)}"
+        return self.values[ref]
+
+    def stat(self, kind: StatKind, ref: Ref | None) -> str:
+        key = (kind, ref.sql if ref else None)
+        if key in self.stats:
+            return self.stats[key].name
+        name = f"s{len(self.stats)}"
+        r, g = self.row_cap, self.group_cap
+        if kind in (StatKind.COUNT, StatKind.COUNT_COLUMN):
+            sql = "count(*)" if ref is None else f"count({self.value(ref)})"
+            stat = Statistic(name, kind, sql, l1=r, l2_squared=r * r)
+        elif kind == StatKind.COUNT_UNITS:
+            stat = Statistic(name, kind, "count(DISTINCT __unit)", l1=g, l2_squared=g)
+        else:
+            assert ref is not None
+            col = ref.column
+            assert col.lower is not None and col.upper is not None
+            clamped = (
+                f"least(greatest(CAST({self.value(ref)} AS DOUBLE), {col.lower!r}), {col.upper!r})"
+            )
+            magnitude = max(abs(col.lower), abs(col.upper))
+            if kind == StatKind.SUM_SQUARES:
+                clamped, magnitude = f"({clamped} * {clamped})", magnitude * magnitude
+            bits = fixed_point_bits(col.type, magnitude)
+            unit = math.ceil(magnitude * 2**bits)
+            sql = f"sum(CAST(round({clamped} * {2**bits}) AS BIGINT))"
+            stat = Statistic(
+                name,
+                kind,
+                sql,
+                l1=r * unit,
+                l2_squared=(r * unit) ** 2,
+                resolution=2.0**-bits,
+                column=col.name,
+            )
+        self.stats[key] = stat
+        return name
+
+    def build(self) -> QueryPlan:
+        q = self.q
+        public = self.public_cells()
+        needs_count = public is None or self.policy.min_group_size > 0
+        outputs: list[Output] = []
+        quantiles: list[QuantileStatistic] = []
+        count_stat = self.stat(StatKind.COUNT, None) if needs_count else None
+        keys_by_name = {k.name: i for i, k in enumerate(q.group_keys)}
+        aggs_by_name = {a.name: a for a in q.aggregates}
+        for name in q.outputs:
+            if name in keys_by_name:
+                outputs.append(Output(name, "key", key=keys_by_name[name]))
+                continue
+            agg = aggs_by_name[name]
+            ref = agg.ref
+            col = ref.column if ref else None
+            bounds = (col.lower, col.upper) if col else (None, None)
+            if agg.kind == AggKind.COUNT:
+                outputs.append(Output(name, "count", stats=(self.stat(StatKind.COUNT, None),)))
+            elif agg.kind == AggKind.COUNT_COLUMN:
+                outputs.append(
+                    Output(name, "count", stats=(self.stat(StatKind.COUNT_COLUMN, ref),))
+                )
+            elif agg.kind == AggKind.COUNT_UNITS:
+                outputs.append(
+                    Output(name, "count_units", stats=(self.stat(StatKind.COUNT_UNITS, None),))
+                )
+            elif agg.kind == AggKind.SUM:
+                outputs.append(
+                    Output(
+                        name,
+                        "sum",
+                        stats=(self.stat(StatKind.SUM, ref),),
+                        lower=bounds[0],
+                        upper=bounds[1],
+                    )
+                )
+            elif agg.kind == AggKind.MEAN:
+                stats = (self.stat(StatKind.SUM, ref), self.stat(StatKind.COUNT_COLUMN, ref))
+                outputs.append(Output(name, "mean", stats=stats, lower=bounds[0], upper=bounds[1]))
+            elif agg.kind in (AggKind.VARIANCE, AggKind.STDDEV):
+                stats = (
+                    self.stat(StatKind.SUM, ref),
+                    self.stat(StatKind.SUM_SQUARES, ref),
+                    self.stat(StatKind.COUNT_COLUMN, ref),
+                )
+                kind = "variance" if agg.kind == AggKind.VARIANCE else "stddev"
+                outputs.append(Output(name, kind, stats=stats, lower=bounds[0], upper=bounds[1]))
+            else:
+                assert ref is not None and agg.q is not None and col is not None
+                counter = self.stat(StatKind.COUNT_COLUMN, ref)
+                qname = f"q{len(quantiles)}"
+                quantiles.append(
+                    QuantileStatistic(
+                        name=qname,
+                        column=col.name,
+                        q=agg.q,
+                        candidates=col.quantile_candidates(),
+                        histogram_sql="",  # filled below, once the value columns are known
+                        rows_per_unit=self.row_cap,
+                        count=counter,
+                    )
+                )
+                outputs.append(
+                    Output(name, "quantile", stats=(qname,), lower=bounds[0], upper=bounds[1])
+                )
+        bounded = self.bounded_cte()
+        keys = [f"k{i}" for i in range(len(q.group_keys))]
+        group_by = f" GROUP BY {', '.join(keys)}" if keys else ""
+        select = ", ".join([*keys, *(f"{s.sql} AS {s.name}" for s in self.stats.values())])
+        sql = f"{bounded} SELECT {select} FROM bnd{group_by}"
+        quantile_refs = {agg.name: agg.ref for agg in q.aggregates if agg.kind == AggKind.QUANTILE}
+        final_quantiles = []
+        for qs, out in zip(quantiles, [o for o in outputs if o.kind == "quantile"], strict=True):
+            ref = quantile_refs[out.name]
+            assert ref is not None
+            hist = _histogram_sql(bounded, keys, self.values[ref], qs.candidates, ref)
+            final_quantiles.append(
+                QuantileStatistic(
+                    qs.name, qs.column, qs.q, qs.candidates, hist, qs.rows_per_unit, qs.count
+                )
+            )
+        return QueryPlan(
+            sql=sql,
+            params=q.where_params,
+            keys=q.group_keys,
+            public_cells=public,
+            statistics=tuple(self.stats.values()),
+            quantiles=tuple(final_quantiles),
+            selection=count_stat if public is None else None,
+            outputs=tuple(outputs),
+            order=q.order,
+            limit=q.limit,
+            min_group_size=self.policy.min_group_size,
+            row_cap=self.row_cap,
+            group_cap=self.group_cap,
+            canonical=q.canonical,
+        )
+
+    def public_cells(self) -> tuple[tuple[KeyValue, ...], ...] | None:
+        keys = self.q.group_keys
+        if not keys:
+            return ((),)
+        lists = [k.public_keys() for k in keys]
+        if any(lst is None for lst in lists):
+            return None
+        cells = math.prod(len(lst) for lst in lists if lst is not None)
+        if cells > MAX_PUBLIC_CELLS:
+            raise QueryRejected("too_many_groups", "", f"at most {MAX_PUBLIC_CELLS} public cells")
+        return tuple(itertools.product(*(lst for lst in lists if lst is not None)))
+
+    def bounded_cte(self) -> str:
+        q = self.q
+        (first, first_alias), *rest = q.tables
+        unit = f'{first_alias}."{q.unit}"'
+        source = f'"{first}" AS {first_alias}'
+        for table, alias in rest:
+            source += f' JOIN "{table}" AS {alias} ON {unit} = {alias}."{q.unit}"'
+        columns = [f"{unit} AS __unit"]
+        columns += [f"{k.sql} AS k{i}" for i, k in enumerate(q.group_keys)]
+        columns += [f"{ref.sql} AS {name}" for ref, name in self.values.items()]
+        where = f" WHERE {q.where_sql}" if q.where_sql else ""
+        ctes = [f"src AS (SELECT {', '.join(columns)} FROM {source}{where})"]
+        keys = [f"k{i}" for i in range(len(q.group_keys))]
+        previous = "src"
+        if keys and self.policy.max_groups_per_unit < self.row_cap:
+            order = f"hash({', '.join(keys)}, {self.salt}), {', '.join(keys)}"
+            ctes.append(
+                "grp AS (SELECT * FROM (SELECT *, dense_rank() OVER "
+                f"(PARTITION BY __unit ORDER BY {order}) AS __g FROM src) "
+                f"WHERE __g <= {self.policy.max_groups_per_unit})"
+            )
+            previous = "grp"
+        row_order = ", ".join([*keys, *self.values.values(), str(self.salt)])
+        ctes.append(
+            "bnd AS (SELECT * FROM (SELECT *, row_number() OVER "
+            f"(PARTITION BY __unit ORDER BY hash({row_order})) AS __r FROM {previous}) "
+            f"WHERE __r <= {self.row_cap})"
+        )
+        return "WITH " + ", ".join(ctes)
+
+
+def _histogram_sql(
+    bounded: str, keys: list[str], value: str, candidates: tuple[float, ...], ref: Ref
+) -> str:
+    """Rows per bin: bin 2i+1 holds values equal to candidate i, bin 2i those just below it.
+
+    These counts are all a private quantile over ``candidates`` depends on.
+    """
+    col = ref.column
+    clamped = f"least(greatest(CAST({value} AS DOUBLE), {col.lower!r}), {col.upper!r})"
+    whens = " ".join(
+        f"WHEN x < {c!r} THEN {2 * i} WHEN x = {c!r} THEN {2 * i + 1}"
+        for i, c in enumerate(candidates)
+    )
+    inner = ", ".join([*keys, f"{clamped} AS x"])
+    outer = ", ".join([*keys, f"CASE {whens} ELSE {2 * len(candidates)} END AS bin"])
+    return (
+        f"{bounded} SELECT {outer}, count(*) AS n FROM (SELECT {inner} FROM bnd "
+        f"WHERE {value} IS NOT NULL) GROUP BY {', '.join([*keys, 'bin'])}"
+    )

@@ -1,0 +1,123 @@
+"""The typed result of a successful check: everything the planner needs, nothing from the text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from policies.model import Column, KeyValue, Role
+
+
+class AggKind(StrEnum):
+    COUNT = "count"  # COUNT(*)
+    COUNT_COLUMN = "count_column"  # COUNT(col): non-null values
+    COUNT_UNITS = "count_units"  # COUNT(DISTINCT unit)
+    SUM = "sum"
+    MEAN = "mean"
+    VARIANCE = "variance"
+    STDDEV = "stddev"
+    QUANTILE = "quantile"
+
+
+class Transform(StrEnum):
+    NONE = "none"
+    YEAR = "year"
+    QUARTER = "quarter"
+    MONTH = "month"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A column of one table of the dataset; ``alias`` is the generated table alias (t0, t1)."""
+
+    table: str
+    alias: str
+    column: Column
+
+    @property
+    def sql(self) -> str:
+        return f'{self.alias}."{self.column.name}"'
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    name: str
+    ref: Ref
+    transform: Transform
+
+    @property
+    def sql(self) -> str:
+        if self.transform == Transform.NONE:
+            return self.ref.sql
+        if self.transform == Transform.YEAR:
+            return f"CAST(year({self.ref.sql}) AS BIGINT)"
+        return f"CAST(date_trunc('{self.transform.value}', {self.ref.sql}) AS DATE)"
+
+    def public_keys(self) -> tuple[KeyValue, ...] | None:
+        """The keys every release lists (absent ones as noisy zero), or None if keys are private."""
+        col = self.ref.column
+        if self.transform == Transform.NONE:
+            return col.keys if col.role == Role.DIMENSION else None
+        if col.public_range is None:
+            return None
+        first, last = col.public_range
+        if self.transform == Transform.YEAR:
+            return tuple(range(first.year, last.year + 1))
+        step = 3 if self.transform == Transform.QUARTER else 1
+        month = first.month - (first.month - 1) % step
+        keys: list[KeyValue] = []
+        year = first.year
+        while (year, month) <= (last.year, last.month):
+            keys.append(date(year, month, 1))
+            month += step
+            if month > 12:
+                year, month = year + 1, month - 12
+        return tuple(keys)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    name: str
+    kind: AggKind
+    ref: Ref | None  # None for COUNT(*) and COUNT(DISTINCT unit)
+    q: float | None = None  # quantile level for QUANTILE
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    name: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    """A query that passed every rule. ``where_sql`` uses ``?`` placeholders for ``where_params``."""
+
+    tables: tuple[tuple[str, str], ...]  # (table, alias), one or two
+    unit: str
+    where_sql: str | None
+    where_params: tuple[KeyValue, ...]
+    group_keys: tuple[GroupKey, ...]
+    aggregates: tuple[Aggregate, ...]
+    outputs: tuple[str, ...]  # output names in SELECT order
+    order: tuple[OrderItem, ...]
+    limit: int | None
+
+    @property
+    def canonical(self) -> str:
+        """A stable text of the checked query, used to recognise the same query again."""
+        parts = [
+            "tables=" + ",".join(t for t, _ in self.tables),
+            "where=" + (self.where_sql or ""),
+            "params=" + repr(self.where_params),
+            "group=" + ",".join(f"{g.name}:{g.ref.sql}:{g.transform}" for g in self.group_keys),
+            "aggs="
+            + ",".join(
+                f"{a.name}:{a.kind}:{a.ref.sql if a.ref else ''}:{a.q}" for a in self.aggregates
+            ),
+            "out=" + ",".join(self.outputs),
+            "order=" + ",".join(f"{o.name}:{o.descending}" for o in self.order),
+            f"limit={self.limit}",
+        ]
+        return "|".join(parts)

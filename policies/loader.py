@@ -1,0 +1,283 @@
+"""Load and validate policy files (TOML).
+
+Validation is strict: unknown keys, wrong types and inconsistent bounds are errors, each a
+:class:`PolicyError` that names the file, the dotted key and the rule that failed, so a data owner
+can fix a policy without reading code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from policies.errors import PolicyError
+from policies.model import Column, ColumnType, KeyValue, Policy, Role, Table
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+DATASET_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+MAX_KEYS = 10_000
+MAX_CANDIDATES = 1_000
+
+_TOP_KEYS = {
+    "id",
+    "title",
+    "description",
+    "provider",
+    "privacy_unit",
+    "max_groups_per_unit",
+    "min_group_size",
+    "tables",
+}
+_TABLE_KEYS = {"description", "max_rows_per_unit", "columns"}
+_COLUMN_KEYS = {
+    "type",
+    "role",
+    "description",
+    "lower",
+    "upper",
+    "keys",
+    "public_range",
+    "candidates",
+}
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate one policy file."""
+    return parse_policy(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy TOML text; ``source`` names the file in errors."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(source, "(document)", "toml_syntax", str(exc)) from None
+    return _Reader(source).policy(doc)
+
+
+class _Reader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, rule: str, message: str) -> PolicyError:
+        return PolicyError(self.source, key, rule, message)
+
+    def no_unknown(self, node: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in node:
+            if key not in allowed:
+                where = f"{prefix}.{key}" if prefix else key
+                raise self.fail(where, "unknown_key", f"allowed keys: {', '.join(sorted(allowed))}")
+
+    def string(self, node: Mapping[str, Any], key: str, prefix: str, *, required: bool) -> str:
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in node:
+            if required:
+                raise self.fail(where, "required", "this key is required")
+            return ""
+        value = node[key]
+        if not isinstance(value, str):
+            raise self.fail(where, "type", "must be a string")
+        return value
+
+    def integer(self, node: Mapping[str, Any], key: str, prefix: str, minimum: int) -> int:
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in node:
+            raise self.fail(where, "required", "this key is required")
+        value = node[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(where, "type", "must be an integer")
+        if value < minimum:
+            raise self.fail(where, "range", f"must be at least {minimum}")
+        return value
+
+    def number(self, node: Mapping[str, Any], key: str, prefix: str) -> float | None:
+        if key not in node:
+            return None
+        value = node[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise self.fail(f"{prefix}.{key}", "type", "must be a finite number")
+        return float(value)
+
+    def policy(self, doc: Mapping[str, Any]) -> Policy:
+        self.no_unknown(doc, _TOP_KEYS, "")
+        dataset = self.string(doc, "id", "", required=True)
+        if not DATASET_ID.match(dataset):
+            raise self.fail("id", "identifier", "lowercase letters, digits, '_' and '-'")
+        unit = self.string(doc, "privacy_unit", "", required=True)
+        tables_node = doc.get("tables")
+        if not isinstance(tables_node, dict) or not tables_node:
+            raise self.fail("tables", "required", "at least one [tables.NAME] section is required")
+        tables = tuple(self.table(name, node, unit) for name, node in tables_node.items())
+        return Policy(
+            dataset=dataset,
+            title=self.string(doc, "title", "", required=True),
+            description=self.string(doc, "description", "", required=False),
+            provider=self.string(doc, "provider", "", required=False),
+            privacy_unit=unit,
+            max_groups_per_unit=self.integer(doc, "max_groups_per_unit", "", 1),
+            min_group_size=self.integer(doc, "min_group_size", "", 0),
+            tables=tables,
+        )
+
+    def table(self, name: str, node: Any, unit: str) -> Table:
+        prefix = f"tables.{name}"
+        if not IDENTIFIER.match(name):
+            raise self.fail(prefix, "identifier", "table names are lowercase identifiers")
+        if not isinstance(node, dict):
+            raise self.fail(prefix, "type", "must be a table")
+        self.no_unknown(node, _TABLE_KEYS, prefix)
+        columns_node = node.get("columns")
+        if not isinstance(columns_node, dict) or not columns_node:
+            raise self.fail(f"{prefix}.columns", "required", "declare every column of the table")
+        columns = tuple(
+            self.column(col, spec, f"{prefix}.columns.{col}") for col, spec in columns_node.items()
+        )
+        unit_cols = [c for c in columns if c.role == Role.UNIT]
+        if [c.name for c in unit_cols] != [unit]:
+            raise self.fail(
+                f"{prefix}.columns",
+                "privacy_unit",
+                f"exactly one column with role 'unit', named '{unit}' (the privacy_unit)",
+            )
+        return Table(
+            name=name,
+            description=self.string(node, "description", prefix, required=False),
+            max_rows_per_unit=self.integer(node, "max_rows_per_unit", prefix, 1),
+            columns=columns,
+        )
+
+    def column(self, name: str, spec: Any, prefix: str) -> Column:
+        if not IDENTIFIER.match(name):
+            raise self.fail(prefix, "identifier", "column names are lowercase identifiers")
+        if not isinstance(spec, dict):
+            raise self.fail(prefix, "type", "must be a table")
+        self.no_unknown(spec, _COLUMN_KEYS, prefix)
+        type_text = self.string(spec, "type", prefix, required=True)
+        role_text = self.string(spec, "role", prefix, required=True)
+        try:
+            ctype = ColumnType(type_text)
+        except ValueError:
+            allowed = ", ".join(t.value for t in ColumnType)
+            raise self.fail(f"{prefix}.type", "enum", f"one of: {allowed}") from None
+        try:
+            role = Role(role_text)
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise self.fail(f"{prefix}.role", "enum", f"one of: {allowed}") from None
+        lower = self.number(spec, "lower", prefix)
+        upper = self.number(spec, "upper", prefix)
+        if role == Role.MEASURE:
+            if not ctype.numeric:
+                raise self.fail(f"{prefix}.type", "measure_type", "measures are integer or float")
+            if lower is None or upper is None:
+                raise self.fail(prefix, "clamp_bounds", "measures need 'lower' and 'upper'")
+            if not lower < upper:
+                raise self.fail(f"{prefix}.upper", "clamp_bounds", "'upper' must exceed 'lower'")
+        elif lower is not None or upper is not None:
+            raise self.fail(prefix, "clamp_bounds", "only measures have 'lower' and 'upper'")
+        keys = self.keys(spec, prefix, ctype, role)
+        public_range = self.public_range(spec, prefix, ctype, role)
+        candidates = self.candidates(spec, prefix, role, lower, upper)
+        return Column(
+            name=name,
+            type=ctype,
+            role=role,
+            description=self.string(spec, "description", prefix, required=False),
+            lower=lower,
+            upper=upper,
+            keys=keys,
+            public_range=public_range,
+            candidates=candidates,
+        )
+
+    def keys(
+        self, spec: Mapping[str, Any], prefix: str, ctype: ColumnType, role: Role
+    ) -> tuple[KeyValue, ...] | None:
+        if "keys" not in spec:
+            return None
+        where = f"{prefix}.keys"
+        if role != Role.DIMENSION:
+            raise self.fail(where, "keys_role", "only dimensions have public keys")
+        raw = spec["keys"]
+        if not isinstance(raw, list) or not raw:
+            raise self.fail(where, "type", "must be a non-empty list")
+        if len(raw) > MAX_KEYS:
+            raise self.fail(where, "too_many_keys", f"at most {MAX_KEYS}")
+        keys = tuple(self.key_value(v, ctype, where) for v in raw)
+        if len(set(keys)) != len(keys):
+            raise self.fail(where, "duplicate_key", "keys must be distinct")
+        return keys
+
+    def key_value(self, value: Any, ctype: ColumnType, where: str) -> KeyValue:
+        ok = {
+            ColumnType.STRING: isinstance(value, str),
+            ColumnType.BOOLEAN: isinstance(value, bool),
+            ColumnType.INTEGER: isinstance(value, int) and not isinstance(value, bool),
+            ColumnType.FLOAT: isinstance(value, int | float) and not isinstance(value, bool),
+            ColumnType.DATE: isinstance(value, (date, str)),
+        }[ctype]
+        if not ok:
+            raise self.fail(where, "key_type", f"every key must be a {ctype.value}")
+        if ctype == ColumnType.DATE and isinstance(value, str):
+            return self.iso_date(value, where)
+        return value  # type: ignore[no-any-return]
+
+    def iso_date(self, value: Any, where: str) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            raise self.fail(where, "date", "dates are ISO 8601, e.g. 2024-01-31") from None
+
+    def public_range(
+        self, spec: Mapping[str, Any], prefix: str, ctype: ColumnType, role: Role
+    ) -> tuple[date, date] | None:
+        if "public_range" not in spec:
+            return None
+        where = f"{prefix}.public_range"
+        if ctype != ColumnType.DATE or role != Role.DIMENSION:
+            raise self.fail(where, "public_range_type", "only date dimensions have a public_range")
+        raw = spec["public_range"]
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise self.fail(where, "type", "must be [first, last]")
+        first, last = (self.iso_date(v, where) for v in raw)
+        if first > last:
+            raise self.fail(where, "range", "first must not be after last")
+        return first, last
+
+    def candidates(
+        self,
+        spec: Mapping[str, Any],
+        prefix: str,
+        role: Role,
+        lower: float | None,
+        upper: float | None,
+    ) -> tuple[float, ...] | None:
+        if "candidates" not in spec:
+            return None
+        where = f"{prefix}.candidates"
+        if role != Role.MEASURE:
+            raise self.fail(where, "candidates_role", "only measures have quantile candidates")
+        raw = spec["candidates"]
+        if not isinstance(raw, list) or len(raw) < 2 or len(raw) > MAX_CANDIDATES:
+            raise self.fail(where, "type", f"a list of 2 to {MAX_CANDIDATES} numbers")
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw):
+            raise self.fail(where, "type", "every candidate must be a number")
+        values = tuple(float(v) for v in raw)
+        if any(b <= a for a, b in itertools.pairwise(values)):
+            raise self.fail(where, "sorted", "candidates must be strictly increasing")
+        assert lower is not None and upper is not None
+        if values[0] < lower or values[-1] > upper:
+            raise self.fail(where, "clamp_bounds", "candidates must lie within lower..upper")
+        return values

@@ -207,8 +207,8 @@ class _Checker:
         if isinstance(node, exp.Paren):
             return self.predicate(node.this)
         if isinstance(node, exp.And | exp.Or):
-            op = "AND" if isinstance(node, exp.And) else "OR"
-            return f"({self.predicate(node.this)} {op} {self.predicate(node.expression)})"
+            joiner = "AND" if isinstance(node, exp.And) else "OR"
+            return f"({self.predicate(node.this)} {joiner} {self.predicate(node.expression)})"
         if isinstance(node, exp.Not):
             return f"(NOT {self.predicate(node.this)})"
         op = _COMPARISONS.get(type(node))

@@ -199,8 +199,8 @@ class _Planner:
                     )
                 )
             elif agg.kind == AggKind.MEAN:
-                stats = (self.stat(StatKind.SUM, ref), self.stat(StatKind.COUNT_COLUMN, ref))
-                outputs.append(Output(name, "mean", stats=stats, lower=bounds[0], upper=bounds[1]))
+                pair = (self.stat(StatKind.SUM, ref), self.stat(StatKind.COUNT_COLUMN, ref))
+                outputs.append(Output(name, "mean", stats=pair, lower=bounds[0], upper=bounds[1]))
             elif agg.kind in (AggKind.VARIANCE, AggKind.STDDEV):
                 stats = (
                     self.stat(StatKind.SUM, ref),

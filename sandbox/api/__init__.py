@@ -1,0 +1,12 @@
+"""HTTP routers. Handlers are thin: they authenticate, call a service and shape the response."""
+
+from fastapi import APIRouter
+
+from sandbox.api import datasets, health, queries
+
+router = APIRouter()
+router.include_router(health.router)
+router.include_router(datasets.router)
+router.include_router(queries.router)
+
+__all__ = ["router"]

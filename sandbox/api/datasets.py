@@ -1,0 +1,60 @@
+"""Zones and datasets: schema and the public part of the policy. Never rows, never extremes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from sandbox import catalog
+from sandbox.api.deps import MemberDep, ServicesDep
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+
+def _dataset(version: catalog.DatasetVersion, detail: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": version.dataset,
+        "zone": version.zone,
+        "title": version.title,
+        "version": version.version,
+        "description": version.policy.description,
+        "provider": version.policy.provider,
+        "tables": sorted(version.row_counts),
+    }
+    if detail:
+        out["policy"] = version.policy.public_view()
+    return out
+
+
+@router.get("/zones")
+def list_zones(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    zones = catalog.list_zones(services.engine)
+    return {
+        "zones": [
+            {
+                "id": z.id,
+                "kind": z.kind,
+                "title": z.title,
+                "operator": z.operator,
+                "description": z.description,
+            }
+            for z in zones
+        ]
+    }
+
+
+@router.get("/datasets")
+def list_datasets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    return {"datasets": [_dataset(v, False) for v in catalog.list_current(services.engine)]}
+
+
+@router.get("/zones/{zone}/datasets")
+def list_zone_datasets(zone: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    found = catalog.list_current(services.engine, zone)
+    return {"datasets": [_dataset(v, False) for v in found]}
+
+
+@router.get("/datasets/{dataset}")
+def get_dataset(dataset: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    return _dataset(catalog.current(services.engine, dataset), True)

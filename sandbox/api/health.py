@@ -1,0 +1,20 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from sandbox.api.deps import ServicesDep
+from sandbox.errors import ServiceUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(services: ServicesDep) -> dict[str, Any]:
+    """Ready when the executor's workers are up and locked down."""
+    if not services.executor.healthy():
+        raise ServiceUnavailable("the executor is not ready")
+    return {"status": "ok"}

@@ -1,0 +1,67 @@
+"""DP queries: run (charged) and preview (free, touches no data), and the caller's budgets."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.accounting import MICRO, PICO
+from sandbox import ledger
+from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.queries import QueryRequest
+
+router = APIRouter(prefix="/v1", tags=["queries"])
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(max_length=64, description="Dataset id.")
+    sql: str = Field(max_length=10_000, description="One SELECT of aggregates (see docs/gate.md).")
+    epsilon: float | None = Field(None, description="ε to spend (pure-DP grants).")
+    rho: float | None = Field(None, description="ρ to spend (zCDP grants).")
+    delta: float | None = Field(
+        None, description="δ for partition selection when group keys are not public."
+    )
+
+    def request(self) -> QueryRequest:
+        return QueryRequest(self.dataset, self.sql, self.epsilon, self.rho, self.delta)
+
+
+@router.post("/queries")
+def run_query(
+    body: QueryBody,
+    member: MemberDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> dict[str, Any]:
+    """Run a DP query: noisy aggregates with 95% intervals, the cost charged, the budget left."""
+    return services.queries.run(member, body.request(), idempotency_key)
+
+
+@router.post("/queries/preview")
+def preview_query(body: QueryBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    """The cost and expected interval widths of a query. Charges nothing, touches no data."""
+    return services.queries.preview(member, body.request())
+
+
+@router.get("/budgets")
+def budgets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    """The caller's tenant's grants: total, spent and left."""
+    return {
+        "budgets": [
+            {
+                "dataset": g.dataset_id,
+                "accounting": g.accounting.value,
+                "total": g.budget_micro / MICRO,
+                "spent": g.spent_micro / MICRO,
+                "remaining": g.left_micro / MICRO,
+                "delta_total": g.delta_pico / PICO,
+                "delta_remaining": g.left_delta_pico / PICO,
+                "per_query_cap": g.per_query_cap_micro / MICRO,
+            }
+            for g in ledger.grants_of(services.engine, member.tenant_id)
+        ]
+    }

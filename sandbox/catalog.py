@@ -1,0 +1,145 @@
+"""Zones, datasets and their immutable versions.
+
+A dataset's current version is one row update, so a new load switches queries over atomically; a
+query pins the version it started with. Parsed policies are cached per (dataset, version).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, select, update
+
+from policies.loader import parse_policy
+from policies.model import Policy
+from sandbox.errors import Conflict, NotFound
+from sandbox.store import datasets, now, versions, zones
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    kind: str
+    title: str
+    operator: str
+    description: str
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    dataset: str
+    zone: str
+    title: str
+    version: int
+    path: Path
+    policy: Policy
+    row_counts: dict[str, int]
+    salt: int
+
+
+def create_zone(engine: Engine, zone: Zone) -> None:
+    with engine.begin() as con:
+        if con.execute(select(zones.c.id).where(zones.c.id == zone.id)).first():
+            raise Conflict(f"zone {zone.id} exists")
+        con.execute(
+            zones.insert().values(
+                id=zone.id,
+                kind=zone.kind,
+                title=zone.title,
+                operator=zone.operator,
+                description=zone.description,
+                created_at=now(),
+            )
+        )
+
+
+def list_zones(engine: Engine) -> list[Zone]:
+    with engine.connect() as con:
+        rows = con.execute(select(zones).order_by(zones.c.id)).all()
+    return [Zone(r.id, r.kind, r.title, r.operator, r.description) for r in rows]
+
+
+def add_version(
+    engine: Engine,
+    zone_id: str,
+    policy_text: str,
+    path: Path,
+    row_counts: dict[str, int],
+    policy_source: str = "<policy>",
+) -> int:
+    """Register a loaded workspace as the dataset's next version and make it current."""
+    policy = parse_policy(policy_text, policy_source)
+    with engine.begin() as con:
+        existing = con.execute(select(datasets).where(datasets.c.id == policy.dataset)).first()
+        if existing is None:
+            con.execute(
+                datasets.insert().values(
+                    id=policy.dataset, zone_id=zone_id, title=policy.title, created_at=now()
+                )
+            )
+        elif existing.zone_id != zone_id:
+            raise Conflict(f"dataset {policy.dataset} belongs to another zone")
+        last = con.execute(
+            select(versions.c.version)
+            .where(versions.c.dataset_id == policy.dataset)
+            .order_by(versions.c.version.desc())
+        ).first()
+        version = 1 if last is None else last.version + 1
+        con.execute(
+            versions.insert().values(
+                dataset_id=policy.dataset,
+                version=version,
+                path=str(path),
+                policy=policy_text,
+                row_counts=json.dumps(row_counts),
+                salt=secrets.randbits(62),
+                created_at=now(),
+            )
+        )
+        con.execute(
+            update(datasets)
+            .where(datasets.c.id == policy.dataset)
+            .values(current_version=version, title=policy.title)
+        )
+    return version
+
+
+def current(engine: Engine, dataset: str) -> DatasetVersion:
+    """The dataset's current version, or ``NotFound``."""
+    query = (
+        select(datasets.c.zone_id, datasets.c.title, versions)
+        .join(versions, versions.c.dataset_id == datasets.c.id)
+        .where(datasets.c.id == dataset, versions.c.version == datasets.c.current_version)
+    )
+    with engine.connect() as con:
+        row = con.execute(query).first()
+    if row is None:
+        raise NotFound(f"no dataset {dataset!r}")
+    return DatasetVersion(
+        dataset=dataset,
+        zone=row.zone_id,
+        title=row.title,
+        version=row.version,
+        path=Path(row.path),
+        policy=_policy(row.policy, f"{dataset} v{row.version}"),
+        row_counts=json.loads(row.row_counts),
+        salt=row.salt,
+    )
+
+
+def list_current(engine: Engine, zone: str | None = None) -> list[DatasetVersion]:
+    query = select(datasets.c.id).where(datasets.c.current_version.is_not(None))
+    if zone is not None:
+        query = query.where(datasets.c.zone_id == zone)
+    with engine.connect() as con:
+        ids = [r.id for r in con.execute(query.order_by(datasets.c.id))]
+    return [current(engine, i) for i in ids]
+
+
+@lru_cache(maxsize=256)
+def _policy(text: str, source: str) -> Policy:
+    return parse_policy(text, source)

@@ -1,0 +1,67 @@
+"""The ``veil`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandbox import demo_data
+
+app = typer.Typer(no_args_is_help=True, help="Veil: usable but invisible public data.")
+
+
+@app.command()
+def serve(
+    data_dir: Annotated[Path, typer.Option(help="Data directory.")] = Path("veil-data"),
+    demo: Annotated[bool, typer.Option(help="Build the demo zone first if missing.")] = False,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Executor worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the demo data.")] = demo_data.DEFAULT_SEED,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from sandbox import store
+    from sandbox.config import Settings
+    from sandbox.demo import KEYS_FILE, build_demo
+    from server import create_app
+
+    settings = Settings(data_dir=data_dir, host=host, port=port, workers=workers)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if demo:
+        engine = store.connect(settings.state_url)
+        typer.echo(f"Building the demo zone in {data_dir} (first run only)…")
+        keys = build_demo(engine, data_dir, seed=seed)
+        engine.dispose()
+        typer.echo(f"Demo API keys (also in {data_dir / KEYS_FILE}):")
+        for role, key in keys.items():
+            typer.echo(f"  {role:9} {key}")
+    typer.echo(f"API docs: http://{host}:{port}/docs")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("demo-data")
+def demo_data_command(
+    rows: Annotated[int, typer.Option(min=1, help="Rows of the tax table (the largest).")],
+    out: Annotated[Path, typer.Option(help="Output directory for the Parquet files.")],
+    seed: Annotated[int, typer.Option(help="Seed.")] = demo_data.DEFAULT_SEED,
+) -> None:
+    """Write the demo enterprise tables as Parquet at any size, e.g. for benchmarks."""
+    with typer.progressbar(length=rows, label="tax rows") as bar:
+        done = 0
+
+        def progress(written: int) -> None:
+            nonlocal done
+            bar.update(min(written, rows) - done)
+            done = min(written, rows)
+
+        paths = demo_data.write_parquet(out, rows, seed=seed, progress=progress)
+    for table, path in paths.items():
+        typer.echo(f"{table}: {path}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,106 @@
+"""Build the demo zone into a data directory: idempotent, deterministic given a seed.
+
+The zone, its datasets and their policies are files in ``sandbox/demo/``; the enterprise data are
+generated, cps1988 is a real public extract shipped with its attribution. Three demo members (an
+admin, an analyst, a verifier) get API keys, written once to ``DATA_DIR/demo-keys.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Engine, select
+
+from policies.accounting import MICRO, PICO, Accounting
+from policies.loader import parse_policy
+from sandbox import catalog, demo_data, ledger
+from sandbox.access import MemberRole, create_member, create_tenant
+from sandbox.store import zones
+from sandbox.workspace import build_workspace
+
+DEMO_FILES = resources.files("sandbox") / "demo"
+KEYS_FILE = "demo-keys.json"
+DEMO_BUDGET = 10.0
+DEMO_DELTA = 1e-5
+DEMO_QUERY_CAP = 2.0
+
+
+def build_demo(
+    engine: Engine,
+    data_dir: Path,
+    *,
+    rows: int = demo_data.DEFAULT_DEMO_ROWS,
+    seed: int = demo_data.DEFAULT_SEED,
+) -> dict[str, str]:
+    """Create the demo zone unless it exists; returns the demo API keys."""
+    keys_path = data_dir / KEYS_FILE
+    zone_doc = tomllib.loads((DEMO_FILES / "zone.toml").read_text(encoding="utf-8"))
+    with engine.connect() as con:
+        exists = con.execute(select(zones.c.id).where(zones.c.id == zone_doc["id"])).first()
+    if exists is not None and keys_path.exists():
+        keys: dict[str, str] = json.loads(keys_path.read_text(encoding="utf-8"))
+        return keys
+    catalog.create_zone(
+        engine,
+        catalog.Zone(
+            id=zone_doc["id"],
+            kind=zone_doc["kind"],
+            title=zone_doc["title"],
+            operator=zone_doc["operator"],
+            description=zone_doc.get("description", ""),
+        ),
+    )
+    dataset_ids = []
+    for entry in zone_doc["datasets"]:
+        policy_text = (DEMO_FILES / entry["policy"]).read_text(encoding="utf-8")
+        policy = parse_policy(policy_text, f"sandbox/demo/{entry['policy']}")
+        tables = _source_tables(entry["source"], policy.privacy_unit, data_dir, rows, seed)
+        path = data_dir / "workspaces" / policy.dataset / "v1.duckdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        counts = build_workspace(path, tables)
+        catalog.add_version(engine, zone_doc["id"], policy_text, path, counts, entry["policy"])
+        dataset_ids.append(policy.dataset)
+    keys = _demo_members(engine, dataset_ids)
+    tmp = keys_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(keys, indent=2) + "\n", encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, keys_path)
+    return keys
+
+
+def _source_tables(
+    source: str, unit: str, data_dir: Path, rows: int, seed: int
+) -> dict[str, pa.Table | Path]:
+    if source == "synthetic:enterprise":
+        out = data_dir / "sources" / "enterprise"
+        return dict(demo_data.write_parquet(out, rows, seed=seed))
+    table = pq.read_table(str(DEMO_FILES / source))
+    ids = pa.array(range(1, table.num_rows + 1), type=pa.int64())
+    name = Path(source).stem
+    return {name: table.append_column(unit, ids)}
+
+
+def _demo_members(engine: Engine, dataset_ids: list[str]) -> dict[str, str]:
+    operator = create_tenant(engine, "Zone operator (demo)", "government", "public_welfare")
+    bank = create_tenant(engine, "Demo Commercial Bank", "bank", "commercial")
+    institute = create_tenant(engine, "Demo Economics Institute", "research", "public_welfare")
+    _, admin_key = create_member(engine, operator, "demo admin", MemberRole.ADMIN)
+    _, analyst_key = create_member(engine, institute, "demo analyst", MemberRole.ANALYST)
+    _, verifier_key = create_member(engine, bank, "demo verifier", MemberRole.VERIFIER)
+    for dataset in dataset_ids:
+        ledger.create_grant(
+            engine,
+            institute,
+            dataset,
+            Accounting.PURE,
+            budget_micro=int(DEMO_BUDGET * MICRO),
+            delta_pico=int(DEMO_DELTA * PICO),
+            per_query_cap_micro=int(DEMO_QUERY_CAP * MICRO),
+        )
+    return {"admin": admin_key, "analyst": analyst_key, "verifier": verifier_key}

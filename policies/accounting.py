@@ -40,7 +40,7 @@ def to_micro(value: float, name: str = "epsilon") -> int:
         raise InvalidBudget(f"{name} must be a finite positive number", field=name)
     if value > MAX_EPSILON:
         raise InvalidBudget(f"{name} must be at most {MAX_EPSILON}", field=name)
-    micro = math.floor(Fraction(value) * MICRO)
+    micro = math.floor(Fraction(repr(value)) * MICRO)  # the decimal the caller wrote
     if micro < 1:
         raise InvalidBudget(f"{name} must be at least 1e-6", field=name)
     return micro
@@ -52,7 +52,7 @@ def delta_to_pico(value: float, name: str = "delta") -> int:
         raise InvalidBudget(f"{name} must be a finite number", field=name)
     if value < 0 or value > MAX_DELTA:
         raise InvalidBudget(f"{name} must lie in [0, {MAX_DELTA}]", field=name)
-    return math.ceil(Fraction(value) * PICO)
+    return math.ceil(Fraction(repr(value)) * PICO)
 
 
 def epsilon_to_rho_micro(epsilon_micro: int) -> int:
@@ -62,9 +62,9 @@ def epsilon_to_rho_micro(epsilon_micro: int) -> int:
 
 def split(total: int, weights: Sequence[int]) -> list[int]:
     """Integer shares of ``total`` proportional to ``weights``, rounded down (sum ≤ total)."""
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("weights must be non-negative with a positive sum")
     whole = sum(weights)
-    if whole <= 0:
-        raise ValueError("weights must be positive")
     return [total * w // whole for w in weights]
 
 

@@ -12,7 +12,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -228,11 +228,15 @@ class _Reader:
         }[ctype]
         if not ok:
             raise self.fail(where, "key_type", f"every key must be a {ctype.value}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(where, "key_type", "keys must be finite")
         if ctype == ColumnType.DATE and isinstance(value, str):
             return self.iso_date(value, where)
         return value  # type: ignore[no-any-return]
 
     def iso_date(self, value: Any, where: str) -> date:
+        if isinstance(value, datetime):
+            raise self.fail(where, "date", "a date, not a date-time (e.g. 2024-01-31)")
         if isinstance(value, date):
             return value
         try:
@@ -272,8 +276,11 @@ class _Reader:
         raw = spec["candidates"]
         if not isinstance(raw, list) or len(raw) < 2 or len(raw) > MAX_CANDIDATES:
             raise self.fail(where, "type", f"a list of 2 to {MAX_CANDIDATES} numbers")
-        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw):
-            raise self.fail(where, "type", "every candidate must be a number")
+        if any(
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+            for v in raw
+        ):
+            raise self.fail(where, "type", "every candidate must be a finite number")
         values = tuple(float(v) for v in raw)
         if any(b <= a for a, b in itertools.pairwise(values)):
             raise self.fail(where, "sorted", "candidates must be strictly increasing")

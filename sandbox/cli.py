@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sandbox import demo_data
+from connectors import synthetic as demo_data
 
 app = typer.Typer(no_args_is_help=True, help="Veil: usable but invisible public data.")
 

@@ -19,7 +19,8 @@ from sqlalchemy import Engine, select
 
 from policies.accounting import MICRO, PICO, Accounting
 from policies.loader import parse_policy
-from sandbox import catalog, demo_data, ledger
+from connectors import synthetic as demo_data
+from sandbox import catalog, ledger
 from sandbox.access import MemberRole, create_member, create_tenant
 from sandbox.store import zones
 from sandbox.workspace import build_workspace

@@ -13,6 +13,7 @@ rule codes (documented in docs/errors.md):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -71,11 +72,21 @@ def check(select: exp.Select, policy: Policy) -> CheckedQuery:
     return _Checker(policy).run(select)
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
 def _func_name(node: exp.Expression) -> str:
+    """The function's DuckDB name (``list``, not ``array_agg``) — never text from the query."""
     if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    text = node.sql(dialect="duckdb")
-    return text.split("(", 1)[0].strip().lower()[:64] or type(node).__name__.lower()
+        name = str(node.name)
+        return name.lower() if _NAME.match(name) else "function"
+    try:
+        head = node.sql(dialect="duckdb").split("(", 1)
+    except Exception:
+        return node.key
+    if len(head) == 2 and _NAME.match(head[0].strip()):
+        return head[0].strip().lower()
+    return node.key
 
 
 def _unsupported(node: exp.Expression) -> QueryRejected:
@@ -140,7 +151,7 @@ class _Checker:
                 raise QueryRejected("unsupported_clause", key.rstrip("_"))
         if not isinstance(node.this, exp.Identifier):
             raise _unsupported(node.this)
-        name = node.name
+        name = node.name if node.this.quoted else node.name.lower()
         table = self.policy.table(name)
         if table is None:
             raise QueryRejected("unknown_table", name[:64])
@@ -149,7 +160,7 @@ class _Checker:
         alias_node = node.args.get("alias")
         if alias_node is not None and alias_node.args.get("columns"):
             raise QueryRejected("unsupported_clause", "column aliases on a table")
-        used = alias_node.name if alias_node is not None else name
+        used = alias_node.name.lower() if alias_node is not None else name
         self.tables.append((table, f"t{len(self.tables)}", used))
 
     def add_join(self, join: exp.Join) -> None:
@@ -182,8 +193,8 @@ class _Checker:
             raise QueryRejected("raw_rows", "*")
         if node.args.get("db") or node.args.get("catalog"):
             raise QueryRejected("unknown_column", node.sql(dialect="duckdb")[:64])
-        name = node.name
-        qualifier = node.table
+        name = node.name if node.this.quoted else node.name.lower()
+        qualifier = node.table.lower()
         matches = [
             (table, alias)
             for table, alias, used in self.tables
@@ -304,6 +315,8 @@ class _Checker:
         for key, value in group.args.items():
             if value and key != "expressions":
                 raise QueryRejected("unsupported_clause", f"group by {key}")
+        if not group.expressions:
+            raise QueryRejected("syntax_error", "", "GROUP BY needs at least one expression")
         items = select.expressions
         aliases = {i.alias: i.this for i in items if isinstance(i, exp.Alias)}
         keys: list[GroupKey] = []
@@ -401,6 +414,8 @@ class _Checker:
             raise _unsupported(node)
         if not isinstance(node, exp.Column | exp.Year | exp.TimestampTrunc | exp.DateTrunc):
             raise _unsupported(node)
+        if not keys:
+            raise QueryRejected("raw_rows", _column_label(node), "only aggregates are released")
         candidate = self.group_key(node, name="")
         for key in keys:
             if (key.ref, key.transform) == (candidate.ref, candidate.transform):
@@ -413,6 +428,7 @@ class _Checker:
         if isinstance(node, exp.Filter):
             raise QueryRejected("unsupported_clause", "filter")
         if isinstance(node, exp.Count):
+            _no_extra_arguments(node)
             arg = node.this
             if isinstance(arg, exp.Star):
                 return Aggregate(unique(alias or "count"), AggKind.COUNT, None)
@@ -441,6 +457,7 @@ class _Checker:
             if isinstance(node, exp.AggFunc):
                 raise QueryRejected("unsupported_function", _func_name(node))
             return None
+        _no_extra_arguments(node)
         arg = node.this
         if not isinstance(arg, exp.Column):
             raise QueryRejected("aggregate_argument", _func_name(node), "takes a bare column")
@@ -478,6 +495,8 @@ class _Checker:
         node = select.args.get("limit")
         if node is None:
             return None
+        if any(v for k, v in node.args.items() if k != "expression"):
+            raise QueryRejected("invalid_limit", "", "LIMIT takes a whole number")
         value = node.expression
         if not (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()):
             raise QueryRejected("invalid_limit", "", "LIMIT takes a whole number")
@@ -487,8 +506,23 @@ class _Checker:
         return number
 
 
+_AGG_ARGS = {"this", "expression", "big_int"}
+
+
+def _no_extra_arguments(node: exp.Expression) -> None:
+    """Aggregates take exactly the arguments the allow-list knows; sqlglot keeps extras aside."""
+    extra = [k for k, v in node.args.items() if v and k not in _AGG_ARGS]
+    if extra or (node.args.get("expression") and not isinstance(node, exp.PercentileCont)):
+        raise QueryRejected("aggregate_argument", _func_name(node), "unexpected arguments")
+
+
 def _key_label(column: str, transform: Transform) -> str:
     return column if transform == Transform.NONE else f"{transform.value}_{column}"
+
+
+def _column_label(node: exp.Expression) -> str:
+    column = node if isinstance(node, exp.Column) else node.find(exp.Column)
+    return column.name if column is not None else ""
 
 
 def _is_literal(node: exp.Expression) -> bool:

@@ -22,10 +22,12 @@ def parse(sql: str) -> exp.Select:
         raise QueryRejected("syntax_error", "", "NUL character")
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    except (ParseError, TokenError):
-        raise QueryRejected("syntax_error", "", "the SQL could not be parsed") from None
     except RecursionError:
         raise QueryRejected("query_too_complex", "", "nesting too deep") from None
+    except (ParseError, TokenError, Exception):
+        # sqlglot raises more than its own errors on hostile input; all of them mean "not SQL
+        # we understand", and none of their messages is returned.
+        raise QueryRejected("syntax_error", "", "the SQL could not be parsed") from None
     if len(statements) != 1:
         if not statements:
             raise QueryRejected("syntax_error", "", "empty query")

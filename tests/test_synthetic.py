@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from sandbox import demo_data
+from connectors import synthetic as demo_data
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "sandbox" / "demo"
 MONTHLY = ("tax", "social_insurance", "utilities")

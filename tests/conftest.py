@@ -1,0 +1,58 @@
+"""Shared fixtures: a real demo data directory, a real app, real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sandbox import store
+from sandbox.config import Settings
+from sandbox.demo import build_demo
+from server import create_app
+
+DEMO_TEST_ROWS = 36_000  # about 1,300 enterprises: enough for real answers, quick to build
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("veil-demo")
+    engine = store.connect(Settings(data_dir=data_dir).state_url)
+    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS)
+    engine.dispose()
+    return data_dir
+
+
+@pytest.fixture()
+def data_dir(demo_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo data directory, so each test starts from fresh budgets."""
+    import shutil
+
+    target = tmp_path / "data"
+    shutil.copytree(demo_dir, target)
+    return target
+
+
+@pytest.fixture()
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, workers=2, worker_threads=1, query_timeout_s=20)
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def keys(data_dir: Path) -> dict[str, str]:
+    import json
+
+    loaded: dict[str, str] = json.loads((data_dir / "demo-keys.json").read_text())
+    return loaded
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

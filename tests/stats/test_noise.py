@@ -1,0 +1,114 @@
+"""Statistical tests of the noise: spread matches the stated scale, intervals cover as stated.
+
+The engine runs each plan once (the bounded exact aggregates are deterministic); the release is
+then repeated many times, which is exactly what a sequence of charged queries would see.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from policies.accounting import Accounting, to_micro
+from policies.gate import check, parse, plan
+from policies.gate.plan import StatKind
+from sandbox import catalog, store
+from sandbox.config import Settings
+from sandbox.noise import calibrate, half_width, release
+
+pytestmark = pytest.mark.stats
+
+
+def prepared(demo_dir: Path, dataset: str, sql: str, epsilon: float, accounting=Accounting.PURE):
+    engine = store.connect(Settings(data_dir=demo_dir).state_url)
+    version = catalog.current(engine, dataset)
+    engine.dispose()
+    query_plan = plan(check(parse(sql), version.policy), version.policy, salt=version.salt)
+    budget = to_micro(epsilon)
+    calibration = calibrate(query_plan, budget, accounting, 10**5)
+    con = duckdb.connect(str(version.path), read_only=True)
+    rows = con.execute(query_plan.sql, list(query_plan.params)).fetchall()
+    hist = {
+        q.name: con.execute(q.histogram_sql, list(query_plan.params)).fetchall()
+        for q in query_plan.quantiles
+    }
+    con.close()
+    return query_plan, calibration, rows, hist
+
+
+def discrete_laplace_sd(scale: float) -> float:
+    p = math.exp(-1 / scale)
+    return math.sqrt(2 * p) / (1 - p)
+
+
+@pytest.mark.parametrize("accounting", [Accounting.PURE, Accounting.ZCDP])
+def test_count_noise_spread_and_coverage(demo_dir: Path, accounting: Accounting) -> None:
+    sql = "SELECT COUNT(*) AS n FROM cps1988"
+    query_plan, calibration, rows, hist = prepared(demo_dir, "cps1988", sql, 0.1, accounting)
+    (exact,) = rows[0]
+    mech = calibration.mechanisms["s0"]
+    errors, covered = [], 0
+    releases = 2000
+    for _ in range(releases):
+        cell = release(query_plan, calibration, rows, hist).rows[0]["n"]
+        errors.append(cell.value - exact)
+        covered += cell.lower <= exact <= cell.upper
+    sd = math.sqrt(sum(e * e for e in errors) / releases)
+    expected = discrete_laplace_sd(mech.scale) if accounting == Accounting.PURE else mech.scale
+    assert abs(sd / expected - 1) < 0.1, (sd, expected)
+    assert abs(sum(errors) / releases) < 4 * expected / math.sqrt(releases)
+    assert 0.93 <= covered / releases <= 0.97, covered / releases
+
+
+def test_sum_noise_is_calibrated_to_the_fixed_point_sensitivity(demo_dir: Path) -> None:
+    sql = "SELECT SUM(wage) AS total FROM cps1988"
+    query_plan, calibration, rows, hist = prepared(demo_dir, "cps1988", sql, 1.0)
+    names = [s.name for s in query_plan.statistics]
+    (stat,) = [s for s in query_plan.statistics if s.kind == StatKind.SUM]
+    mech = calibration.mechanisms[stat.name]
+    exact = rows[0][names.index(stat.name)] * stat.resolution
+    # L1 = max contribution (4000 USD) in fixed-point units; scale = L1 / ε share
+    assert stat.l1 == math.ceil(4000 * 2**stat_bits(stat))
+    values = [release(query_plan, calibration, rows, hist).rows[0]["total"] for _ in range(1000)]
+    sd = math.sqrt(sum((c.value - exact) ** 2 for c in values) / len(values))
+    assert abs(sd / (discrete_laplace_sd(mech.scale) * stat.resolution) - 1) < 0.1
+    coverage = sum(c.lower <= exact <= c.upper for c in values) / len(values)
+    assert 0.93 <= coverage <= 0.97
+
+
+def stat_bits(stat) -> int:
+    return round(-math.log2(stat.resolution))
+
+
+def test_cps1988_mean_wage_by_region_is_within_its_interval(demo_dir: Path) -> None:
+    """The acceptance test on real data: ≥ 90% of 200 releases at ε = 1 cover the true mean."""
+    sql = "SELECT region, AVG(wage) AS w FROM cps1988 GROUP BY region"
+    query_plan, calibration, rows, hist = prepared(demo_dir, "cps1988", sql, 1.0)
+    truth = dict(
+        duckdb.connect()
+        .execute(
+            "SELECT region, avg(wage) FROM read_parquet('sandbox/demo/cps1988.parquet') "
+            "GROUP BY region"
+        )
+        .fetchall()
+    )
+    hits = total = 0
+    for _ in range(200):
+        for row in release(query_plan, calibration, rows, hist).rows:
+            total += 1
+            hits += row["w"].lower <= truth[row["region"]] <= row["w"].upper
+    assert total == 800
+    assert hits / total >= 0.90, hits / total
+
+
+def test_stated_half_width_is_openDP_accuracy(demo_dir: Path) -> None:
+    import opendp.prelude as dp
+
+    query_plan, calibration, _, _ = prepared(demo_dir, "cps1988", "SELECT COUNT(*) FROM cps1988", 1)
+    mech = calibration.mechanisms["s0"]
+    assert half_width(mech, Accounting.PURE) == pytest.approx(
+        dp.discrete_laplacian_scale_to_accuracy(mech.scale, 0.05)
+    )

@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Veil",
         version="0.1.0",
-        summary="Usable but invisible: DP aggregates and verification over public data, never rows.",
+        summary="Usable but invisible: DP aggregates over public data, never rows.",
         lifespan=lifespan,
     )
     problems.install(app)

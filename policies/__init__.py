@@ -1,1 +1,4 @@
-"""Pure decisions: policies, the SQL gate, privacy accounting. No I/O beyond reading policy files."""
+"""Pure decisions: policies, the SQL gate, privacy accounting.
+
+No I/O beyond reading policy files.
+"""

@@ -33,7 +33,7 @@ class InvalidBudget(InvalidRequest):
 
 
 def to_micro(value: float, name: str = "epsilon") -> int:
-    """A requested ε (or ρ) as micro-units; refuses NaN, infinities, non-positive and huge values."""
+    """A requested ε (or ρ) in micro-units; refuses NaN, infinities, non-positive, huge."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidBudget(f"{name} must be a number", field=name)
     if not math.isfinite(value) or value <= 0:

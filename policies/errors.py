@@ -53,7 +53,7 @@ class NotFound(VeilError):
 
 
 class PolicyError(VeilError):
-    """A policy, zone or template file that does not validate. Names the file, the key and the rule."""
+    """A policy, zone or template file that does not validate: names the file, key and rule."""
 
     code = "invalid_policy"
     status = 422
@@ -70,7 +70,7 @@ class QueryRejected(VeilError):
     """The gate refused a query before any data was touched.
 
     ``rule`` is the stable code of the allow-list rule that failed (e.g. ``unsupported_function``);
-    ``subject`` names what broke it (a function, a column, a clause) — never a literal from the query.
+    ``subject`` names what broke it (a function, a column, a clause), never a query literal.
     """
 
     status = 400

@@ -1,1 +1,1 @@
-"""The runtime: workspaces, the locked-down executor, noise, the state store, the HTTP API, the CLI."""
+"""The runtime: workspaces, the locked-down executor, noise, state, the HTTP API, the CLI."""

@@ -81,7 +81,7 @@ def create_member(engine: Engine, tenant_id: str, name: str, role: MemberRole) -
 
 
 def authenticate(engine: Engine, authorization: str | None) -> Member:
-    """The member behind a ``Bearer`` API key; unknown, revoked or missing keys are refused alike."""
+    """The member behind a ``Bearer`` API key; unknown, revoked or missing keys look alike."""
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     key = authorization.removeprefix("Bearer ").strip()

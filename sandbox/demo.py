@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
+from connectors import synthetic as demo_data
 from policies.accounting import MICRO, PICO, Accounting
 from policies.loader import parse_policy
-from connectors import synthetic as demo_data
 from sandbox import catalog, ledger
 from sandbox.access import MemberRole, create_member, create_tenant
 from sandbox.store import zones

@@ -191,7 +191,9 @@ def reserve(
     return Reservation(charge_id=charge_id, grant=_grant(row))
 
 
-def settle(engine: Engine, charge_id: str, state: str, answer: dict[str, Any] | None = None) -> None:
+def settle(
+    engine: Engine, charge_id: str, state: str, answer: dict[str, Any] | None = None
+) -> None:
     """Mark a reserved charge ``released`` (with its answer) or ``failed``. The cost stays spent."""
     with engine.begin() as con:
         con.execute(

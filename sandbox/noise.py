@@ -378,7 +378,8 @@ def _ratio(
     if n_lo < 1:
         return Cell(value, lo, hi)
     corners = [a / b for a in (s_lo, s_hi) for b in (n_lo, n_hi)]
-    return Cell(value, max(lo, min(corners)), min(hi, max(corners)))
+    # Intersected with the bounds; widened to the (clamped) value when the two disagree.
+    return Cell(value, min(max(lo, min(corners)), value), max(min(hi, max(corners)), value))
 
 
 def _variance(

@@ -71,7 +71,13 @@ class QueryService:
         calibration = calibrate(plan, budget, grant.accounting, delta_to_pico(delta))
         digest = hashlib.sha256(
             "\n".join(
-                [version.dataset, str(version.version), plan.canonical, grant.accounting, str(budget)]
+                [
+                    version.dataset,
+                    str(version.version),
+                    plan.canonical,
+                    grant.accounting,
+                    str(budget),
+                ]
             ).encode()
         ).hexdigest()
         return _Prepared(version, grant, plan, calibration, digest)
@@ -163,7 +169,12 @@ def _cost(calibration: Calibration) -> dict[str, Any]:
         unit: calibration.cost_micro / MICRO,
         "delta": calibration.delta_pico / PICO,
         "mechanisms": [
-            {"statistic": m.stat, "mechanism": m.kind, "scale": m.scale, unit: m.share_micro / MICRO}
+            {
+                "statistic": m.stat,
+                "mechanism": m.kind,
+                "scale": m.scale,
+                unit: m.share_micro / MICRO,
+            }
             for m in calibration.mechanisms.values()
         ],
     }

@@ -31,6 +31,7 @@ __all__ = [
     "parse_size",
     "table_schemas",
     "verify_lockdown",
+    "workspace_temp_dir",
 ]
 
 TABLE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -177,14 +178,15 @@ def _load_table(
                 "a table source must be a pyarrow Table, a RecordBatchReader or a Parquet path",
                 table=name,
             )
-        row = con.execute(f"SELECT count(*) FROM {target}").fetchone()
+        # fetchall, not fetchone: DuckDB 2.0 refuses the next statement on a connection whose
+        # previous result was not read to the end (ResourceInUseException).
+        ((count,),) = con.execute(f"SELECT count(*) FROM {target}").fetchall()
     except duckdb.Error as exc:
         # The engine message may quote file contents; name only the table and the error class.
         raise InvalidRequest(
             f"table {name}: the source could not be loaded ({type(exc).__name__})", table=name
         ) from None
-    assert row is not None
-    return int(row[0])
+    return int(count)
 
 
 def table_schemas(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -230,27 +232,29 @@ def open_locked(
 
     The order matters (see the lockdown note): resource and extension settings, then the deadline
     and repository ban, then ``enable_external_access = false`` (one-way), then the lock. The result
-    is verified before it is returned; on failure the instance is closed and ``LockdownError``
-    raised, so an unproven instance is never handed out.
+    is verified before it is returned; if a lockdown step or the verification fails, the instance
+    is closed and ``LockdownError`` raised, so an unproven instance is never handed out. A file
+    that cannot be opened at all raises the engine's error (``duckdb.Error``) unchanged.
     """
     if threads < 1 or max_execution_ms < 1:
         raise ValueError("threads and max_execution_ms must be positive")
-    config: dict[str, str | bool | int] = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         **LOCKDOWN_CONFIG,
         "memory_limit": memory_limit,
         "threads": threads,
         "temp_directory": str(temp_dir),
         "max_temp_directory_size": f"{max_temp_bytes}B",
     }
+    # A file that cannot be opened (missing, not a database, newer storage version) raises the
+    # engine's own error: that is a bad workspace, not a lockdown failure.
+    if path is None:
+        con = duckdb.connect(":memory:", config=config)
+    else:
+        con = duckdb.connect(str(path), read_only=True, config=config)
     try:
-        if path is None:
-            con = duckdb.connect(":memory:", config=config)
-        else:
-            con = duckdb.connect(str(path), read_only=True, config=config)
-    except duckdb.Error as exc:
-        raise LockdownError(f"the engine could not be opened ({type(exc).__name__})") from None
-    try:
-        con.execute(f"SET max_execution_time = {int(max_execution_ms)}")
+        # GLOBAL on purpose: in DuckDB 2.0.0 a plain SET of this option is connection-local and
+        # the per-request cursors would run with no deadline at all.
+        con.execute(f"SET GLOBAL max_execution_time = {int(max_execution_ms)}")
         con.execute("SET allow_extension_repositories = 'forbidden'")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -285,8 +289,7 @@ def _settings(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> dict[str,
     wanted = sorted(set(names))
     # The names are our own constants, never caller input; current_setting() needs literals.
     columns = ", ".join(f"current_setting('{name}')" for name in wanted)
-    row = con.execute(f"SELECT {columns}").fetchone()
-    assert row is not None
+    (row,) = con.execute(f"SELECT {columns}").fetchall()
     return dict(zip(wanted, row, strict=True))
 
 
@@ -330,14 +333,20 @@ def verify_lockdown(
         probe.close()
 
     expected = dict(expected or {})
-    names = [*_REQUIRED, *expected, "allowed_directories", "allowed_paths", "temp_directory"]
+    names = [*_REQUIRED, *expected, "max_execution_time", "temp_directory"]
+    names += ["allowed_directories", "allowed_paths"]
+    # Read back through a fresh cursor: that is what a request runs on, and connection-local
+    # values set on ``con`` itself would not show there.
+    view = con.cursor()
     try:
-        actual = _settings(con, names)
-        db_row = con.execute(
+        actual = _settings(view, names)
+        db_rows = view.execute(
             "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-        ).fetchone()
+        ).fetchall()
     except duckdb.Error as exc:
         raise LockdownError(f"the settings could not be read back ({type(exc).__name__})") from None
+    finally:
+        view.close()
     for name, want in _REQUIRED.items():
         if actual[name] != want:
             raise LockdownError(f"setting {name} is not locked down")
@@ -354,11 +363,9 @@ def verify_lockdown(
     # The engine itself allows the temp directory and the database's own files; nothing else.
     temp = str(actual["temp_directory"]).rstrip("/")
     allowed_dirs = actual["allowed_directories"]
-    if not isinstance(allowed_dirs, list) or any(
-        str(d).rstrip("/") != temp for d in allowed_dirs
-    ):
+    if not isinstance(allowed_dirs, list) or any(str(d).rstrip("/") != temp for d in allowed_dirs):
         raise LockdownError("setting allowed_directories allows more than the temp directory")
-    db_path = str(db_row[0]) if db_row and db_row[0] else None
+    db_path = str(db_rows[0][0]) if db_rows and db_rows[0][0] else None
     allowed_paths = actual["allowed_paths"]
     if not isinstance(allowed_paths, list) or any(
         db_path is None or not (p == db_path or str(p).startswith(db_path + ".wal"))

@@ -54,7 +54,8 @@ def test_import_rules(path: Path) -> None:
 
 NOISE = re.compile(
     r"numpy\.random|np\.random|\brandom\.(gauss|random|uniform|normalvariate|choice|sample)\("
-    r"|\bimport random\b|laplace\(|gauss\(|\bsecrets\.randbelow\("
+    r"|\bimport random\b|\bfrom random import\b|\bsecrets\.randbelow\(|\bsetseed\b"
+    r"|\brandom\(\)"
 )
 
 
@@ -67,7 +68,9 @@ def test_no_noise_outside_opendp(path: Path) -> None:
         return
     text = path.read_text(encoding="utf-8")
     for line_no, line in enumerate(text.splitlines(), 1):
-        assert not NOISE.search(line), f"{name}:{line_no}: randomness outside OpenDP: {line.strip()}"
+        assert not NOISE.search(line), (
+            f"{name}:{line_no}: randomness outside OpenDP: {line.strip()}"
+        )
 
 
 def test_no_http_exception_in_logic_code() -> None:

@@ -261,7 +261,7 @@ class _Checker:
     def operand(
         self, node: exp.Expression, expect: ColumnType | None = None
     ) -> tuple[str, ColumnType | None]:
-        """SQL for a value: a column, a date part of a column, or a literal (typed by ``expect``)."""
+        """SQL for a value: a column, a date part of one, or a literal (typed by ``expect``)."""
         if isinstance(node, exp.Paren):
             return self.operand(node.this, expect)
         if isinstance(node, exp.Column):
@@ -328,9 +328,13 @@ class _Checker:
                     raise QueryRejected("unsupported_expression", "group by position")
                 target = items[position - 1]
                 target = target.this if isinstance(target, exp.Alias) else target
-            elif isinstance(node, exp.Column) and not node.table and node.name in aliases:
-                if not self.is_column_name(node.name):
-                    target = aliases[node.name]
+            elif (
+                isinstance(node, exp.Column)
+                and not node.table
+                and node.name in aliases
+                and not self.is_column_name(node.name)
+            ):
+                target = aliases[node.name]
             key = self.group_key(target, name="")
             if any((k.ref, k.transform) == (key.ref, key.transform) for k in keys):
                 continue

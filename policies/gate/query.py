@@ -92,7 +92,7 @@ class OrderItem:
 
 @dataclass(frozen=True)
 class CheckedQuery:
-    """A query that passed every rule. ``where_sql`` uses ``?`` placeholders for ``where_params``."""
+    """A query that passed every rule; ``where_sql`` has ``?`` placeholders for ``where_params``."""
 
     tables: tuple[tuple[str, str], ...]  # (table, alias), one or two
     unit: str

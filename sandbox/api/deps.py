@@ -27,9 +27,7 @@ def services(request: Request) -> Services:
     return found
 
 
-def member(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Member:
+def member(request: Request, authorization: Annotated[str | None, Header()] = None) -> Member:
     return authenticate(services(request).engine, authorization)
 
 

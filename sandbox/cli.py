@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,14 +14,18 @@ app = typer.Typer(no_args_is_help=True, help="Veil: usable but invisible public 
 
 @app.command()
 def serve(
-    data_dir: Annotated[Path, typer.Option(help="Data directory.")] = Path("veil-data"),
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env VEIL_DATA_DIR; veil-data].")
+    ] = None,
     demo: Annotated[bool, typer.Option(help="Build the demo zone first if missing.")] = False,
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Executor worker processes.")] = 2,
+    host: Annotated[str | None, typer.Option(help="Bind address [VEIL_HOST; 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [VEIL_PORT; 8000].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Executor worker processes [VEIL_WORKERS; 2].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the demo data.")] = demo_data.DEFAULT_SEED,
 ) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API. Options override the VEIL_* environment."""
     import uvicorn
 
     from sandbox import store
@@ -29,7 +33,9 @@ def serve(
     from sandbox.demo import KEYS_FILE, build_demo
     from server import create_app
 
-    settings = Settings(data_dir=data_dir, host=host, port=port, workers=workers)
+    given: dict[str, Any] = {"data_dir": data_dir, "host": host, "port": port, "workers": workers}
+    settings = Settings.model_validate({k: v for k, v in given.items() if v is not None})
+    data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     if demo:
         engine = store.connect(settings.state_url)
@@ -39,8 +45,8 @@ def serve(
         typer.echo(f"Demo API keys (also in {data_dir / KEYS_FILE}):")
         for role, key in keys.items():
             typer.echo(f"  {role:9} {key}")
-    typer.echo(f"API docs: http://{host}:{port}/docs")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    typer.echo(f"API docs: http://{settings.host}:{settings.port}/docs")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 @app.command("demo-data")

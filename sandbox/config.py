@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     worker_threads: int = Field(2, ge=1, le=64, description="DuckDB threads per worker.")
     worker_memory_limit: str = Field("2GB", description="DuckDB memory_limit per worker.")
     worker_address_space_gb: float = Field(
-        8.0, gt=0, description="RLIMIT_AS per worker process, in GiB: contains memory bombs."
+        6.0, gt=0, description="RLIMIT_AS per worker process, in GiB: contains memory bombs."
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Watchdog deadline per query.")
     default_delta: float = Field(

@@ -22,6 +22,7 @@ from policies.accounting import MICRO, PICO, Accounting
 from policies.loader import parse_policy
 from sandbox import catalog, ledger
 from sandbox.access import MemberRole, create_member, create_tenant
+from sandbox.errors import Conflict
 from sandbox.store import zones
 from sandbox.workspace import build_workspace
 
@@ -44,7 +45,11 @@ def build_demo(
     zone_doc = tomllib.loads((DEMO_FILES / "zone.toml").read_text(encoding="utf-8"))
     with engine.connect() as con:
         exists = con.execute(select(zones.c.id).where(zones.c.id == zone_doc["id"])).first()
-    if exists is not None and keys_path.exists():
+    if exists is not None:
+        if not keys_path.exists():
+            raise Conflict(
+                f"the demo zone exists but {KEYS_FILE} is missing; use a fresh data directory"
+            )
         keys: dict[str, str] = json.loads(keys_path.read_text(encoding="utf-8"))
         return keys
     catalog.create_zone(

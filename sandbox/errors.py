@@ -20,8 +20,10 @@ __all__ = [
     "ExecutionFailed",
     "ExecutionTimeout",
     "Forbidden",
+    "IdempotencyKeyReused",
     "InvalidRequest",
     "LockdownError",
+    "NoGrant",
     "NotFound",
     "PolicyError",
     "QueryRejected",
@@ -43,10 +45,20 @@ class Forbidden(VeilError):
     title = "Role not allowed"
 
 
+class NoGrant(Forbidden):
+    code = "no_grant"
+    title = "No grant on this dataset"
+
+
 class Conflict(VeilError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused for another request"
 
 
 class BudgetExhausted(VeilError):

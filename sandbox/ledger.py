@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from policies.accounting import Accounting
 from sandbox.access import new_id
-from sandbox.errors import BudgetExhausted, Conflict, Forbidden
+from sandbox.errors import BudgetExhausted, Conflict, IdempotencyKeyReused, NoGrant
 from sandbox.store import charges, grants, now
 
 
@@ -97,7 +97,7 @@ def grant_for(engine: Engine, tenant_id: str, dataset_id: str) -> Grant:
             select(grants).where(grants.c.tenant_id == tenant_id, grants.c.dataset_id == dataset_id)
         ).first()
     if row is None:
-        raise Forbidden(f"your tenant has no grant on dataset {dataset_id!r}")
+        raise NoGrant(f"your tenant has no grant on dataset {dataset_id!r}", dataset=dataset_id)
     return _grant(row)
 
 
@@ -109,16 +109,22 @@ def grants_of(engine: Engine, tenant_id: str) -> list[Grant]:
     return [_grant(r) for r in rows]
 
 
-def previous_answer(engine: Engine, member_id: str, idempotency_key: str) -> dict[str, Any] | None:
-    """The answer already released for this idempotency key, if any."""
+def previous_answer(
+    engine: Engine, member_id: str, idempotency_key: str, request_hash: str
+) -> dict[str, Any] | None:
+    """The answer already released for this idempotency key and request, if any."""
     with engine.connect() as con:
         row = con.execute(
-            select(charges.c.state, charges.c.answer).where(
+            select(charges.c.state, charges.c.answer, charges.c.request_hash).where(
                 charges.c.member_id == member_id, charges.c.idempotency_key == idempotency_key
             )
         ).first()
     if row is None:
         return None
+    if row.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request; use a new key"
+        )
     if row.state == "released" and row.answer is not None:
         answer: dict[str, Any] = json.loads(row.answer)
         return answer
@@ -137,6 +143,7 @@ def reserve(
     cost_micro: int,
     delta_pico: int,
     idempotency_key: str | None,
+    request_hash: str | None = None,
 ) -> Reservation:
     """Charge ``cost`` to ``grant`` atomically, or refuse with ``budget_exhausted``."""
     if cost_micro > grant.per_query_cap_micro:
@@ -182,6 +189,7 @@ def reserve(
                     delta_pico=delta_pico,
                     state="reserved",
                     idempotency_key=idempotency_key,
+                    request_hash=request_hash,
                     created_at=stamp,
                     updated_at=stamp,
                 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import opendp.prelude as dp
@@ -25,7 +24,7 @@ from policies.accounting import (
     laplace_scale,
     split,
 )
-from policies.gate.plan import Output, QuantileStatistic, QueryPlan, Statistic
+from policies.gate.plan import Output, QuantileStatistic, QueryPlan, Statistic, StatKind
 from policies.gate.query import OrderItem
 from policies.model import KeyValue
 
@@ -155,7 +154,8 @@ def _threshold(
         from policies.accounting import InvalidBudget
 
         raise InvalidBudget("grouping by keys that are not public needs a delta above zero")
-    d_in = (plan.group_cap, plan.row_cap, plan.row_cap)
+    linf = 1 if stat.kind == StatKind.COUNT_UNITS else plan.row_cap
+    d_in = (plan.group_cap, _d_in(stat, accounting), linf)
     base = _additive(stat, share, accounting).scale
     delta = delta_pico / PICO
 
@@ -277,7 +277,8 @@ def release(
         labels = {str(i): key for i, key in enumerate(exact)}
         counts = {label: exact[key][plan.selection] for label, key in labels.items()}
         selected = _threshold_measurement(accounting, mech.scale, mech.threshold)(counts)
-        cells = [labels[label] for label in sorted(selected, key=int)]
+        # Released in key order: the engine's row order must not leak into the answer.
+        cells = sorted((labels[label] for label in selected), key=_key_order)
         noisy[plan.selection] = {labels[label]: int(v) for label, v in selected.items()}
     zero = dict.fromkeys(names, 0)
     for stat in plan.statistics:
@@ -303,7 +304,7 @@ def release(
     }
     result = Release(columns=tuple(o.name for o in plan.outputs))
     stats = {s.name: s for s in plan.statistics}
-    guard = next((s.name for s in plan.statistics if s.kind == "count"), None)
+    guard = plan.guard if plan.min_group_size > 0 else None
     for cell in cells:
         if guard is not None and noisy[guard][cell] < plan.min_group_size:
             result.suppressed += 1
@@ -473,15 +474,18 @@ def _order(
 ) -> list[dict[str, Any]]:
     for item in reversed(order):
         name = item.name
-        rows.sort(key=lambda r: _sort_key(r[name]), reverse=item.descending)
+        rows.sort(key=lambda r: _sort_value(r[name]), reverse=item.descending)
+        rows.sort(key=lambda r: _sort_value(r[name])[0])  # nulls last either way
     return rows if limit is None else rows[:limit]
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
+def _sort_value(value: Any) -> tuple[int, Any]:
+    """Sort key of an output value; ``(1, 0)`` for a null, which the caller puts last."""
     if isinstance(value, Cell):
         value = value.value
-    if value is None:
-        return (1, 0)
-    if isinstance(value, date):
-        return (0, value.toordinal())
-    return (0, value)
+    return (1, 0) if value is None else (0, value)
+
+
+def _key_order(key: Key) -> tuple[tuple[int, str, Any], ...]:
+    """A total order over key tuples of mixed types (None last)."""
+    return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)

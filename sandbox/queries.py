@@ -91,13 +91,15 @@ class QueryService:
             "cost": _cost(prepared.calibration),
             "expected_ci95_half_width": expected_accuracy(prepared.plan, prepared.calibration),
             "budget": _budget(prepared.grant, prepared.calibration.cost_micro),
+            "affordable": _affordable(prepared.grant, prepared.calibration),
         }
 
     def run(
         self, member: Member, request: QueryRequest, idempotency_key: str | None = None
     ) -> dict[str, Any]:
+        request_hash = _request_hash(request)
         if idempotency_key is not None:
-            previous = ledger.previous_answer(self.engine, member.id, idempotency_key)
+            previous = ledger.previous_answer(self.engine, member.id, idempotency_key, request_hash)
             if previous is not None:
                 return previous
         p = self.prepare(member, request)
@@ -110,6 +112,7 @@ class QueryService:
             p.calibration.cost_micro,
             p.calibration.delta_pico,
             idempotency_key,
+            request_hash,
         )
         log.info(
             "query reserved charge=%s dataset=%s cost_micro=%d",
@@ -142,6 +145,11 @@ class QueryService:
         return answer
 
 
+def _request_hash(request: QueryRequest) -> str:
+    text = repr((request.dataset, request.sql, request.epsilon, request.rho, request.delta))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:
     if accounting == Accounting.PURE:
         if request.rho is not None:
@@ -156,6 +164,15 @@ def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:
     if request.epsilon is None:
         raise InvalidBudget("rho (or epsilon) is required", field="rho")
     return epsilon_to_rho_micro(to_micro(request.epsilon))
+
+
+def _affordable(grant: ledger.Grant, calibration: Calibration) -> bool:
+    """Whether a run would pass the per-query cap and the budget left now."""
+    return (
+        calibration.cost_micro <= grant.per_query_cap_micro
+        and calibration.cost_micro <= grant.left_micro
+        and calibration.delta_pico <= grant.left_delta_pico
+    )
 
 
 def _columns(plan: QueryPlan) -> list[dict[str, str]]:

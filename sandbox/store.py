@@ -121,6 +121,7 @@ charges = Table(
     Column("delta_pico", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),  # reserved | released | failed
     Column("idempotency_key", String(128), nullable=True),
+    Column("request_hash", String(64), nullable=True),  # what the idempotency key was used for
     Column("answer", Text, nullable=True),  # the released response (JSON), for retries
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

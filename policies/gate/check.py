@@ -1,7 +1,7 @@
 """The allow-list: every rule a query must pass, each failure a :class:`QueryRejected` naming it.
 
 Only shapes listed here get through; anything the checker does not recognise is refused. Stable
-rule codes (documented in docs/errors.md):
+rule codes (documented in docs/errors.md), besides ``syntax_error`` and ``query_too_complex``:
 
 ``unsupported_clause`` ``unsupported_source`` ``unknown_table`` ``unknown_column``
 ``ambiguous_column`` ``unsupported_join`` ``raw_rows`` ``unsupported_function``

@@ -81,7 +81,8 @@ class QueryPlan:
     public_cells: tuple[tuple[KeyValue, ...], ...] | None  # None: keys need partition selection
     statistics: tuple[Statistic, ...]
     quantiles: tuple[QuantileStatistic, ...]
-    selection: str | None  # the count statistic that selects partitions, when keys are private
+    selection: str | None  # the statistic that selects partitions, when keys are private
+    guard: str | None  # distinct units per group: selects partitions and enforces min_group_size
     outputs: tuple[Output, ...]
     order: tuple[OrderItem, ...]
     limit: int | None
@@ -164,10 +165,11 @@ class _Planner:
     def build(self) -> QueryPlan:
         q = self.q
         public = self.public_cells()
-        needs_count = public is None or self.policy.min_group_size > 0
+        needs_guard = public is None or self.policy.min_group_size > 0
         outputs: list[Output] = []
         quantiles: list[QuantileStatistic] = []
-        count_stat = self.stat(StatKind.COUNT, None) if needs_count else None
+        # Distinct units, not rows: one unit with many rows must not make a group look big.
+        guard = self.stat(StatKind.COUNT_UNITS, None) if needs_guard else None
         keys_by_name = {k.name: i for i, k in enumerate(q.group_keys)}
         aggs_by_name = {a.name: a for a in q.aggregates}
         for name in q.outputs:
@@ -250,7 +252,8 @@ class _Planner:
             public_cells=public,
             statistics=tuple(self.stats.values()),
             quantiles=tuple(final_quantiles),
-            selection=count_stat if public is None else None,
+            selection=guard if public is None else None,
+            guard=guard,
             outputs=tuple(outputs),
             order=q.order,
             limit=q.limit,

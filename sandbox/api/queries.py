@@ -19,11 +19,13 @@ class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(max_length=64, description="Dataset id.")
-    sql: str = Field(max_length=10_000, description="One SELECT of aggregates (see docs/gate.md).")
-    epsilon: float | None = Field(None, description="ε to spend (pure-DP grants).")
-    rho: float | None = Field(None, description="ρ to spend (zCDP grants).")
+    sql: str = Field(
+        max_length=10_000, description="One SELECT of aggregates (see docs/queries.md)."
+    )
+    epsilon: float | None = Field(None, strict=True, description="ε to spend (pure-DP grants).")
+    rho: float | None = Field(None, strict=True, description="ρ to spend (zCDP grants).")
     delta: float | None = Field(
-        None, description="δ for partition selection when group keys are not public."
+        None, strict=True, description="δ for partition selection when keys are not public."
     )
 
     def request(self) -> QueryRequest:

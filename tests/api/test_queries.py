@@ -141,7 +141,7 @@ def test_unknown_request_fields_are_refused(client, keys):
 
 def test_private_keys_use_partition_selection_and_charge_delta(client, keys):
     sql = "SELECT month, COUNT(*) AS n FROM tax GROUP BY month"
-    response = query(client, keys["analyst"], sql, epsilon=1.0)
+    response = query(client, keys["analyst"], sql, epsilon=2.0)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["cost"]["delta"] > 0
@@ -176,3 +176,52 @@ def test_real_dataset_cps1988(client, keys):
 
 def test_healthz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_idempotency_key_reused_for_another_request_is_refused(client, keys):
+    headers = {**auth(keys["analyst"]), "Idempotency-Key": "k-1"}
+    first = {"dataset": "enterprise", "sql": "SELECT COUNT(*) FROM registry", "epsilon": 0.1}
+    assert client.post("/v1/queries", json=first, headers=headers).status_code == 200
+    other = {**first, "sql": "SELECT COUNT(*) FROM tax"}
+    response = client.post("/v1/queries", json=other, headers=headers)
+    assert response.status_code == 409
+    assert response.json()["code"] == "idempotency_key_reused"
+
+
+def test_readme_example(client, keys):
+    sql = (
+        "SELECT district, COUNT(*) AS firms, AVG(registered_capital) AS mean_capital "
+        "FROM registry WHERE status = 'in_business' GROUP BY district ORDER BY firms DESC"
+    )
+    response = query(client, keys["analyst"], sql, epsilon=0.5)
+    assert response.status_code == 200, response.text
+    rows = response.json()["rows"]
+    firms = [r["firms"]["value"] for r in rows]
+    assert firms == sorted(firms, reverse=True)
+    assert len(rows) + response.json()["suppressed_groups"] == 16  # Beijing's districts
+
+
+def test_preview_says_whether_a_run_is_affordable(client, keys):
+    body = {"dataset": "enterprise", "sql": "SELECT COUNT(*) FROM registry", "epsilon": 3.0}
+    preview = client.post("/v1/queries/preview", json=body, headers=auth(keys["analyst"])).json()
+    assert preview["affordable"] is False  # above the per-query cap of 2
+    body["epsilon"] = 1.0
+    preview = client.post("/v1/queries/preview", json=body, headers=auth(keys["analyst"])).json()
+    assert preview["affordable"] is True
+
+
+def test_boolean_epsilon_is_refused(client, keys):
+    response = query(client, keys["analyst"], "SELECT COUNT(*) FROM registry", epsilon=True)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "epsilon"
+
+
+def test_minimum_group_size_counts_units_not_rows(client, keys):
+    """Every cell's guard is its noisy number of distinct enterprises."""
+    sql = "SELECT year(month) AS y, COUNT(*) AS n FROM tax GROUP BY y"
+    preview = client.post(
+        "/v1/queries/preview",
+        json={"dataset": "enterprise", "sql": sql, "epsilon": 1.0},
+        headers=auth(keys["analyst"]),
+    ).json()
+    assert len(preview["cost"]["mechanisms"]) == 2  # the row count and the distinct-unit guard

@@ -51,8 +51,9 @@ def test_count_noise_spread_and_coverage(demo_dir: Path, accounting: Accounting)
     # discreteness of the noise does not push coverage far above 95%.
     budget = 0.1 if accounting == Accounting.PURE else 0.001
     query_plan, calibration, rows, hist = prepared(demo_dir, "cps1988", sql, budget, accounting)
-    (exact,) = rows[0]
-    mech = calibration.mechanisms["s0"]
+    stat = next(s for s in query_plan.statistics if s.kind == StatKind.COUNT)
+    exact = rows[0][[s.name for s in query_plan.statistics].index(stat.name)]
+    mech = calibration.mechanisms[stat.name]
     errors, covered = [], 0
     releases = 2000
     for _ in range(releases):

@@ -11,10 +11,11 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
-from sandbox.errors import Forbidden, Unauthorized
+from sandbox.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sandbox.store import api_keys, members, now, tenants
 
 KEY_PREFIX = "veil_"
@@ -27,6 +28,30 @@ class MemberRole(StrEnum):
     ANALYST = "analyst"
     VERIFIER = "verifier"
     AUDITOR = "auditor"
+
+
+class TenantKind(StrEnum):
+    BANK = "bank"
+    RESEARCH = "research"
+    GOVERNMENT = "government"
+    OTHER = "other"
+
+
+class PurposeClass(StrEnum):
+    PUBLIC_WELFARE = "public_welfare"  # free within conditions
+    COMMERCIAL = "commercial"  # paid, capped tariff
+
+
+# Zone staff see every tenant; everyone else only their own (others answer 404).
+ZONE_WIDE = (MemberRole.ADMIN, MemberRole.AUDITOR)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    kind: TenantKind
+    purpose_class: PurposeClass
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,9 @@ class Member:
             allowed = ", ".join(r.value for r in roles)
             raise Forbidden(f"this call needs the role {allowed}", role=self.role.value)
 
+    def sees_tenant(self, tenant_id: str) -> bool:
+        return self.role in ZONE_WIDE or tenant_id == self.tenant_id
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -52,31 +80,126 @@ def new_id(prefix: str) -> str:
 
 
 def create_tenant(engine: Engine, name: str, kind: str, purpose_class: str) -> str:
+    try:
+        kind, purpose_class = TenantKind(kind), PurposeClass(purpose_class)
+    except ValueError:
+        raise InvalidRequest(
+            "kind is bank, research, government or other; purpose_class is public_welfare or "
+            "commercial",
+            field="kind" if kind not in TenantKind.__members__.values() else "purpose_class",
+        ) from None
+    if not name.strip():
+        raise InvalidRequest("a tenant needs a name", field="name")
     tenant_id = new_id("ten")
     with engine.begin() as con:
         con.execute(
             tenants.insert().values(
-                id=tenant_id, name=name, kind=kind, purpose_class=purpose_class, created_at=now()
+                id=tenant_id,
+                name=name,
+                kind=kind.value,
+                purpose_class=purpose_class.value,
+                created_at=now(),
             )
         )
     return tenant_id
 
 
+def _tenant(row: Any) -> Tenant:
+    return Tenant(row.id, row.name, TenantKind(row.kind), PurposeClass(row.purpose_class))
+
+
+def list_tenants(engine: Engine, viewer: Member) -> list[Tenant]:
+    query = select(tenants).order_by(tenants.c.created_at, tenants.c.id)
+    if viewer.role not in ZONE_WIDE:
+        query = query.where(tenants.c.id == viewer.tenant_id)
+    with engine.connect() as con:
+        return [_tenant(r) for r in con.execute(query)]
+
+
+def get_tenant(engine: Engine, viewer: Member | None, tenant_id: str) -> Tenant:
+    """A tenant the viewer may see (``None``: the local administrator); otherwise not found."""
+    if viewer is not None and not viewer.sees_tenant(tenant_id):
+        raise NotFound(f"no tenant {tenant_id!r}")
+    with engine.connect() as con:
+        row = con.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
+    if row is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    return _tenant(row)
+
+
+def list_members(engine: Engine, tenant_id: str) -> list[Member]:
+    with engine.connect() as con:
+        rows = con.execute(
+            select(members).where(members.c.tenant_id == tenant_id).order_by(members.c.created_at)
+        ).all()
+    return [Member(r.id, r.tenant_id, r.name, MemberRole(r.role)) for r in rows]
+
+
+def get_member(engine: Engine, tenant_id: str, member_id: str) -> Member:
+    with engine.connect() as con:
+        row = con.execute(
+            select(members).where(members.c.id == member_id, members.c.tenant_id == tenant_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no member {member_id!r}")
+    return Member(row.id, row.tenant_id, row.name, MemberRole(row.role))
+
+
+def issue_key(engine: Engine, member_id: str) -> tuple[str, str]:
+    """A new API key for a member: (key id, key). The key is shown once, stored as a hash."""
+    key_id = new_id("key")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as con:
+        con.execute(
+            api_keys.insert().values(
+                id=key_id, member_id=member_id, key_hash=hash_key(key), created_at=now()
+            )
+        )
+    return key_id, key
+
+
+def revoke_key(engine: Engine, member_id: str, key_id: str) -> None:
+    with engine.begin() as con:
+        done = con.execute(
+            update(api_keys)
+            .where(
+                api_keys.c.id == key_id,
+                api_keys.c.member_id == member_id,
+                api_keys.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now())
+        )
+    if done.rowcount == 0:
+        raise NotFound(f"no active key {key_id!r}")
+
+
+def list_keys(engine: Engine, member_id: str) -> list[dict[str, object]]:
+    with engine.connect() as con:
+        rows = con.execute(
+            select(api_keys.c.id, api_keys.c.created_at, api_keys.c.revoked_at)
+            .where(api_keys.c.member_id == member_id)
+            .order_by(api_keys.c.created_at)
+        ).all()
+    return [
+        {
+            "id": r.id,
+            "created_at": r.created_at.isoformat(),
+            "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+        }
+        for r in rows
+    ]
+
+
 def create_member(engine: Engine, tenant_id: str, name: str, role: MemberRole) -> tuple[str, str]:
     """A new member and its first API key; the key is returned once and stored only as a hash."""
     member_id = new_id("mem")
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as con:
         con.execute(
             members.insert().values(
                 id=member_id, tenant_id=tenant_id, name=name, role=role.value, created_at=now()
             )
         )
-        con.execute(
-            api_keys.insert().values(
-                id=new_id("key"), member_id=member_id, key_hash=hash_key(key), created_at=now()
-            )
-        )
+    _, key = issue_key(engine, member_id)
     return member_id, key
 
 

@@ -489,3 +489,15 @@ def _sort_value(value: Any) -> tuple[int, Any]:
 def _key_order(key: Key) -> tuple[tuple[int, str, Any], ...]:
     """A total order over key tuples of mixed types (None last)."""
     return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)
+
+
+def zcdp_epsilon(rho: float, delta: float) -> float | None:
+    """The tight ε of ρ-zCDP at δ, through OpenDP's conversion (None when δ is 0 or ρ is 0)."""
+    if rho <= 0 or delta <= 0:
+        return None
+    sigma = 1.0 / math.sqrt(2.0 * rho)  # a Gaussian of sensitivity 1 with exactly this ρ
+    measurement = dp.m.make_gaussian(
+        dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), sigma
+    )
+    converted: Any = dp.c.make_zCDP_to_approxDP(measurement)
+    return float(converted.map(1.0).epsilon(delta))

@@ -26,10 +26,11 @@ from policies.accounting import (
     to_micro,
 )
 from policies.gate.plan import QueryPlan
-from sandbox import catalog, ledger
+from sandbox import budgets, catalog, ledger
 from sandbox.access import Member, MemberRole
 from sandbox.config import Settings
 from sandbox.executor import Executor
+from sandbox.ledger import ChargeState
 from sandbox.noise import Calibration, Cell, calibrate, expected_accuracy, release
 
 log = logging.getLogger("veil.queries")
@@ -90,7 +91,11 @@ class QueryService:
             "columns": _columns(prepared.plan),
             "cost": _cost(prepared.calibration),
             "expected_ci95_half_width": expected_accuracy(prepared.plan, prepared.calibration),
-            "budget": _budget(prepared.grant, prepared.calibration.cost_micro),
+            "budget": _budget(
+                prepared.grant,
+                ledger.member_budget(self.engine, prepared.grant.id, member.id),
+                prepared.calibration.cost_micro,
+            ),
             "affordable": _affordable(prepared.grant, prepared.calibration),
         }
 
@@ -103,6 +108,9 @@ class QueryService:
             if previous is not None:
                 return previous
         p = self.prepare(member, request)
+        cached = ledger.cached_answer(self.engine, member.tenant_id, p.query_hash)
+        if cached is not None:
+            return _from_cache(cached, p.grant)
         reservation = ledger.reserve(
             self.engine,
             p.grant,
@@ -129,7 +137,7 @@ class QueryService:
             }
             released = release(p.plan, p.calibration, rows, histograms)
         except BaseException:
-            ledger.settle(self.engine, reservation.charge_id, "failed")
+            ledger.settle(self.engine, reservation.charge_id, ChargeState.FAILED)
             raise
         answer = {
             "query_id": reservation.charge_id,
@@ -139,9 +147,12 @@ class QueryService:
             "rows": [_row(r) for r in released.rows],
             "suppressed_groups": released.suppressed,
             "cost": _cost(p.calibration),
-            "budget": _budget(reservation.grant, p.calibration.cost_micro),
+            "budget": _budget(
+                reservation.grant, reservation.member_budget, p.calibration.cost_micro
+            ),
+            "cached": False,
         }
-        ledger.settle(self.engine, reservation.charge_id, "released", answer)
+        ledger.settle(self.engine, reservation.charge_id, ChargeState.RELEASED, answer)
         return answer
 
 
@@ -197,16 +208,24 @@ def _cost(calibration: Calibration) -> dict[str, Any]:
     }
 
 
-def _budget(grant: ledger.Grant, cost_micro: int) -> dict[str, Any]:
+def _budget(
+    grant: ledger.Grant, member_budget: ledger.MemberBudget | None, cost_micro: int
+) -> dict[str, Any]:
+    view = budgets.describe(grant, member_budget)
+    view["queries_left_at_this_cost"] = budgets.queries_left(grant, member_budget, cost_micro)
+    return view
+
+
+def _from_cache(answer: dict[str, Any], grant: ledger.Grant) -> dict[str, Any]:
+    """The stored noisy answer again, at no cost: the same release, so no new privacy loss."""
+    cost = dict(answer["cost"])
     unit = "epsilon" if grant.accounting == Accounting.PURE else "rho"
-    left = grant.left_micro
+    cost.update({unit: 0.0, "delta": 0.0, "mechanisms": []})
     return {
-        "accounting": grant.accounting.value,
-        f"{unit}_total": grant.budget_micro / MICRO,
-        f"{unit}_spent": grant.spent_micro / MICRO,
-        f"{unit}_remaining": left / MICRO,
-        "delta_remaining": grant.left_delta_pico / PICO,
-        "queries_left_at_this_cost": left // cost_micro if cost_micro else None,
+        **answer,
+        "cost": cost,
+        "budget": _budget(grant, None, round(answer["cost"][unit] * MICRO)),
+        "cached": True,
     }
 
 

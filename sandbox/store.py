@@ -8,6 +8,7 @@ upgrade). A PostgreSQL URL uses the same code path.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -25,8 +26,6 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-
-SCHEMA_VERSION = 1
 
 metadata = MetaData()
 
@@ -100,22 +99,50 @@ grants = Table(
     Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
     Column("dataset_id", String(64), ForeignKey("datasets.id"), nullable=False),
     Column("accounting", String(8), nullable=False),
-    Column("budget_micro", BigInteger, nullable=False),  # ε (pure) or ρ (zcdp), micro-units
+    # Credited so far (the first period's budget, plus one per refresh), ε or ρ in micro-units.
+    Column("budget_micro", BigInteger, nullable=False),
     Column("delta_pico", BigInteger, nullable=False),
+    Column("period_budget_micro", BigInteger, nullable=False),  # credited per period
+    Column("period_delta_pico", BigInteger, nullable=False),
+    Column("refresh", String(8), nullable=False),  # none | daily | weekly | monthly
+    Column("periods_credited", Integer, nullable=False),
     Column("per_query_cap_micro", BigInteger, nullable=False),
-    Column("spent_micro", BigInteger, nullable=False, default=0),
-    Column("spent_delta_pico", BigInteger, nullable=False, default=0),
+    Column("spent_micro", BigInteger, nullable=False),
+    Column("spent_delta_pico", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("tenant_id", "dataset_id"),
+)
+
+member_budgets = Table(
+    "member_budgets",
+    metadata,
+    Column("grant_id", String(64), ForeignKey("grants.id"), primary_key=True),
+    Column("member_id", String(64), ForeignKey("members.id"), primary_key=True),
+    Column("budget_micro", BigInteger, nullable=False),
+    Column("spent_micro", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+credits = Table(
+    "credits",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("grant_id", String(64), ForeignKey("grants.id"), nullable=False),
+    Column("reason", String(16), nullable=False),  # grant | refresh
+    Column("period", Integer, nullable=False),
+    Column("amount_micro", BigInteger, nullable=False),
+    Column("delta_pico", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("grant_id", "period"),
 )
 
 charges = Table(
     "charges",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("grant_id", String(64), ForeignKey("grants.id"), nullable=False),
+    Column("grant_id", String(64), ForeignKey("grants.id"), nullable=False, index=True),
     Column("member_id", String(64), ForeignKey("members.id"), nullable=False),
-    Column("query_hash", String(64), nullable=False),
+    Column("query_hash", String(64), nullable=False, index=True),
     Column("dataset_version", Integer, nullable=False),
     Column("cost_micro", BigInteger, nullable=False),
     Column("delta_pico", BigInteger, nullable=False),
@@ -128,30 +155,34 @@ charges = Table(
     UniqueConstraint("member_id", "idempotency_key"),
 )
 
-schema_info = Table(
-    "schema_info",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
-)
-
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
 def connect(url: str) -> Engine:
-    """An engine for ``url`` with the durability settings of its backend; creates the schema."""
+    """An engine for ``url`` with its backend's durability settings, schema migrated."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_durability(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
-    with engine.begin() as con:
-        if con.execute(schema_info.select()).first() is None:
-            con.execute(schema_info.insert().values(version=SCHEMA_VERSION, applied_at=now()))
+    migrate(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Apply every pending migration (``sandbox/migrations``); safe to run from many processes."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # serialise processes migrating at once
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(736965)")
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 def _sqlite_durability(engine: Engine) -> None:

@@ -2,11 +2,13 @@
 
 from fastapi import APIRouter
 
-from sandbox.api import datasets, health, queries
+from sandbox.api import datasets, health, ledger, queries, tenants
 
 router = APIRouter()
 router.include_router(health.router)
 router.include_router(datasets.router)
 router.include_router(queries.router)
+router.include_router(tenants.router)
+router.include_router(ledger.router)
 
 __all__ = ["router"]

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.accounting import MICRO, PICO
-from sandbox import ledger
+from sandbox import budgets, ledger
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.queries import QueryRequest
 
@@ -50,20 +49,11 @@ def preview_query(body: QueryBody, member: MemberDep, services: ServicesDep) -> 
 
 
 @router.get("/budgets")
-def budgets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    """The caller's tenant's grants: total, spent and left."""
+def list_budgets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    """The caller's tenant's grants: total, spent, left, and how many more queries that buys."""
     return {
         "budgets": [
-            {
-                "dataset": g.dataset_id,
-                "accounting": g.accounting.value,
-                "total": g.budget_micro / MICRO,
-                "spent": g.spent_micro / MICRO,
-                "remaining": g.left_micro / MICRO,
-                "delta_total": g.delta_pico / PICO,
-                "delta_remaining": g.left_delta_pico / PICO,
-                "per_query_cap": g.per_query_cap_micro / MICRO,
-            }
+            budgets.describe(g, ledger.member_budget(services.engine, g.id, member.id))
             for g in ledger.grants_of(services.engine, member.tenant_id)
         ]
     }

@@ -1,0 +1,51 @@
+"""The ledger for auditors: every charge and credit, filterable, as JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from sandbox import ledger
+from sandbox.access import MemberRole
+from sandbox.api.deps import MemberDep, ServicesDep
+
+router = APIRouter(prefix="/v1", tags=["ledger"])
+
+
+@router.get("/ledger", response_model=None)
+def read_ledger(
+    member: MemberDep,
+    services: ServicesDep,
+    tenant: str | None = None,
+    dataset: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    format: Literal["json", "csv"] = "json",
+) -> dict[str, Any] | Response:
+    """Charges (reserved, released, failed) and credits (grant, refresh), oldest first."""
+    member.require(MemberRole.AUDITOR, MemberRole.ADMIN)
+    records = ledger.entries(
+        services.engine,
+        tenant_id=tenant,
+        dataset_id=dataset,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    if format == "json":
+        return {"entries": records}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ledger.LEDGER_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="veil-ledger.csv"'},
+    )

@@ -108,9 +108,9 @@ def _tenant(row: Any) -> Tenant:
     return Tenant(row.id, row.name, TenantKind(row.kind), PurposeClass(row.purpose_class))
 
 
-def list_tenants(engine: Engine, viewer: Member) -> list[Tenant]:
+def list_tenants(engine: Engine, viewer: Member | None) -> list[Tenant]:
     query = select(tenants).order_by(tenants.c.created_at, tenants.c.id)
-    if viewer.role not in ZONE_WIDE:
+    if viewer is not None and viewer.role not in ZONE_WIDE:
         query = query.where(tenants.c.id == viewer.tenant_id)
     with engine.connect() as con:
         return [_tenant(r) for r in con.execute(query)]

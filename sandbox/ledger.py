@@ -10,6 +10,8 @@ sum of its credits, its spending the sum of its charges.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -588,3 +590,11 @@ def entries(
     ]
     records.sort(key=lambda r: (r["time"], r["entry"] != "credit:grant", r["id"]))
     return records[:limit]
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LEDGER_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -40,12 +38,8 @@ def read_ledger(
     )
     if format == "json":
         return {"entries": records}
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ledger.LEDGER_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
     return Response(
-        buffer.getvalue(),
+        ledger.to_csv(records),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="veil-ledger.csv"'},
     )

@@ -1,0 +1,165 @@
+"""Administration of tenants, members, API keys and grants: the logic behind the HTTP API and
+the CLI alike.
+
+``actor`` is the authenticated member, or ``None`` for the local administrator (the CLI working
+directly on a data directory, which already has every right over it). Other tenants' objects are
+not found, never forbidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from policies.accounting import MICRO, PICO, Accounting, InvalidBudget, delta_to_pico, to_micro
+from sandbox import access, budgets, catalog, ledger
+from sandbox.access import Member, MemberRole
+
+
+def _admin(engine: Engine, actor: Member | None, tenant_id: str | None = None) -> None:
+    """The tenant must be visible to the actor (else 404), and the actor must be an admin."""
+    if tenant_id is not None:
+        access.get_tenant(engine, actor, tenant_id)
+    if actor is not None:
+        actor.require(MemberRole.ADMIN)
+
+
+def tenant_view(t: access.Tenant) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name, "kind": t.kind.value, "purpose_class": t.purpose_class}
+
+
+def member_view(m: access.Member) -> dict[str, Any]:
+    return {"id": m.id, "tenant": m.tenant_id, "name": m.name, "role": m.role.value}
+
+
+def grant_view(g: ledger.Grant) -> dict[str, Any]:
+    view = budgets.describe(g)
+    for internal in ("summary", "queries_left_at", "grant"):
+        view.pop(internal)
+    return {"id": g.id, "tenant": g.tenant_id, **view}
+
+
+def create_tenant(
+    engine: Engine, actor: Member | None, name: str, kind: str, purpose_class: str
+) -> dict[str, Any]:
+    _admin(engine, actor)
+    tenant_id = access.create_tenant(engine, name, kind, purpose_class)
+    return tenant_view(access.get_tenant(engine, None, tenant_id))
+
+
+def list_tenants(engine: Engine, actor: Member | None) -> list[dict[str, Any]]:
+    return [tenant_view(t) for t in access.list_tenants(engine, actor)]
+
+
+def get_tenant(engine: Engine, actor: Member | None, tenant_id: str) -> dict[str, Any]:
+    return tenant_view(access.get_tenant(engine, actor, tenant_id))
+
+
+def create_member(
+    engine: Engine, actor: Member | None, tenant_id: str, name: str, role: str
+) -> dict[str, Any]:
+    """A new member with its first API key, shown once."""
+    _admin(engine, actor, tenant_id)
+    member_id, key = access.create_member(engine, tenant_id, name, MemberRole(role))
+    return {**member_view(access.get_member(engine, tenant_id, member_id)), "api_key": key}
+
+
+def list_members(engine: Engine, actor: Member | None, tenant_id: str) -> list[dict[str, Any]]:
+    _admin(engine, actor, tenant_id)
+    return [member_view(m) for m in access.list_members(engine, tenant_id)]
+
+
+def list_keys(
+    engine: Engine, actor: Member | None, tenant_id: str, member_id: str
+) -> list[dict[str, object]]:
+    _admin(engine, actor, tenant_id)
+    access.get_member(engine, tenant_id, member_id)
+    return access.list_keys(engine, member_id)
+
+
+def issue_key(
+    engine: Engine, actor: Member | None, tenant_id: str, member_id: str
+) -> dict[str, Any]:
+    _admin(engine, actor, tenant_id)
+    access.get_member(engine, tenant_id, member_id)
+    key_id, key = access.issue_key(engine, member_id)
+    return {"id": key_id, "member": member_id, "api_key": key}
+
+
+def revoke_key(
+    engine: Engine, actor: Member | None, tenant_id: str, member_id: str, key_id: str
+) -> None:
+    _admin(engine, actor, tenant_id)
+    access.get_member(engine, tenant_id, member_id)
+    access.revoke_key(engine, member_id, key_id)
+
+
+def create_grant(
+    engine: Engine,
+    actor: Member | None,
+    tenant_id: str,
+    *,
+    dataset: str,
+    accounting: str,
+    epsilon: float | None,
+    rho: float | None,
+    delta: float,
+    per_query_cap: float,
+    refresh: str,
+) -> dict[str, Any]:
+    _admin(engine, actor, tenant_id)
+    catalog.current(engine, dataset)  # the dataset must exist
+    mode = Accounting(accounting)
+    amount = epsilon if mode == Accounting.PURE else rho
+    name = "epsilon" if mode == Accounting.PURE else "rho"
+    if amount is None:
+        raise InvalidBudget(f"{name} is required for a {mode.value} grant", field=name)
+    budget = to_micro(amount, name)
+    cap = to_micro(per_query_cap, "per_query_cap")
+    if cap > budget:
+        raise InvalidBudget("per_query_cap exceeds the budget", field="per_query_cap")
+    grant_id = ledger.create_grant(
+        engine,
+        tenant_id,
+        dataset,
+        mode,
+        budget_micro=budget,
+        delta_pico=delta_to_pico(delta),
+        per_query_cap_micro=cap,
+        refresh=ledger.Refresh(refresh),
+    )
+    return grant_view(ledger.grant_by_id(engine, grant_id))
+
+
+def list_grants(engine: Engine, actor: Member | None, tenant_id: str) -> list[dict[str, Any]]:
+    access.get_tenant(engine, actor, tenant_id)
+    return [grant_view(g) for g in ledger.grants_of(engine, tenant_id)]
+
+
+def set_sub_budget(
+    engine: Engine,
+    actor: Member | None,
+    tenant_id: str,
+    grant_id: str,
+    member_id: str,
+    budget: float,
+) -> dict[str, Any]:
+    """Give a member a sub-budget of the tenant's grant; it spends from both."""
+    _admin(engine, actor, tenant_id)
+    grant = ledger.grant_by_id(engine, grant_id, tenant_id)
+    access.get_member(engine, tenant_id, member_id)
+    amount = to_micro(budget, "budget")
+    if amount > grant.budget_micro:
+        raise InvalidBudget("a sub-budget cannot exceed the grant", field="budget")
+    ledger.set_member_budget(engine, grant_id, member_id, amount)
+    sub = ledger.member_budget(engine, grant_id, member_id)
+    assert sub is not None
+    return {
+        "grant": grant_id,
+        "member": member_id,
+        "total": sub.budget_micro / MICRO,
+        "spent": sub.spent_micro / MICRO,
+        "remaining": sub.left_micro / MICRO,
+        "delta_total": grant.delta_pico / PICO,
+    }

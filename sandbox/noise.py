@@ -34,6 +34,7 @@ ALPHA = 0.05  # every interval is a 95% interval
 QUANTILE_POINT_SHARE = 2  # of 4: the point estimate; the two interval ends get 1 each
 QUANTILE_END_BETA = 0.02  # failure probability of each interval end (the count takes the rest)
 WORST_LEVEL = 1e-9  # the quantile level whose cost is highest
+LARGE_GAUSSIAN_SCALE = 1_000.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,10 @@ def half_width(mechanism: Mechanism, accounting: Accounting, alpha: float = ALPH
     """Half-width of the (1 - alpha) interval of one noisy integer cell, in integer units."""
     if accounting == Accounting.PURE:
         return float(dp.discrete_laplacian_scale_to_accuracy(mechanism.scale, alpha))
+    if mechanism.scale > LARGE_GAUSSIAN_SCALE:
+        # OpenDP sums the discrete tail term by term (time linear in σ); at this size the
+        # discrete Gaussian's bound is the continuous one rounded up, plus at most one.
+        return math.ceil(float(dp.gaussian_scale_to_accuracy(mechanism.scale, alpha))) + 1.0
     return float(dp.discrete_gaussian_scale_to_accuracy(mechanism.scale, alpha))
 
 

@@ -116,3 +116,16 @@ def test_stated_half_width_is_openDP_accuracy(demo_dir: Path) -> None:
     assert half_width(mech, Accounting.PURE) == pytest.approx(
         dp.discrete_laplacian_scale_to_accuracy(mech.scale, 0.05)
     )
+
+
+def test_gaussian_half_width_at_a_huge_scale_is_quick_and_conservative() -> None:
+    """Fixed-point sums have σ near 1e12: the interval must not take time linear in σ."""
+    import opendp.prelude as dp
+
+    from sandbox.noise import Mechanism
+
+    for scale in (999.0, 1001.0, 1e12):
+        mech = Mechanism(stat="s", kind="gaussian", scale=scale, share_micro=1)
+        width = half_width(mech, Accounting.ZCDP)
+        assert width >= dp.gaussian_scale_to_accuracy(scale, 0.05)
+        assert width <= dp.gaussian_scale_to_accuracy(scale, 0.05) + 2

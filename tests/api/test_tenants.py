@@ -30,7 +30,7 @@ def ask(client: TestClient, key: str, sql: str, **budget: float):
 
 
 def test_admin_creates_tenant_member_and_grant_and_the_key_works(client, keys):
-    key, tenant, grant = new_analyst(client, keys["admin"], epsilon=2.0)
+    key, _, grant = new_analyst(client, keys["admin"], epsilon=2.0)
     assert grant["total"] == 2.0
     response = ask(client, key, "SELECT COUNT(*) FROM cps1988", epsilon=0.5)
     assert response.status_code == 200, response.text
@@ -100,7 +100,7 @@ def test_same_query_again_is_free(client, keys):
 
 def test_other_tenants_objects_are_not_found(client, keys):
     key, tenant, _ = new_analyst(client, keys["admin"], epsilon=1.0)
-    other, other_tenant, _ = new_analyst(client, keys["admin"], epsilon=1.0)
+    _, other_tenant, _ = new_analyst(client, keys["admin"], epsilon=1.0)
     assert client.get(f"/v1/tenants/{other_tenant['id']}", headers=auth(key)).status_code == 404
     grants = client.get(f"/v1/tenants/{other_tenant['id']}/grants", headers=auth(key))
     assert grants.status_code == 404

@@ -34,8 +34,12 @@ _TOP_KEYS = {
     "min_group_size",
     "tables",
 }
-_TABLE_KEYS = {"description", "max_rows_per_unit", "columns"}
+# unique_unit, required and max_null_rate are quality rules, applied at load time
+# (connectors.quality.read_rules); the loader checks their types so a bad value names its key.
+_TABLE_KEYS = {"description", "max_rows_per_unit", "columns", "unique_unit"}
 _COLUMN_KEYS = {
+    "required",
+    "max_null_rate",
     "type",
     "role",
     "description",
@@ -96,6 +100,10 @@ class _Reader:
             raise self.fail(where, "range", f"must be at least {minimum}")
         return value
 
+    def flag(self, node: Mapping[str, Any], key: str, prefix: str) -> None:
+        if key in node and not isinstance(node[key], bool):
+            raise self.fail(f"{prefix}.{key}", "type", "must be true or false")
+
     def number(self, node: Mapping[str, Any], key: str, prefix: str) -> float | None:
         if key not in node:
             return None
@@ -136,6 +144,7 @@ class _Reader:
         if not isinstance(node, dict):
             raise self.fail(prefix, "type", "must be a table")
         self.no_unknown(node, _TABLE_KEYS, prefix)
+        self.flag(node, "unique_unit", prefix)
         columns_node = node.get("columns")
         if not isinstance(columns_node, dict) or not columns_node:
             raise self.fail(f"{prefix}.columns", "required", "declare every column of the table")
@@ -162,6 +171,10 @@ class _Reader:
         if not isinstance(spec, dict):
             raise self.fail(prefix, "type", "must be a table")
         self.no_unknown(spec, _COLUMN_KEYS, prefix)
+        self.flag(spec, "required", prefix)
+        rate = self.number(spec, "max_null_rate", prefix)
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise self.fail(f"{prefix}.max_null_rate", "range", "a share between 0 and 1")
         type_text = self.string(spec, "type", prefix, required=True)
         role_text = self.string(spec, "role", prefix, required=True)
         try:

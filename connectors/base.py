@@ -1,0 +1,555 @@
+"""The one small protocol every source kind implements, source strings, and strict conversion.
+
+A source is named by a string — a path or glob (``data/tax-*.csv``), a ``file://`` URL with
+options in its query (``file:///data/*.csv?delimiter=;&encoding=gbk&header=true``), an
+``s3://bucket/key?endpoint_url=…`` URL, or a ``postgresql://…?table=t`` / ``?query=SELECT…`` URL —
+parsed into a :class:`SourceSpec`; :func:`connect` turns a spec into a :class:`Connector`, whose
+``open(table)`` streams the table as Arrow record batches in the policy's declared column order
+and types. ``{table}`` in a location (or in ``table=``) stands for the policy table's name, so one
+source string can serve a dataset of several tables (``data/{table}.parquet``).
+
+Conversion to the declared types is strict: a value that does not convert exactly (``"12a"`` as
+an integer, ``1.5`` as an integer, ``2024-02-30`` as a date, ``yes`` as a boolean) is a failure.
+Failures are counted per column over the whole source and reported together at its end as one
+:class:`~connectors.errors.TypeConversion` naming the first one's file, row/line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.errors import InvalidSource, MissingUnitColumn, SchemaMismatch, TypeConversion
+from policies.model import ColumnType, Role, Table
+
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "FILE_KINDS",
+    "KINDS",
+    "Conformer",
+    "Connector",
+    "Progress",
+    "ProgressCallback",
+    "SourceSpec",
+    "arrow_type",
+    "connect",
+    "parse_source",
+    "policy_schema",
+    "redact_url",
+]
+
+DEFAULT_BATCH_ROWS: Final = 131_072
+FILE_KINDS: Final = ("csv", "parquet", "jsonl", "ipc")
+KINDS: Final = (*FILE_KINDS, "postgresql")
+
+_EXTENSIONS: Final[Mapping[str, str]] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".arrow": "ipc",
+    ".arrows": "ipc",
+    ".ipc": "ipc",
+    ".feather": "ipc",
+}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a table's load has come. ``bytes_*`` are source bytes, when the source knows."""
+
+    table: str
+    rows: int
+    bytes_read: int | None = None
+    bytes_total: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        if self.bytes_read is None or not self.bytes_total:
+            return None
+        return min(1.0, self.bytes_read / self.bytes_total)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One table's source. ``open`` may raise a ``SourceError`` at once (unreachable, schema) or
+    while the reader is consumed (malformed input, conversions); either way nothing is loaded."""
+
+    @property
+    def name(self) -> str:
+        """The source for messages and reports, without credentials."""
+        ...
+
+    def size_bytes(self) -> int | None:
+        """The source's size in bytes (files: their total), or ``None`` when unknown."""
+        ...
+
+    def open(
+        self, table: Table, *, on_progress: ProgressCallback | None = None
+    ) -> pa.RecordBatchReader:
+        """Stream ``table``: the declared columns, in declared order, of the declared types."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source string: its kind (file format or ``postgresql``), where, and options."""
+
+    kind: str
+    location: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidSource(
+                f"unknown source kind {self.kind[:40]!r}; one of {', '.join(KINDS)}"
+            )
+
+    @property
+    def has_placeholder(self) -> bool:
+        return "{table}" in self.location or "{table}" in self.options.get("table", "")
+
+    def for_table(self, name: str) -> SourceSpec:
+        """This spec with ``{table}`` replaced by ``name`` (a policy identifier)."""
+        options = {k: v.replace("{table}", name) for k, v in self.options.items()}
+        return SourceSpec(self.kind, self.location.replace("{table}", name), options)
+
+    @property
+    def name(self) -> str:
+        """The location without credentials."""
+        return redact_url(self.location)
+
+
+def redact_url(location: str) -> str:
+    """``location`` with any password (and query string) removed."""
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}@{host}" if user else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _kind_from_path(path: str, explicit: str | None) -> str:
+    if explicit:
+        kind = {"json": "jsonl", "ndjson": "jsonl", "arrow": "ipc", "feather": "ipc"}.get(
+            explicit, explicit
+        )
+        if kind not in FILE_KINDS:
+            raise InvalidSource(f"unknown file format; one of {', '.join(FILE_KINDS)}")
+        return kind
+    lowered = path.lower()
+    for ext, kind in _EXTENSIONS.items():
+        if lowered.endswith(ext):
+            return kind
+    raise InvalidSource(
+        "cannot tell the file format from the name; add format=csv|parquet|jsonl|ipc",
+        file=path,
+    )
+
+
+def parse_source(text: str, options: Mapping[str, str] | None = None) -> SourceSpec:
+    """Parse a source string. ``options`` (e.g. CLI flags) override those in a URL's query.
+
+    Plain paths are taken literally (``?`` is a glob character there); URLs carry options in
+    their query string. A ``.tsv`` file defaults to a tab delimiter.
+    """
+    extra = dict(options or {})
+    if not text:
+        raise InvalidSource("the source is empty")
+    if "://" not in text:
+        kind = _kind_from_path(text, extra.pop("format", None))
+        if text.lower().endswith(".tsv"):
+            extra.setdefault("delimiter", "\t")
+        return SourceSpec(kind, text, extra)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(extra)
+    if scheme in ("postgresql", "postgres"):
+        return SourceSpec(
+            "postgresql", urlunsplit((scheme, parts.netloc, parts.path, "", "")), query
+        )
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidSource("file:// URLs name local paths only (file:///path)")
+        path = unquote(parts.path)
+        kind = _kind_from_path(path, query.pop("format", None))
+        if path.lower().endswith(".tsv"):
+            query.setdefault("delimiter", "\t")
+        return SourceSpec(kind, path, query)
+    if scheme == "s3":
+        if not parts.netloc:
+            raise InvalidSource("an s3:// URL names a bucket: s3://bucket/key")
+        location = f"s3://{parts.netloc}{unquote(parts.path)}"
+        kind = _kind_from_path(location, query.pop("format", None))
+        if location.lower().endswith(".tsv"):
+            query.setdefault("delimiter", "\t")
+        return SourceSpec(kind, location, query)
+    raise InvalidSource(
+        f"unsupported source scheme {scheme[:20]!r}; use a path, file://, s3:// or postgresql://"
+    )
+
+
+def connect(source: SourceSpec | str, **options: str) -> Connector:
+    """The connector for ``source`` (a spec, or a string for :func:`parse_source`)."""
+    spec = parse_source(source, options) if isinstance(source, str) else source
+    if options and not isinstance(source, str):
+        spec = SourceSpec(spec.kind, spec.location, {**spec.options, **options})
+    if spec.kind == "postgresql":
+        from connectors.postgres import PostgresConnector
+
+        return PostgresConnector(spec)
+    if spec.location.startswith("s3://"):
+        from connectors.s3 import S3Connector
+
+        return S3Connector(spec)
+    from connectors.files import FileConnector
+
+    return FileConnector(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared types and strict conversion
+# ---------------------------------------------------------------------------------------------
+
+_ARROW_TYPES: Final[Mapping[ColumnType, pa.DataType]] = {
+    ColumnType.INTEGER: pa.int64(),
+    ColumnType.FLOAT: pa.float64(),
+    ColumnType.STRING: pa.string(),
+    ColumnType.DATE: pa.date32(),
+    ColumnType.BOOLEAN: pa.bool_(),
+}
+
+# What a text value must look like to convert (stricter than Arrow's casts, which take hex
+# integers, for one). Anchored, RE2 syntax.
+_TEXT_PATTERNS: Final[Mapping[ColumnType, str]] = {
+    ColumnType.INTEGER: r"^-?[0-9]+$",
+    ColumnType.FLOAT: r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    ColumnType.DATE: r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    ColumnType.BOOLEAN: r"^(?i:true|false|1|0)$",
+}
+
+
+def arrow_type(ctype: ColumnType) -> pa.DataType:
+    return _ARROW_TYPES[ctype]
+
+
+def policy_schema(table: Table) -> pa.Schema:
+    """The Arrow schema a connector yields for ``table``: declared order, declared types."""
+    return pa.schema([pa.field(c.name, arrow_type(c.type), nullable=True) for c in table.columns])
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def _storage(t: pa.DataType) -> pa.DataType:
+    while isinstance(t, pa.BaseExtensionType):
+        t = t.storage_type
+    if pa.types.is_dictionary(t):
+        return _storage(t.value_type)
+    return t
+
+
+def _compatible(source: pa.DataType, ctype: ColumnType) -> bool:
+    """Whether values of ``source`` type can be converted to ``ctype`` at all (value by value)."""
+    t = _storage(source)
+    if pa.types.is_null(t) or _is_text(t):
+        return True
+    if ctype == ColumnType.INTEGER or ctype == ColumnType.FLOAT:
+        return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+    if ctype == ColumnType.DATE:
+        return bool(
+            pa.types.is_date(t) or (pa.types.is_timestamp(t) and t.tz is None)  # midnight only
+        )
+    if ctype == ColumnType.BOOLEAN:
+        return bool(pa.types.is_boolean(t))
+    return False  # STRING: text only
+
+
+def _plain(array: pa.Array) -> pa.Array:
+    """Extension types to their storage, dictionaries decoded, text to ``string``."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    while isinstance(array.type, pa.BaseExtensionType):
+        array = array.storage
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if _is_text(array.type) and not pa.types.is_string(array.type):
+        array = pc.cast(array, pa.string())
+    return array
+
+
+def _elementwise(array: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
+    """Slow path: cast value by value; the failures become null. Only after a batch cast failed."""
+    out: list[object] = []
+    bad: list[bool] = []
+    for i in range(len(array)):
+        if not array[i].is_valid:
+            out.append(None)
+            bad.append(False)
+            continue
+        try:
+            out.append(pc.cast(array.slice(i, 1), target, safe=True)[0].as_py())
+            bad.append(False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+            out.append(None)
+            bad.append(True)
+    return pa.array(out, type=target), pa.array(bad, type=pa.bool_())
+
+
+def _safe_cast(array: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array | None]:
+    try:
+        return pc.cast(array, target, safe=True), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _elementwise(array, target)
+
+
+def _fast_text_cast(array: pa.Array, ctype: ColumnType, target: pa.DataType) -> pa.Array | None:
+    """The common case, all values good: Arrow's cast, plus checks for the few texts it accepts
+    and :data:`_TEXT_PATTERNS` do not (hex integers; NaN and infinities). ``None``: take the
+    slow path, which finds and counts the failures."""
+    try:
+        out = pc.cast(array, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if ctype == ColumnType.INTEGER:
+        if pc.any(pc.match_substring(array, "x", ignore_case=True)).as_py():
+            return None
+    elif ctype == ColumnType.FLOAT:
+        if out.null_count < len(out) and not pc.all(pc.is_finite(out)).as_py():
+            return None
+    elif ctype == ColumnType.BOOLEAN:
+        # Arrow takes true/false/1/0 in any case, as the pattern does; nothing else.
+        pass
+    return out
+
+
+def convert(array: pa.Array, ctype: ColumnType) -> tuple[pa.Array, pa.Array | None]:
+    """``array`` as ``ctype``'s Arrow type, and a mask of failed values (``None`` if none).
+
+    Failed values are null in the result. The caller has checked :func:`_compatible`.
+    """
+    target = arrow_type(ctype)
+    array = _plain(array)
+    t = array.type
+    if t == target:
+        return array, None
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), target), None
+    if _is_text(t):
+        if ctype == ColumnType.STRING:
+            return array, None
+        fast = _fast_text_cast(array, ctype, target)
+        if fast is not None:
+            return fast, None
+        ok = pc.match_substring_regex(array, _TEXT_PATTERNS[ctype])
+        bad = pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(ok, False)))
+        if ctype == ColumnType.BOOLEAN:
+            array = pc.utf8_lower(array)
+        masked = pc.if_else(bad, pa.scalar(None, pa.string()), array)
+        out, more = _safe_cast(masked, target)
+        if more is not None:
+            bad = pc.or_(bad, more)
+        return out, bad
+    if pa.types.is_floating(t) and ctype == ColumnType.INTEGER:
+        finite = pc.is_finite(array)
+        whole = pc.and_(finite, pc.equal(pc.floor(array), array))
+        in_range = pc.and_(pc.greater_equal(array, -(2.0**63)), pc.less(array, 2.0**63))
+        bad = pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(pc.and_(whole, in_range), False)))
+        masked = pc.if_else(bad, pa.scalar(None, t), array)
+        return pc.cast(masked, target, safe=False), bad
+    if pa.types.is_timestamp(t):  # to DATE: midnight values only
+        days = pc.cast(array, pa.date32(), safe=False)
+        back = pc.cast(pc.cast(days, pa.timestamp(t.unit)), t)
+        bad = pc.fill_null(pc.not_equal(back, array), False)
+        return pc.if_else(bad, pa.scalar(None, target), days), bad
+    return _safe_cast(array, target)
+
+
+@dataclass
+class _Failure:
+    column: str
+    file: str | None
+    row: int | None
+    line: int | None = None
+    line_of: Callable[[int], int | None] | None = None
+
+
+class Conformer:
+    """Checks a source's columns against a policy table and converts its batches, counting failures.
+
+    ``extra_columns``: ``"error"`` (default: an undeclared source column is a schema mismatch) or
+    ``"ignore"`` (undeclared columns are dropped unread where the format allows).
+    """
+
+    def __init__(self, table: Table, *, unit: str | None = None, extra_columns: str = "error"):
+        if extra_columns not in ("error", "ignore"):
+            raise InvalidSource("extra_columns is 'error' or 'ignore'")
+        self.table = table
+        self.unit = unit or next((c.name for c in table.columns if c.role == Role.UNIT), None)
+        self.extra_columns = extra_columns
+        self.schema = policy_schema(table)
+        self.failures: dict[str, int] = {}
+        self.first: _Failure | None = None
+
+    def check_names(
+        self, names: Iterable[str], *, file: str | None, line: int | None = None
+    ) -> None:
+        """The source's column names: every declared column present, none undeclared, no twins."""
+        seen: set[str] = set()
+        names = list(names)
+        for name in names:
+            if name in seen:
+                raise SchemaMismatch("the column appears twice", file=file, line=line, column=name)
+            seen.add(name)
+        if self.unit is not None and self.unit not in seen:
+            raise MissingUnitColumn(
+                "the privacy unit column is missing from the source",
+                file=file,
+                line=line,
+                column=self.unit,
+            )
+        for col in self.table.columns:
+            if col.name not in seen:
+                raise SchemaMismatch(
+                    "a column declared in the policy is missing from the source",
+                    file=file,
+                    line=line,
+                    column=col.name,
+                )
+        if self.extra_columns == "error":
+            declared = {c.name for c in self.table.columns}
+            for name in names:
+                if name not in declared:
+                    raise SchemaMismatch(
+                        "the source has a column the policy does not declare "
+                        "(declare it, or load with extra_columns=ignore)",
+                        file=file,
+                        line=line,
+                        column=name[:100],
+                    )
+
+    def check_schema(self, schema: pa.Schema, *, file: str | None) -> None:
+        """Names as :meth:`check_names`, and each declared column's type convertible at all."""
+        self.check_names(schema.names, file=file)
+        for col in self.table.columns:
+            source_type = schema.field(col.name).type
+            if not _compatible(source_type, col.type):
+                raise SchemaMismatch(
+                    f"the source's type {_storage(source_type)} cannot be loaded as the declared "
+                    f"type {col.type.value}",
+                    file=file,
+                    column=col.name,
+                )
+
+    def convert(
+        self,
+        batch: pa.RecordBatch | pa.Table,
+        *,
+        file: str | None,
+        first_row: int,
+        line_of: Callable[[int], int | None] | None = None,
+    ) -> pa.RecordBatch:
+        """One batch in the declared schema; ``first_row`` is the 1-based row of its first record
+        in ``file``. Failed values become null and are counted; :meth:`finish` reports them."""
+        arrays = []
+        for col in self.table.columns:
+            out, bad = convert(batch.column(col.name), col.type)
+            if bad is not None:
+                count = pc.sum(bad).as_py() or 0
+                if count:
+                    self.failures[col.name] = self.failures.get(col.name, 0) + count
+                    index = pc.index(bad, True).as_py()
+                    row = first_row + index
+                    first = self.first
+                    if first is None or (
+                        first.file == file and first.row is not None and first.row > row
+                    ):
+                        self.first = _Failure(col.name, file, row, line_of=line_of)
+            arrays.append(out)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def add_failures(
+        self, column: str, count: int, *, file: str | None, line: int | None, row: int | None
+    ) -> None:
+        """Failures counted by the source's own reader (e.g. DuckDB's CSV rejects)."""
+        if count <= 0:
+            return
+        self.failures[column] = self.failures.get(column, 0) + count
+        if self.first is None:
+            self.first = _Failure(column, file, row, line)
+
+    def finish(self) -> None:
+        """Raise :class:`TypeConversion` if any value failed to convert."""
+        if self.first is None:
+            return
+        first = self.first
+        if first.line is None and first.line_of is not None and first.row is not None:
+            first.line = first.line_of(first.row)
+        total = sum(self.failures.values())
+        ctype = self.table.column(first.column)
+        type_name = ctype.type.value if ctype else "declared type"
+        raise TypeConversion(
+            f"{total} value(s) do not convert to the declared types; the first is not a valid "
+            f"{type_name}",
+            file=first.file,
+            line=first.line,
+            row=first.row,
+            column=first.column,
+            failures=dict(self.failures),
+        )
+
+
+def reader_from(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatchReader:
+    return pa.RecordBatchReader.from_batches(schema, batches)
+
+
+_BOOL_TEXT: Final = {"true": True, "1": True, "yes": True, "on": True}
+_BOOL_TEXT_FALSE: Final = {"false", "0", "no", "off"}
+
+
+def option_bool(options: Mapping[str, str], key: str, default: bool) -> bool:
+    if key not in options:
+        return default
+    value = options[key].strip().lower()
+    if value in _BOOL_TEXT:
+        return True
+    if value in _BOOL_TEXT_FALSE:
+        return False
+    raise InvalidSource(f"option {key} is true or false")
+
+
+def option_int(options: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    if key not in options:
+        return default
+    text = options[key].strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < minimum:
+        raise InvalidSource(f"option {key} is an integer of at least {minimum}")
+    return int(text)
+
+
+def check_options(options: Mapping[str, str], allowed: Iterable[str], kind: str) -> None:
+    allowed = set(allowed)
+    for key in options:
+        if key not in allowed:
+            raise InvalidSource(
+                f"unknown option {key[:40]!r} for a {kind} source; allowed: "
+                f"{', '.join(sorted(allowed))}"
+            )

@@ -1,0 +1,288 @@
+"""Load a dataset version: sources -> Arrow -> a workspace file, with its quality report.
+
+:func:`ingest` is the whole onboarding step for one version. It checks the size against the disk
+quota before reading anything, streams every table through its connector into a new DuckDB file
+(``sandbox.workspace.build_workspace``), profiles what was written, applies the quality rules and
+only then moves the file to ``workspace``. On any failure — a bad source, a failed rule — nothing
+exists at ``workspace`` that was not there before, and the raised ``SourceError`` carries the
+quality report of the failed load in its ``report`` attribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.base import Connector, ProgressCallback, SourceSpec, connect, parse_source
+from connectors.errors import (
+    InvalidSource,
+    QualityRuleFailed,
+    SourceError,
+    SourceTooLarge,
+    TypeConversion,
+)
+from connectors.quality import (
+    ColumnQuality,
+    QualityReport,
+    QualityRules,
+    TableQuality,
+    evaluate_rules,
+    profile_workspace,
+)
+from policies.errors import VeilError
+from policies.model import Policy
+from sandbox.workspace import build_workspace
+
+__all__ = ["Source", "ingest", "sources_for"]
+
+Source = str | SourceSpec | Connector
+
+
+def sources_for(policy: Policy, source: Source | Mapping[str, Source]) -> dict[str, Connector]:
+    """One connector per policy table.
+
+    A single source serves a one-table policy; for several tables it must contain ``{table}``
+    (``data/{table}.parquet``, ``postgresql://…?table=raw.{table}``), or be a PostgreSQL URL with
+    neither ``table`` nor ``query`` (each table is read from the table of its own name). Or give a
+    mapping from every table name to its source.
+    """
+    names = [t.name for t in policy.tables]
+    if isinstance(source, Mapping):
+        missing = [n for n in names if n not in source]
+        if missing:
+            raise InvalidSource(f"no source for table {missing[0]}")
+        unknown = [n for n in source if n not in names]
+        if unknown:
+            raise InvalidSource(f"the policy has no table {str(unknown[0])[:64]}")
+        return {n: _connector(source[n]) for n in names}
+    if isinstance(source, str):
+        source = parse_source(source)
+    if isinstance(source, SourceSpec):
+        spec = source
+        if spec.has_placeholder:
+            return {n: connect(spec.for_table(n)) for n in names}
+        if len(names) == 1:
+            return {names[0]: connect(spec)}
+        if spec.kind == "postgresql" and not {"query", "table"} & set(spec.options):
+            return {
+                n: connect(SourceSpec(spec.kind, spec.location, {**spec.options, "table": n}))
+                for n in names
+            }
+        raise InvalidSource(
+            f"the dataset has {len(names)} tables: put {{table}} in the source, or give one "
+            "source per table"
+        )
+    if len(names) != 1:
+        raise InvalidSource(f"the dataset has {len(names)} tables: give one source per table")
+    return {names[0]: source}
+
+
+def _connector(source: Source) -> Connector:
+    return source if isinstance(source, Connector) else connect(source)
+
+
+@dataclass
+class _Stream:
+    """What passed through one table's reader, and the error that stopped it."""
+
+    table: str
+    rows: int = 0
+    arrow_bytes: int = 0
+    nulls: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+def _guard(
+    reader: pa.RecordBatchReader, stream: _Stream, quota: int | None, source: str
+) -> pa.RecordBatchReader:
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                stream.rows += batch.num_rows
+                stream.arrow_bytes += batch.nbytes
+                for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                    stream.nulls[name] = stream.nulls.get(name, 0) + column.null_count
+                if quota is not None and stream.arrow_bytes > quota:
+                    raise SourceTooLarge(
+                        "the data read exceed the disk quota", source=source, quota_bytes=quota
+                    )
+                yield batch
+        except BaseException as exc:
+            if stream.error is None:
+                stream.error = exc
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                reader.close()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _failed_report(
+    policy: Policy,
+    source: str,
+    streams: Mapping[str, _Stream],
+    error: VeilError,
+    failed_table: str | None,
+    now: datetime,
+) -> QualityReport:
+    failures: dict[str, int] = {}
+    if isinstance(error, TypeConversion):
+        failures = dict(error.extra.get("failures", {}))
+    tables = []
+    for table in policy.tables:
+        stream = streams.get(table.name)
+        if stream is None or (stream.rows == 0 and stream.error is None):
+            continue
+        own = failures if table.name == failed_table else {}
+        columns = []
+        for col in table.columns:
+            nulls = max(0, stream.nulls.get(col.name, 0) - own.get(col.name, 0))
+            columns.append(
+                ColumnQuality(
+                    name=col.name,
+                    type=col.type.value,
+                    role=col.role.value,
+                    nulls=nulls,
+                    null_rate=nulls / stream.rows if stream.rows else 0.0,
+                    conversion_failures=own.get(col.name, 0),
+                )
+            )
+        tables.append(TableQuality(name=table.name, rows=stream.rows, columns=tuple(columns)))
+    problem = error.problem()
+    problem.pop("type", None)
+    return QualityReport(
+        dataset=policy.dataset,
+        source=source,
+        created_at=now,
+        tables=tuple(tables),
+        error=problem,
+    )
+
+
+def ingest(
+    policy: Policy,
+    source: Source | Mapping[str, Source],
+    workspace: Path,
+    *,
+    rules: QualityRules | None = None,
+    quota_bytes: int | None = None,
+    previous_rows: Mapping[str, int] | None = None,
+    on_progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+) -> QualityReport:
+    """Load ``source`` for ``policy`` into a new workspace file at ``workspace``; return its report.
+
+    ``quota_bytes`` caps the source size (checked before reading when the source knows its size,
+    and on the Arrow bytes read when it does not, e.g. a PostgreSQL query). ``previous_rows`` are
+    the row counts of the version this one replaces (for the row-count change). Raises a
+    ``SourceError`` (``QualityRuleFailed`` for a failed rule) with ``report`` set; ``workspace``
+    is then untouched.
+    """
+    now = now or datetime.now(UTC)
+    rules = rules or QualityRules()
+    connectors = sources_for(policy, source)
+    names = sorted({c.name for c in connectors.values()})
+    source_name = names[0] if len(names) == 1 else ", ".join(names)
+    streams: dict[str, _Stream] = {}
+    failed_table: str | None = None
+    try:
+        sizes = _check_size(connectors, quota_bytes, workspace)
+        readers: dict[str, pa.RecordBatchReader] = {}
+        try:
+            for table in policy.tables:
+                failed_table = table.name
+                conn = connectors[table.name]
+                known = sizes[table.name]
+                reader = conn.open(table, on_progress=on_progress)
+                stream = streams[table.name] = _Stream(table.name)
+                readers[table.name] = _guard(
+                    reader, stream, quota_bytes if known is None else None, conn.name
+                )
+        except BaseException:
+            for reader in readers.values():
+                with contextlib.suppress(Exception):
+                    reader.close()
+            raise
+        failed_table = None
+        staging = workspace.with_name(workspace.name + ".loading")
+        try:
+            build_workspace(staging, readers)
+        except BaseException as exc:
+            failed = next((s for s in streams.values() if isinstance(s.error, VeilError)), None)
+            if failed is not None and failed.error is not None:
+                failed_table = failed.table
+                raise failed.error from None
+            raise exc
+        try:
+            tables = profile_workspace(staging, policy, previous_rows=previous_rows, now=now)
+            results = evaluate_rules(policy, tables, rules)
+            report = QualityReport(
+                dataset=policy.dataset,
+                source=source_name,
+                created_at=now,
+                tables=tables,
+                rules=results,
+            )
+            if not report.passed:
+                first = report.failed_rules[0]
+                where = f"{first.table}.{first.column}" if first.column else first.table
+                failure = QualityRuleFailed(
+                    f"quality rule {first.rule} failed for {where}: {first.message}",
+                    column=first.column,
+                    rule=first.rule,
+                    table=first.table,
+                    failed_rules=[r.to_dict() for r in report.failed_rules],
+                )
+                failure.report = report
+                raise failure
+            os.replace(staging, workspace)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
+        return report
+    except SourceError as exc:
+        if exc.report is None:
+            exc.report = _failed_report(policy, source_name, streams, exc, failed_table, now)
+        raise
+
+
+def _check_size(
+    connectors: Mapping[str, Connector], quota_bytes: int | None, workspace: Path
+) -> dict[str, int | None]:
+    """Each table's source size; refuse a total above the quota or the free disk space."""
+    sizes: dict[str, int | None] = {}
+    total = 0
+    largest: tuple[int, str] = (0, "")
+    for name, conn in connectors.items():
+        size = sizes[name] = conn.size_bytes()
+        if size is not None:
+            total += size
+            largest = max(largest, (size, conn.name))
+    extra: dict[str, Any] = {"size_bytes": total}
+    if quota_bytes is not None and total > quota_bytes:
+        raise SourceTooLarge(
+            f"the source ({total} bytes) is larger than the disk quota ({quota_bytes} bytes)",
+            file=largest[1] or None,
+            quota_bytes=quota_bytes,
+            **extra,
+        )
+    parent = workspace.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(parent).free
+    if total > free:
+        raise SourceTooLarge(
+            f"the source ({total} bytes) is larger than the free disk space ({free} bytes)",
+            file=largest[1] or None,
+            free_bytes=free,
+            **extra,
+        )
+    return sizes

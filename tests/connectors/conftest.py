@@ -1,0 +1,144 @@
+"""Fixtures of the connector tests: a small policy, and real PostgreSQL and S3-compatible servers.
+
+PostgreSQL: the tests use ``VEIL_TEST_POSTGRES_URL`` when it is set; otherwise one throwaway server
+per test session (per xdist worker) is started with ``scripts/postgres.sh`` and stopped at the end.
+If that cannot be done the PostgreSQL tests are skipped — except under CI (``CI`` set), where they
+fail. S3: moto's server mode on a free local port, one per session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.loader import parse_policy
+from policies.model import Policy, Table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+POLICY = """
+id = "firms"
+title = "Firms"
+privacy_unit = "credit_code"
+max_groups_per_unit = 3
+min_group_size = 0
+
+[tables.firms]
+max_rows_per_unit = 1
+
+[tables.firms.columns.credit_code]
+type = "string"
+role = "unit"
+
+[tables.firms.columns.district]
+type = "string"
+role = "dimension"
+keys = ["east", "west"]
+
+[tables.firms.columns.founded]
+type = "date"
+role = "dimension"
+public_range = ["2000-01-01", "2024-12-31"]
+
+[tables.firms.columns.revenue]
+type = "float"
+role = "measure"
+lower = 0
+upper = 100
+
+[tables.firms.columns.staff]
+type = "integer"
+role = "measure"
+lower = 0
+upper = 50
+
+[tables.firms.columns.active]
+type = "boolean"
+role = "dimension"
+keys = [true, false]
+"""
+
+HEADER = "credit_code,district,founded,revenue,staff,active"
+GOOD_CSV = f"""{HEADER}
+A1,east,2010-05-01,10.5,3,true
+A2,west,2020-01-31,200,60,false
+A3,north,,50,,true
+A4,east,1999-12-31,-1,5,false
+"""
+GOOD_ROWS = [
+    ("A1", "east", "2010-05-01", 10.5, 3, True),
+    ("A2", "west", "2020-01-31", 200.0, 60, False),
+    ("A3", "north", None, 50.0, None, True),
+    ("A4", "east", "1999-12-31", -1.0, 5, False),
+]
+
+
+@pytest.fixture()
+def policy() -> Policy:
+    return parse_policy(POLICY, "firms.toml")
+
+
+@pytest.fixture()
+def table(policy: Policy) -> Table:
+    return policy.tables[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL is required under CI: {reason}")
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("VEIL_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    env_file = tmp_path_factory.mktemp("pg") / "postgres.env"
+    script = ROOT / "scripts" / "postgres.sh"
+    try:
+        subprocess.run(
+            ["bash", str(script), "start", str(env_file)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        _unavailable(f"scripts/postgres.sh failed: {detail.decode(errors='replace')[-500:]}")
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    try:
+        yield values["VEIL_TEST_POSTGRES_URL"]
+    finally:
+        subprocess.run(
+            ["bash", str(script), "stop", values["VEIL_TEST_POSTGRES_DIR"]],
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

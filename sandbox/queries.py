@@ -25,7 +25,7 @@ from policies.accounting import (
     epsilon_to_rho_micro,
     to_micro,
 )
-from policies.gate.plan import QueryPlan
+from policies.gate.plan import QueryPlan, row_cap_sql
 from sandbox import budgets, catalog, ledger
 from sandbox.access import Member, MemberRole
 from sandbox.config import Settings
@@ -49,6 +49,7 @@ class QueryRequest:
 class _Prepared:
     version: catalog.DatasetVersion
     grant: ledger.Grant
+    checked: gate.CheckedQuery
     plan: QueryPlan
     calibration: Calibration
     query_hash: str
@@ -59,6 +60,25 @@ class QueryService:
         self.engine = engine
         self.executor = executor
         self.settings = settings
+        self._row_caps: dict[tuple[str, int], frozenset[str]] = {}
+
+    def within_row_caps(self, version: catalog.DatasetVersion, *, measure: bool) -> frozenset[str]:
+        """Tables of this immutable version whose units all respect ``max_rows_per_unit``.
+
+        Measured once per version and process, and only once a charge is reserved (``measure``):
+        before that nothing reads data. Until measured, and for a table that breaks its cap,
+        the row-cap window stays in the SQL.
+        """
+        key = (version.dataset, version.version)
+        if key not in self._row_caps:
+            if not measure:
+                return frozenset()
+            rows = self.executor.run(version.path, row_cap_sql(version.policy))
+            caps = {t.name: t.max_rows_per_unit for t in version.policy.tables}
+            self._row_caps[key] = frozenset(
+                str(name) for name, most in rows if int(str(most)) <= caps[str(name)]
+            )
+        return self._row_caps[key]
 
     def prepare(self, member: Member, request: QueryRequest) -> _Prepared:
         """Everything before the data: auth, grant, gate, plan and price. Charges nothing."""
@@ -68,7 +88,12 @@ class QueryService:
         budget = _budget_micro(request, grant.accounting)
         delta = request.delta if request.delta is not None else self.settings.default_delta
         checked = gate.check(gate.parse(request.sql), version.policy)
-        plan = gate.plan(checked, version.policy, salt=version.salt)
+        plan = gate.plan(
+            checked,
+            version.policy,
+            salt=version.salt,
+            within_row_caps=self.within_row_caps(version, measure=False),
+        )
         calibration = calibrate(plan, budget, grant.accounting, delta_to_pico(delta))
         digest = hashlib.sha256(
             "\n".join(
@@ -81,7 +106,7 @@ class QueryService:
                 ]
             ).encode()
         ).hexdigest()
-        return _Prepared(version, grant, plan, calibration, digest)
+        return _Prepared(version, grant, checked, plan, calibration, digest)
 
     def preview(self, member: Member, request: QueryRequest) -> dict[str, Any]:
         prepared = self.prepare(member, request)
@@ -129,13 +154,19 @@ class QueryService:
             p.calibration.cost_micro,
         )
         try:
-            params = list(p.plan.params)
-            rows = self.executor.run(p.version.path, p.plan.sql, params)
+            plan = p.plan
+            caps = self.within_row_caps(p.version, measure=True)
+            if caps != plan.within_row_caps:  # same statistics and cost; only the SQL is lighter
+                plan = gate.plan(
+                    p.checked, p.version.policy, salt=p.version.salt, within_row_caps=caps
+                )
+            params = list(plan.params)
+            rows = self.executor.run(p.version.path, plan.sql, params)
             histograms = {
                 q.name: self.executor.run(p.version.path, q.histogram_sql, params)
-                for q in p.plan.quantiles
+                for q in plan.quantiles
             }
-            released = release(p.plan, p.calibration, rows, histograms)
+            released = release(plan, p.calibration, rows, histograms)
         except BaseException:
             ledger.settle(self.engine, reservation.charge_id, ChargeState.FAILED)
             raise

@@ -90,15 +90,39 @@ class QueryPlan:
     row_cap: int
     group_cap: int
     canonical: str
+    within_row_caps: frozenset[str] = frozenset()
 
     @property
     def mechanisms(self) -> int:
         return len(self.statistics) + len(self.quantiles)
 
 
-def plan(checked: CheckedQuery, policy: Policy, *, salt: int = 0) -> QueryPlan:
-    """The bounded SQL and the statistics for ``checked``; ``salt`` keys the bounding hash."""
-    return _Planner(checked, policy, salt).build()
+def plan(
+    checked: CheckedQuery,
+    policy: Policy,
+    *,
+    salt: int = 0,
+    within_row_caps: frozenset[str] = frozenset(),
+) -> QueryPlan:
+    """The bounded SQL and the statistics for ``checked``; ``salt`` keys the bounding hash.
+
+    ``within_row_caps`` names tables whose immutable workspace was measured (by
+    :func:`row_cap_sql`) to hold at most ``max_rows_per_unit`` rows of any unit: when every table
+    of the query is one of them, the row cap already holds and its window is left out. The group
+    cap is always enforced in SQL when it binds.
+    """
+    return _Planner(checked, policy, salt, within_row_caps).build()
+
+
+def row_cap_sql(policy: Policy) -> str:
+    """One row per table: (table, the largest number of rows any unit has in it)."""
+    unit = policy.privacy_unit
+    parts = [
+        f"SELECT '{t.name}' AS name, coalesce(max(n), 0) AS most FROM "
+        f'(SELECT count(*) AS n FROM "{t.name}" GROUP BY "{unit}")'
+        for t in policy.tables
+    ]
+    return " UNION ALL ".join(parts)
 
 
 def fixed_point_bits(column_type: ColumnType, magnitude: float) -> int:
@@ -111,10 +135,14 @@ def fixed_point_bits(column_type: ColumnType, magnitude: float) -> int:
 
 
 class _Planner:
-    def __init__(self, checked: CheckedQuery, policy: Policy, salt: int) -> None:
+    def __init__(
+        self, checked: CheckedQuery, policy: Policy, salt: int, within_row_caps: frozenset[str]
+    ) -> None:
         self.q = checked
         self.policy = policy
         self.salt = salt & 0x7FFF_FFFF_FFFF_FFFF
+        self.within_row_caps = within_row_caps
+        self.rows_capped_by_data = all(name in within_row_caps for name, _ in checked.tables)
         caps = [policy.table(name).max_rows_per_unit for name, _ in checked.tables]  # type: ignore[union-attr]
         self.row_cap = math.prod(caps)
         self.group_cap = min(policy.max_groups_per_unit, self.row_cap) if checked.group_keys else 1
@@ -261,6 +289,7 @@ class _Planner:
             row_cap=self.row_cap,
             group_cap=self.group_cap,
             canonical=q.canonical,
+            within_row_caps=self.within_row_caps,
         )
 
     def public_cells(self) -> tuple[tuple[KeyValue, ...], ...] | None:
@@ -297,12 +326,15 @@ class _Planner:
                 f"WHERE __g <= {self.policy.max_groups_per_unit})"
             )
             previous = "grp"
-        row_order = ", ".join([*keys, *self.values.values(), str(self.salt)])
-        ctes.append(
-            "bnd AS (SELECT * FROM (SELECT *, row_number() OVER "
-            f"(PARTITION BY __unit ORDER BY hash({row_order})) AS __r FROM {previous}) "
-            f"WHERE __r <= {self.row_cap})"
-        )
+        if self.rows_capped_by_data:
+            ctes.append(f"bnd AS (SELECT * FROM {previous})")
+        else:
+            row_order = ", ".join([*keys, *self.values.values(), str(self.salt)])
+            ctes.append(
+                "bnd AS (SELECT * FROM (SELECT *, row_number() OVER "
+                f"(PARTITION BY __unit ORDER BY hash({row_order})) AS __r FROM {previous}) "
+                f"WHERE __r <= {self.row_cap})"
+            )
         return "WITH " + ", ".join(ctes)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from policies.accounting import MICRO, PICO, Accounting, InvalidBudget, delta_to_pico, to_micro
 from sandbox import access, budgets, catalog, ledger
 from sandbox.access import Member, MemberRole
+from sandbox.errors import InvalidRequest
 
 
 def _admin(engine: Engine, actor: Member | None, tenant_id: str | None = None) -> None:
@@ -30,7 +31,10 @@ def tenant_view(t: access.Tenant) -> dict[str, Any]:
 
 
 def member_view(m: access.Member) -> dict[str, Any]:
-    return {"id": m.id, "tenant": m.tenant_id, "name": m.name, "role": m.role.value}
+    view: dict[str, Any] = {"id": m.id, "tenant": m.tenant_id, "name": m.name, "role": m.role.value}
+    if m.subject_id is not None:
+        view["subject"] = m.subject_id
+    return view
 
 
 def grant_view(g: ledger.Grant) -> dict[str, Any]:
@@ -57,11 +61,26 @@ def get_tenant(engine: Engine, actor: Member | None, tenant_id: str) -> dict[str
 
 
 def create_member(
-    engine: Engine, actor: Member | None, tenant_id: str, name: str, role: str
+    engine: Engine,
+    actor: Member | None,
+    tenant_id: str,
+    name: str,
+    role: str,
+    subject: str | None = None,
 ) -> dict[str, Any]:
-    """A new member with its first API key, shown once."""
+    """A new member with its first API key, shown once. A ``subject`` member names the subject
+    (credit code) it speaks for; no other role takes one."""
     _admin(engine, actor, tenant_id)
-    member_id, key = access.create_member(engine, tenant_id, name, MemberRole(role))
+    try:
+        member_role = MemberRole(role)
+    except ValueError:
+        roles = ", ".join(r.value for r in MemberRole)
+        raise InvalidRequest(f"role is one of {roles}", field="role") from None
+    if member_role == MemberRole.SUBJECT and subject is None:
+        raise InvalidRequest("a subject member needs 'subject' (its credit code)", field="subject")
+    if member_role != MemberRole.SUBJECT and subject is not None:
+        raise InvalidRequest("only a subject member takes 'subject'", field="subject")
+    member_id, key = access.create_member(engine, tenant_id, name, member_role, subject_id=subject)
     return {**member_view(access.get_member(engine, tenant_id, member_id)), "api_key": key}
 
 
@@ -152,6 +171,9 @@ def set_sub_budget(
     amount = to_micro(budget, "budget")
     if amount > grant.budget_micro:
         raise InvalidBudget("a sub-budget cannot exceed the grant", field="budget")
+    current = ledger.member_budget(engine, grant_id, member_id)
+    if current is not None and amount < current.spent_micro:
+        raise InvalidBudget("a sub-budget cannot go below what the member spent", field="budget")
     ledger.set_member_budget(engine, grant_id, member_id, amount)
     sub = ledger.member_budget(engine, grant_id, member_id)
     assert sub is not None

@@ -13,9 +13,9 @@ EXAMPLE_COSTS = (0.1, 0.5, 1.0)
 
 def describe(grant: Grant, member_budget: MemberBudget | None = None) -> dict[str, Any]:
     unit = "epsilon" if grant.accounting == Accounting.PURE else "rho"
-    left = grant.left_micro
+    left = max(0, grant.left_micro)
     if member_budget is not None:
-        left = min(left, member_budget.left_micro)
+        left = max(0, min(left, member_budget.left_micro))
     out: dict[str, Any] = {
         "dataset": grant.dataset_id,
         "grant": grant.id,
@@ -35,7 +35,7 @@ def describe(grant: Grant, member_budget: MemberBudget | None = None) -> dict[st
         out["member_budget"] = {
             "total": member_budget.budget_micro / MICRO,
             "spent": member_budget.spent_micro / MICRO,
-            "remaining": member_budget.left_micro / MICRO,
+            "remaining": max(0, member_budget.left_micro) / MICRO,
         }
     if grant.accounting == Accounting.ZCDP:
         out["spent_as_epsilon"] = zcdp_epsilon(grant.spent_micro / MICRO, grant.delta_pico / PICO)
@@ -53,7 +53,7 @@ def queries_left(grant: Grant, member_budget: MemberBudget | None, cost_micro: i
     left = grant.left_micro
     if member_budget is not None:
         left = min(left, member_budget.left_micro)
-    return _affordable(left, grant.per_query_cap_micro, cost_micro)
+    return _affordable(max(0, left), grant.per_query_cap_micro, cost_micro)
 
 
 def _affordable(left_micro: int, cap_micro: int, cost_micro: int) -> int:

@@ -295,7 +295,10 @@ class Executor:
 
     def __init__(self, limits: ExecutorLimits, temp_root: Path) -> None:
         self._limits = limits
-        self._temp_root = temp_root
+        # Several server processes may share one data directory: each executor works in its own
+        # subdirectory, so one never wipes another's spill files. Absolute, since DuckDB's
+        # allowed_directories is checked against it.
+        self._temp_root = temp_root.resolve() / f"executor-{os.getpid()}-{id(self):x}"
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
@@ -351,6 +354,7 @@ class Executor:
                 worker.conn.send(None)
         for worker in workers:
             self._stop(worker, grace_s=1.0)
+        shutil.rmtree(self._temp_root, ignore_errors=True)
 
     def __enter__(self) -> Self:
         if not self._started:

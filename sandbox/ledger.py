@@ -102,6 +102,11 @@ def utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """A bound in UTC: SQLite compares stored times as text, ignoring offsets."""
+    return utc(moment).astimezone(UTC)
+
+
 def period_start(origin: datetime, refresh: Refresh, index: int) -> datetime:
     """Start of period ``index`` (0 = the grant's creation) of a refreshing grant."""
     origin = utc(origin)
@@ -544,6 +549,8 @@ def entries(
         .join(grants, grants.c.id == credits.c.grant_id)
         .where(*where)
     )
+    since = None if since is None else _as_utc(since)
+    until = None if until is None else _as_utc(until)
     if since is not None:
         charge_query = charge_query.where(charges.c.created_at >= since)
         credit_query = credit_query.where(credits.c.created_at >= since)

@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from sandbox import api, store
+from policies.templates import load_templates
+from sandbox import api, keystore, store
 from sandbox.api import problems
 from sandbox.api.deps import Services
 from sandbox.config import Settings
 from sandbox.executor import Executor, ExecutorLimits
 from sandbox.queries import QueryService
+from sandbox.signing import Signer
+from sandbox.verification import VerificationService
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,6 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        templates = load_templates(settings.templates_path)  # a bad file: refuse to start
+        keys, zone_secret = keystore.open_keys(settings.keys_path)
         engine = store.connect(settings.state_url)
         executor = Executor(
             ExecutorLimits(
@@ -34,15 +39,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.temp_dir,
         )
         executor.start()  # refuses to serve if a worker's lockdown self-test fails
+        signer = Signer(keys.current, settings.signing_processes)
         app.state.services = Services(
             settings=settings,
             engine=engine,
             executor=executor,
             queries=QueryService(engine, executor, settings),
+            verification=VerificationService(
+                engine,
+                executor,
+                templates,
+                keys,
+                zone_secret,
+                envelope_ms=settings.verification_envelope_ms,
+                signer=signer,
+            ),
         )
         try:
             yield
         finally:
+            signer.close()
             executor.close()
             engine.dispose()
 

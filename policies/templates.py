@@ -56,6 +56,7 @@ __all__ = [
     "Template",
     "TemplateSet",
     "bind",
+    "bind_batch",
     "check_claim",
     "check_template",
     "decide",
@@ -64,6 +65,8 @@ __all__ = [
     "load_template",
     "load_templates",
     "parse_template",
+    "template_batch_query",
+    "template_batch_sql",
     "template_query",
     "template_sql",
 ]
@@ -758,10 +761,14 @@ def check_claim(template: Template, claim: object) -> Claim:
 
 
 class Slot(Enum):
-    """Placeholders in the parameter list of :func:`template_sql`, filled by :func:`bind`."""
+    """Placeholders in the parameter list of :func:`template_sql` (filled by :func:`bind`) and
+    of :func:`template_batch_sql` (filled by :func:`bind_batch`)."""
 
     SUBJECT = "subject"
     CLAIM = "claim"
+    LINES = "lines"  # batch: the request line numbers 0..n-1
+    SUBJECTS = "subjects"  # batch: one subject id per line
+    CLAIMS = "claims"  # batch: one claim per line (only kinds whose SQL reads the claim)
 
 
 def check_template(template: Template, policy: Policy) -> None:
@@ -887,6 +894,142 @@ def template_query(
     """:func:`template_sql` with the claim checked and the placeholders bound."""
     sql, params = template_sql(template, policy, as_of=as_of)
     return sql, bind(params, subject, check_claim(template, claim))
+
+
+# ---------------------------------------------------------------------------------------------
+# Many subjects at once
+# ---------------------------------------------------------------------------------------------
+
+_BATCH_LINES = "SELECT unnest(CAST(? AS BIGINT[])) AS line, unnest(CAST(? AS VARCHAR[])) AS subject"
+
+
+def template_batch_sql(
+    template: Template, policy: Policy, *, as_of: date | None = None
+) -> tuple[str, list[object]]:
+    """The query of ``template`` for many request lines at once: the same facts as
+    :func:`template_sql`, one row per line, ``(line, *facts)``, ordered by line.
+
+    The lines are passed as lists (``Slot.LINES``, ``Slot.SUBJECTS`` and, for the kinds whose
+    SQL reads the claim, ``Slot.CLAIMS``; fill them with :func:`bind_batch`). Every table is read
+    only for the subjects listed (a semi-join on the privacy unit) and grouped by line, so a line
+    sees its own subject's rows only, exactly like the single query. Lines may repeat a subject.
+    """
+    check_template(template, policy)
+    unit = policy.privacy_unit
+    kind = template.kind
+    lines = [Slot.LINES, Slot.SUBJECTS]
+    wanted = f"{unit} IN (SELECT subject FROM req)"
+    if kind == Kind.STATUS:
+        marks = ", ".join("?" for _ in template.statuses)
+        sql = (
+            f"WITH req AS ({_BATCH_LINES}), "
+            f"f AS (SELECT {unit} AS subject, count(*) AS n_records, "
+            f"count(*) FILTER (WHERE status IN ({marks})) AS n_accepted "
+            f"FROM registry WHERE {wanted} GROUP BY {unit}) "
+            "SELECT req.line, coalesce(f.n_records, 0) AS n_records, "
+            "coalesce(f.n_accepted, 0) AS n_accepted "
+            "FROM req LEFT JOIN f ON f.subject = req.subject ORDER BY req.line"
+        )
+        return sql, [*lines, *template.statuses]
+    if kind == Kind.AGE:
+        reference = as_of if as_of is not None else _month_end(_last_data_month(policy, template))
+        sql = (
+            f"WITH req AS ({_BATCH_LINES}, unnest(CAST(? AS BIGINT[])) AS claim) "
+            "SELECT req.line, count(r.subject) AS n_records, "
+            "count(*) FILTER (WHERE r.founded <= CAST(CAST(? AS DATE) "
+            "- to_years(CAST(req.claim AS INTEGER)) AS DATE)) AS n_old_enough "
+            f"FROM req LEFT JOIN (SELECT {unit} AS subject, founded FROM registry "
+            f"WHERE {wanted}) r ON r.subject = req.subject "
+            "GROUP BY req.line ORDER BY req.line"
+        )
+        return sql, [*lines, Slot.CLAIMS, reference]
+    if kind in (Kind.REVENUE_TOLERANCE, Kind.REVENUE_BAND):
+        assert template.months is not None
+        last = _last_month(policy, "tax", template, as_of)
+        first = _add_months(last, 1 - template.months)
+        sql = (
+            f"WITH req AS ({_BATCH_LINES}), "
+            f"f AS (SELECT {unit} AS subject, count(DISTINCT month) AS n_months, "
+            "sum(CAST(revenue AS DECIMAL(18, 2))) AS revenue_sum "
+            f"FROM tax WHERE {wanted} AND month BETWEEN ? AND ? GROUP BY {unit}) "
+            "SELECT req.line, coalesce(f.n_months, 0) AS n_months, "
+            "coalesce(f.revenue_sum, 0) AS revenue_sum "
+            "FROM req LEFT JOIN f ON f.subject = req.subject ORDER BY req.line"
+        )
+        return sql, [*lines, first, last]
+    registry = (
+        f"reg AS (SELECT {unit} AS subject, count(*) AS n_records FROM registry "
+        f"WHERE {wanted} GROUP BY {unit})"
+    )
+    if kind in _CONTINUITY_TABLE:
+        table = _CONTINUITY_TABLE[kind]
+        last = _last_month(policy, table, template, as_of)
+        sql = (
+            f"WITH req AS ({_BATCH_LINES}, unnest(CAST(? AS BIGINT[])) AS claim), {registry}, "
+            f"m AS (SELECT DISTINCT {unit} AS subject, month FROM {table} "
+            f"WHERE {wanted} AND NOT arrears AND month <= CAST(? AS DATE)) "
+            "SELECT req.line, coalesce(any_value(reg.n_records), 0) AS n_records, "
+            "count(DISTINCT m.month) FILTER (WHERE m.month > CAST(? AS DATE) "
+            "- to_months(CAST(req.claim AS INTEGER))) AS n_months "
+            "FROM req LEFT JOIN reg ON reg.subject = req.subject "
+            "LEFT JOIN m ON m.subject = req.subject "
+            "GROUP BY req.line ORDER BY req.line"
+        )
+        return sql, [*lines, Slot.CLAIMS, last, last]
+    assert kind == Kind.UTILITY_ACTIVITY and template.months is not None
+    last = _last_month(policy, "utilities", template, as_of)
+    first = _add_months(last, 1 - template.months)
+    sql = (
+        f"WITH req AS ({_BATCH_LINES}), {registry}, "
+        f"u AS (SELECT {unit} AS subject, count(DISTINCT month) AS n_active FROM utilities "
+        f"WHERE {wanted} AND month BETWEEN ? AND ? AND (electricity_kwh > 0 OR water_m3 > 0) "
+        f"GROUP BY {unit}) "
+        "SELECT req.line, coalesce(reg.n_records, 0) AS n_records, "
+        "coalesce(u.n_active, 0) AS n_active "
+        "FROM req LEFT JOIN reg ON reg.subject = req.subject "
+        "LEFT JOIN u ON u.subject = req.subject ORDER BY req.line"
+    )
+    return sql, [*lines, first, last]
+
+
+def bind_batch(
+    params: Sequence[object], subjects: Sequence[str], claims: Sequence[Claim]
+) -> list[object]:
+    """Fill the batch placeholders of ``params``: line ``i`` asks about ``subjects[i]`` with
+    ``claims[i]`` (claims already checked with :func:`check_claim`)."""
+    if len(subjects) != len(claims) or not subjects:
+        raise InvalidRequest("a batch needs one claim per subject, and at least one line")
+    if not all(isinstance(s, str) and s for s in subjects):
+        raise InvalidRequest("the subject id must be a non-empty string")
+    bound: list[object] = []
+    for p in params:
+        if p is Slot.LINES:
+            bound.append(list(range(len(subjects))))
+        elif p is Slot.SUBJECTS:
+            bound.append(list(subjects))
+        elif p is Slot.CLAIMS:
+            if any(c is None for c in claims):
+                raise InvalidRequest("this template query needs a claim")
+            bound.append(list(claims))
+        elif isinstance(p, Slot):
+            raise ValueError(f"{p} is not a batch placeholder")
+        else:
+            bound.append(p)
+    return bound
+
+
+def template_batch_query(
+    template: Template,
+    policy: Policy,
+    subjects: Sequence[str],
+    claims: Sequence[Claim],
+    *,
+    as_of: date | None = None,
+) -> tuple[str, list[object]]:
+    """:func:`template_batch_sql` with every claim checked and the placeholders bound."""
+    sql, params = template_batch_sql(template, policy, as_of=as_of)
+    checked = [check_claim(template, c) for c in claims]
+    return sql, bind_batch(params, subjects, checked)
 
 
 # ---------------------------------------------------------------------------------------------

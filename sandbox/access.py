@@ -7,6 +7,7 @@ a fast hash is enough). A member's role decides what it may call; deny by defaul
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sandbox.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sandbox.store import api_keys, members, now, tenants
 
 KEY_PREFIX = "veil_"
+SUBJECT_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
 
 
 class MemberRole(StrEnum):
@@ -28,6 +30,7 @@ class MemberRole(StrEnum):
     ANALYST = "analyst"
     VERIFIER = "verifier"
     AUDITOR = "auditor"
+    SUBJECT = "subject"  # speaks for one data subject (an enterprise): consents, own receipts
 
 
 class TenantKind(StrEnum):
@@ -60,6 +63,7 @@ class Member:
     tenant_id: str
     name: str
     role: MemberRole
+    subject_id: str | None = None  # the subject a ``subject`` member speaks for
 
     def require(self, *roles: MemberRole) -> None:
         """Refuse unless this member has one of ``roles``."""
@@ -132,7 +136,11 @@ def list_members(engine: Engine, tenant_id: str) -> list[Member]:
         rows = con.execute(
             select(members).where(members.c.tenant_id == tenant_id).order_by(members.c.created_at)
         ).all()
-    return [Member(r.id, r.tenant_id, r.name, MemberRole(r.role)) for r in rows]
+    return [_member(r) for r in rows]
+
+
+def _member(row: Any) -> Member:
+    return Member(row.id, row.tenant_id, row.name, MemberRole(row.role), row.subject_id)
 
 
 def get_member(engine: Engine, tenant_id: str, member_id: str) -> Member:
@@ -142,7 +150,7 @@ def get_member(engine: Engine, tenant_id: str, member_id: str) -> Member:
         ).first()
     if row is None:
         raise NotFound(f"no member {member_id!r}")
-    return Member(row.id, row.tenant_id, row.name, MemberRole(row.role))
+    return _member(row)
 
 
 def issue_key(engine: Engine, member_id: str) -> tuple[str, str]:
@@ -190,13 +198,34 @@ def list_keys(engine: Engine, member_id: str) -> list[dict[str, object]]:
     ]
 
 
-def create_member(engine: Engine, tenant_id: str, name: str, role: MemberRole) -> tuple[str, str]:
-    """A new member and its first API key; the key is returned once and stored only as a hash."""
+def create_member(
+    engine: Engine,
+    tenant_id: str,
+    name: str,
+    role: MemberRole,
+    *,
+    subject_id: str | None = None,
+) -> tuple[str, str]:
+    """A new member and its first API key; the key is returned once and stored only as a hash.
+
+    A ``subject`` member is bound to the subject id it speaks for (a credit code); no other role
+    has one."""
+    if (role == MemberRole.SUBJECT) != (subject_id is not None):
+        raise InvalidRequest("a subject member, and only a subject member, names its subject")
+    if subject_id is not None and not SUBJECT_ID.match(subject_id):
+        raise InvalidRequest(
+            "a subject id is 1 to 64 letters, digits, '_', '.' or '-'", field="subject"
+        )
     member_id = new_id("mem")
     with engine.begin() as con:
         con.execute(
             members.insert().values(
-                id=member_id, tenant_id=tenant_id, name=name, role=role.value, created_at=now()
+                id=member_id,
+                tenant_id=tenant_id,
+                name=name,
+                role=role.value,
+                subject_id=subject_id,
+                created_at=now(),
             )
         )
     _, key = issue_key(engine, member_id)
@@ -209,7 +238,9 @@ def authenticate(engine: Engine, authorization: str | None) -> Member:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     key = authorization.removeprefix("Bearer ").strip()
     query = (
-        select(members.c.id, members.c.tenant_id, members.c.name, members.c.role)
+        select(
+            members.c.id, members.c.tenant_id, members.c.name, members.c.role, members.c.subject_id
+        )
         .join(api_keys, api_keys.c.member_id == members.c.id)
         .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
     )
@@ -217,4 +248,4 @@ def authenticate(engine: Engine, authorization: str | None) -> Member:
         row = con.execute(query).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    return Member(id=row.id, tenant_id=row.tenant_id, name=row.name, role=MemberRole(row.role))
+    return _member(row)

@@ -58,9 +58,14 @@ class Client:
         result: list[dict[str, Any]] = self.call("GET", "/v1/tenants")["tenants"]
         return result
 
-    def create_member(self, tenant: str, name: str, role: str) -> dict[str, Any]:
+    def create_member(
+        self, tenant: str, name: str, role: str, subject: str | None = None
+    ) -> dict[str, Any]:
         path = f"/v1/tenants/{tenant}/members"
-        result: dict[str, Any] = self.call("POST", path, json={"name": name, "role": role})
+        body: dict[str, Any] = {"name": name, "role": role}
+        if subject is not None:
+            body["subject"] = subject
+        result: dict[str, Any] = self.call("POST", path, json=body)
         return result
 
     def list_members(self, tenant: str) -> list[dict[str, Any]]:

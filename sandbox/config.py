@@ -28,6 +28,31 @@ class Settings(BaseSettings):
     default_delta: float = Field(
         1e-7, ge=0, le=1e-3, description="δ spent on partition selection when a request omits it."
     )
+    key_dir: Path | None = Field(
+        None,
+        description="Receipt signing keys and the zone secret; default: <data_dir>/keys.",
+    )
+    templates_dir: Path | None = Field(
+        None,
+        description="Verification template files (*.toml); default: the packaged demo templates.",
+    )
+    verification_envelope_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="Pad every single verification answer and consent refusal to at least this "
+        "many milliseconds (0: no padding; the refusal path runs a decoy query instead).",
+    )
+    signing_processes: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Processes that sign the receipts of large verification batches "
+        "(0: sign in the server process).",
+    )
+    load_quota_bytes: int | None = Field(
+        None, ge=1, description="Largest source one load may read, in bytes (unset: free disk)."
+    )
     host: str = Field("127.0.0.1", description="Bind address of `veil serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `veil serve`.")
 
@@ -36,6 +61,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.key_dir if self.key_dir is not None else self.data_dir / "keys"
+
+    @property
+    def templates_path(self) -> Path:
+        if self.templates_dir is not None:
+            return self.templates_dir
+        return Path(__file__).parent / "demo" / "templates"
 
     @property
     def workspace_dir(self) -> Path:

@@ -1,8 +1,10 @@
 """Build the demo zone into a data directory: idempotent, deterministic given a seed.
 
 The zone, its datasets and their policies are files in ``sandbox/demo/``; the enterprise data are
-generated, cps1988 is a real public extract shipped with its attribution. Three demo members (an
-admin, an analyst, a verifier) get API keys, written once to ``DATA_DIR/demo-keys.json``.
+generated, cps1988 is a real public extract shipped with its attribution. Four demo members (an
+admin, an analyst, a verifier, and a subject speaking for one demo enterprise) get API keys,
+written once to ``DATA_DIR/demo-keys.json`` with the subject's credit code and the verifier's
+tenant id (what the subject names when it grants a consent).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from datetime import date
 from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
@@ -63,16 +67,19 @@ def build_demo(
         ),
     )
     dataset_ids = []
+    registry: Path | None = None
     for entry in zone_doc["datasets"]:
         policy_text = (DEMO_FILES / entry["policy"]).read_text(encoding="utf-8")
         policy = parse_policy(policy_text, f"sandbox/demo/{entry['policy']}")
         tables = _source_tables(entry["source"], policy.privacy_unit, data_dir, rows, seed)
+        if entry["source"] == "synthetic:enterprise":
+            registry = data_dir / "sources" / "enterprise"
         path = data_dir / "workspaces" / policy.dataset / "v1.duckdb"
         path.parent.mkdir(parents=True, exist_ok=True)
-        counts = build_workspace(path, tables)
+        counts = build_workspace(path, tables, cluster_by=policy.privacy_unit)
         catalog.add_version(engine, zone_doc["id"], policy_text, path, counts, entry["policy"])
         dataset_ids.append(policy.dataset)
-    keys = _demo_members(engine, dataset_ids)
+    keys = _demo_members(engine, dataset_ids, _demo_subject(registry) if registry else None)
     tmp = keys_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(keys, indent=2) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o600)
@@ -92,7 +99,32 @@ def _source_tables(
     return {name: table.append_column(unit, ids)}
 
 
-def _demo_members(engine: Engine, dataset_ids: list[str]) -> dict[str, str]:
+def _demo_subject(source: Path) -> str:
+    """A demo enterprise to speak for: in business, and filed tax in each of the last 12 months
+    (so the revenue templates give a definite answer). The first such one in register order."""
+    tax = pq.read_table(source / "tax.parquet", columns=["credit_code", "month"])
+    last = pc.max(tax.column("month")).as_py()
+    index = last.year * 12 + last.month - 12  # eleven months before ``last``, 0-based months
+    first = date(index // 12, index % 12 + 1, 1)
+    recent = tax.filter(pc.greater_equal(tax.column("month"), pa.scalar(first)))
+    counts = recent.group_by("credit_code").aggregate([("month", "count_distinct")])
+    full = set(
+        counts.filter(pc.equal(counts.column("month_count_distinct"), 12))
+        .column("credit_code")
+        .to_pylist()
+    )
+    registry = pq.read_table(source / "registry.parquet", columns=["credit_code", "status"])
+    for code, status in zip(
+        registry.column("credit_code").to_pylist(),
+        registry.column("status").to_pylist(),
+        strict=True,
+    ):
+        if status == "in_business" and code in full:
+            return str(code)
+    raise Conflict("the demo data hold no enterprise in business with 12 months of tax filings")
+
+
+def _demo_members(engine: Engine, dataset_ids: list[str], subject_id: str | None) -> dict[str, str]:
     operator = create_tenant(engine, "Zone operator (demo)", "government", "public_welfare")
     bank = create_tenant(engine, "Demo Commercial Bank", "bank", "commercial")
     institute = create_tenant(engine, "Demo Economics Institute", "research", "public_welfare")
@@ -109,4 +141,12 @@ def _demo_members(engine: Engine, dataset_ids: list[str]) -> dict[str, str]:
             delta_pico=int(DEMO_DELTA * PICO),
             per_query_cap_micro=int(DEMO_QUERY_CAP * MICRO),
         )
-    return {"admin": admin_key, "analyst": analyst_key, "verifier": verifier_key}
+    keys = {"admin": admin_key, "analyst": analyst_key, "verifier": verifier_key}
+    if subject_id is not None:
+        enterprise = create_tenant(engine, "Demo Enterprise (subject)", "other", "public_welfare")
+        _, subject_key = create_member(
+            engine, enterprise, "demo enterprise representative", MemberRole.SUBJECT,
+            subject_id=subject_id,
+        )  # fmt: skip
+        keys.update({"subject": subject_key, "subject_id": subject_id, "verifier_tenant": bank})
+    return keys

@@ -13,23 +13,48 @@ from policies.errors import (
     QueryRejected,
     VeilError,
 )
+from policies.leakage import (
+    ClaimChangeRefused,
+    LeakageCapReached,
+    TenantQuotaExceeded,
+    VerificationRefused,
+)
+from policies.templates import InvalidClaim
+from sandbox.receipts import (
+    BadSignature,
+    MalformedReceipt,
+    NotCanonicalizable,
+    ReceiptError,
+    UnknownKey,
+)
 
 __all__ = [
+    "BadSignature",
     "BudgetExhausted",
+    "ClaimChangeRefused",
     "Conflict",
+    "ConsentRefused",
     "ExecutionFailed",
     "ExecutionTimeout",
     "Forbidden",
     "IdempotencyKeyReused",
+    "InvalidClaim",
     "InvalidRequest",
+    "LeakageCapReached",
     "LockdownError",
+    "MalformedReceipt",
     "NoGrant",
+    "NotCanonicalizable",
     "NotFound",
     "PolicyError",
     "QueryRejected",
+    "ReceiptError",
     "ServiceUnavailable",
+    "TenantQuotaExceeded",
     "Unauthorized",
+    "UnknownKey",
     "VeilError",
+    "VerificationRefused",
 ]
 
 
@@ -97,3 +122,18 @@ class ServiceUnavailable(VeilError):
     code = "service_unavailable"
     status = 503
     title = "Service unavailable"
+
+
+class ConsentRefused(VeilError):
+    """No valid consent covers a verification request. One code, one status and one detail for
+    every cause — no consent, another tenant's, another template's, expired, revoked, used up, a
+    claim that does not match the commitment, an unknown subject — so a refusal says nothing
+    about which (docs/verification.md)."""
+
+    code = "consent_refused"
+    status = 403
+    title = "Verification refused"
+    DETAIL = "no valid consent of the subject covers this request"
+
+    def __init__(self) -> None:
+        super().__init__(self.DETAIL)

@@ -24,8 +24,10 @@ class Local:
     def list_tenants(self) -> list[dict[str, Any]]:
         return admin.list_tenants(self.engine, None)
 
-    def create_member(self, tenant: str, name: str, role: str) -> dict[str, Any]:
-        return admin.create_member(self.engine, None, tenant, name, role)
+    def create_member(
+        self, tenant: str, name: str, role: str, subject: str | None = None
+    ) -> dict[str, Any]:
+        return admin.create_member(self.engine, None, tenant, name, role, subject)
 
     def list_members(self, tenant: str) -> list[dict[str, Any]]:
         return admin.list_members(self.engine, None, tenant)

@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -80,6 +82,8 @@ members = Table(
     Column("name", Text, nullable=False),
     Column("role", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The credit code a ``subject`` member speaks for (NULL for every other role).
+    Column("subject_id", String(64), nullable=True),
 )
 
 api_keys = Table(
@@ -156,6 +160,109 @@ charges = Table(
 )
 
 
+# --- verification (docs/verification.md) --------------------------------------------------------
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),  # who may verify
+    Column("subject_ref", String(64), nullable=False),  # receipts.subject_ref of the subject
+    Column("granted_by", String(64), ForeignKey("members.id"), nullable=True),
+    Column("template_id", String(64), nullable=False),
+    Column("template_version", Integer, nullable=False),
+    Column("claim_commitment", String(64), nullable=True),  # NULL for templates without a claim
+    Column("purpose", String(64), nullable=False),
+    Column("max_uses", Integer, nullable=False),
+    Column("uses", Integer, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_consents_subject", "subject_ref", "created_at"),
+    Index("ix_consents_tenant", "tenant_id", "created_at"),
+)
+
+# The per-subject leakage ledger: one row per answered verification, written BEFORE the query
+# runs. Never a value: the claim is a zone-keyed fingerprint; the outcome is on the receipt (none
+# if the query failed after the charge).
+verification_events = Table(
+    "verification_events",
+    metadata,
+    Column("receipt_id", String(64), primary_key=True),  # the receipt this answer gets
+    Column("subject_ref", String(64), nullable=False),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("member_id", String(64), ForeignKey("members.id"), nullable=False),
+    Column("consent_id", String(64), ForeignKey("consents.id"), nullable=False),
+    Column("template_id", String(64), nullable=False),
+    Column("template_version", Integer, nullable=False),
+    Column("attribute", String(64), nullable=False),
+    Column("claim_fingerprint", String(64), nullable=True),
+    Column("dataset", String(64), nullable=False),
+    Column("dataset_version", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("bits_charged", Integer, nullable=False),  # millibits
+    Column("quota_units", Integer, nullable=False),  # 0 or 1
+    Column("sticky", Boolean, nullable=False),
+    # bits and distinct claims per subject and attribute in the window
+    Index("ix_verification_events_subject", "subject_ref", "attribute", "at"),
+    # a tenant's quota use per template in the window
+    Index("ix_verification_events_quota", "tenant_id", "template_id", "at"),
+    # sticky repeats: the same question on the same data
+    Index(
+        "ix_verification_events_sticky",
+        "subject_ref",
+        "template_id",
+        "template_version",
+        "dataset_version",
+    ),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("subject_ref", String(64), nullable=False),
+    Column("template_id", String(64), nullable=False),
+    Column("template_version", Integer, nullable=False),
+    Column("consent_id", String(64), ForeignKey("consents.id"), nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("document", Text, nullable=False),  # the signed receipt, JSON
+    Column("status", String(16), nullable=False),  # valid | revoked
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("reason", String(32), nullable=True),  # why it was revoked (a fixed code)
+    Index("ix_receipts_tenant", "tenant_id", "issued_at"),
+    Index("ix_receipts_subject", "subject_ref", "issued_at"),
+)
+
+# Security alerts (ids and codes only, never a claim or a value).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),  # claim_change
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("member_id", String(64), ForeignKey("members.id"), nullable=False),
+    Column("subject_ref", String(64), nullable=False),
+    Column("template_id", String(64), nullable=False),
+    Column("template_version", Integer, nullable=False),
+    Column("attribute", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_alerts_created", "created_at"),
+)
+
+# Per-tenant overrides of a template's quota (answers per template id per window).
+verification_quotas = Table(
+    "verification_quotas",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("template_id", String(64), primary_key=True),
+    Column("quota", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -166,7 +273,10 @@ def connect(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_durability(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        # Bounded, so several server processes stay within the server's max_connections.
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=60
+        )
     migrate(engine)
     return engine
 
@@ -199,3 +309,6 @@ def _sqlite_durability(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+from sandbox import onboarding_store  # noqa: E402,F401  (registers its tables)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from sandbox.api import datasets, health, ledger, queries, tenants
+from sandbox.api import datasets, health, ledger, onboarding, queries, tenants, verification
 
 router = APIRouter()
 router.include_router(health.router)
@@ -10,5 +10,7 @@ router.include_router(datasets.router)
 router.include_router(queries.router)
 router.include_router(tenants.router)
 router.include_router(ledger.router)
+router.include_router(verification.router)
+router.include_router(onboarding.router)
 
 __all__ = ["router"]

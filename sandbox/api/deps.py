@@ -12,6 +12,7 @@ from sandbox.access import Member, authenticate
 from sandbox.config import Settings
 from sandbox.executor import Executor
 from sandbox.queries import QueryService
+from sandbox.verification import VerificationService
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Services:
     engine: Engine
     executor: Executor
     queries: QueryService
+    verification: VerificationService
 
 
 def services(request: Request) -> Services:

@@ -23,7 +23,13 @@ class TenantBody(BaseModel):
 class MemberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    role: Literal["admin", "operator", "provider", "analyst", "verifier", "auditor"]
+    role: Literal["admin", "operator", "provider", "analyst", "verifier", "auditor", "subject"]
+    subject: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The credit code a subject member speaks for (role subject only).",
+    )
 
 
 class GrantBody(BaseModel):
@@ -63,7 +69,7 @@ def create_member(
     tenant: str, body: MemberBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
     """A new member with its first API key, shown once: store it now."""
-    return admin.create_member(services.engine, member, tenant, body.name, body.role)
+    return admin.create_member(services.engine, member, tenant, body.name, body.role, body.subject)
 
 
 @router.get("/tenants/{tenant}/members")

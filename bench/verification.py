@@ -1,0 +1,331 @@
+"""Benchmark: verification over HTTP on the demo zone — single latency and batch throughput.
+
+    .venv/bin/python bench/verification.py [--rows 1000000] [--singles 1000] [--warmup 100]
+        [--batch-lines 10000] [--batches 2] [--workers 2] [--out bench/results/verification.json]
+
+What it does:
+
+1. builds the demo zone (``build_demo(..., rows=--rows)``: ``rows`` = rows of ``tax``) in a
+   temporary data directory;
+2. seeds, directly in the state store (the way an operator's bulk onboarding would), the
+   consents the requests need: one per (enterprise, template), granted by the enterprise to the
+   demo bank, and lifts the bank's per-template quota so that the quota does not cut the batch;
+3. starts a real server in a subprocess (uvicorn, ``create_app``, ``--workers`` executor
+   workers, access log off) and waits until ``/healthz`` is ready;
+4. single verifications, one at a time over one keep-alive connection: ``--warmup`` unmeasured,
+   then ``--singles`` measured, each a *new* question (a new enterprise or template: the full
+   path — consent, leakage transaction, executor, signature, receipt); then the same number of
+   consent refusals (the decoy path) and of sticky repeats;
+5. a warm-up batch of 1,000 lines (CSV; it starts the receipt signer pool), then ``--batches``
+   batches of ``--batch-lines`` lines each (JSON, then CSV alternately), every line a new
+   question on a distinct enterprise, cycling through the seven templates.
+
+The machine's load average is recorded before and after: on a shared host, other processes'
+CPU use inflates every figure.
+
+Results go to ``--out`` (JSON) and are printed. Targets (issue 4, 2-core machine): single p50 <
+5 ms and p99 < 20 ms with a warm server; a 10,000-line batch < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from policies.templates import ClaimType, Template, load_templates  # noqa: E402
+from sandbox import keystore, store  # noqa: E402
+from sandbox.config import Settings  # noqa: E402
+from sandbox.demo import build_demo  # noqa: E402
+from sandbox.receipts import commit, subject_ref  # noqa: E402
+from sandbox.verification import ConsentRequest, VerificationService  # noqa: E402
+
+PURPOSE = "credit_underwriting"
+SALT = bytes(range(16))
+TARGETS = {"single_p50_ms": 5.0, "single_p99_ms": 20.0, "batch_10k_s": 2.0}
+
+
+def _claim(template: Template, i: int) -> int | None:
+    if template.claim.type == ClaimType.CHOICE:
+        return template.claim.choices[i % len(template.claim.choices)]
+    if template.claim.type == ClaimType.NUMBER:
+        return 1_000_000 + 10_000 * (i % 500)
+    return None
+
+
+def _line(template: Template, subject: str, consent: str, i: int) -> dict[str, Any]:
+    claim = _claim(template, i)
+    line: dict[str, Any] = {
+        "template": template.id,
+        "subject": subject,
+        "consent": consent,
+        "purpose": PURPOSE,
+    }
+    if claim is not None:
+        line.update({"claim": claim, "salt": SALT.hex()})
+    return line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def serve(data_dir: str, port: str, workers: str) -> None:
+    """The server subprocess (``--serve``)."""
+    import uvicorn
+
+    from server import create_app
+
+    settings = Settings(data_dir=Path(data_dir), workers=int(workers), worker_threads=1)
+    uvicorn.run(
+        create_app(settings), host="127.0.0.1", port=int(port), log_level="warning",
+        access_log=False,
+    )  # fmt: skip
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _stats(seconds: list[float]) -> dict[str, float | int]:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "p90_ms": round(_percentile(ms, 0.90), 3),
+        "p99_ms": round(_percentile(ms, 0.99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "max_ms": round(max(ms), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--singles", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--batch-lines", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/verification.json")
+    parser.add_argument("--keep", action="store_true", help="Keep the data directory.")
+    args = parser.parse_args()
+
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    data_dir = Path(tempfile.mkdtemp(prefix="veil-bench-verify-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        t0 = time.perf_counter()
+        settings = Settings(data_dir=data_dir)
+        engine = store.connect(settings.state_url)
+        keys = build_demo(engine, data_dir, rows=args.rows)
+        build_s = time.perf_counter() - t0
+        registry = pq.read_table(data_dir / "sources/enterprise/registry.parquet")
+        codes = registry.column("credit_code").to_pylist()
+        print(f"demo zone: {args.rows:,} tax rows, {len(codes):,} enterprises ({build_s:.0f} s)")
+
+        templates = load_templates(settings.templates_path)
+        latest = {t.id: t for t in templates}  # one version each in the demo
+        order = sorted(latest)
+        ring, secret = keystore.open_keys(settings.keys_path)
+        service = VerificationService(engine, None, templates, ring, secret)  # type: ignore[arg-type]
+        bank = keys["verifier_tenant"]
+        for template_id in order:
+            service.set_quota(None, bank, template_id, 10**9)
+        expires = datetime.now(UTC) + timedelta(days=30)
+
+        # questions: (template, enterprise) pairs, each used once
+        warm_batch = min(1000, args.batch_lines)
+        needed = args.warmup + 3 * args.singles + warm_batch + args.batches * args.batch_lines
+        pairs = [(order[i % len(order)], codes[i // len(order)]) for i in range(needed)]
+        if needed > len(codes) * len(order):
+            raise SystemExit("not enough enterprises for that many distinct questions")
+        lines: list[dict[str, Any]] = []
+        grants = []
+        for i, (template_id, code) in enumerate(pairs):
+            template = latest[template_id]
+            claim = _claim(template, i)
+            grants.append(
+                (
+                    subject_ref(code, secret),
+                    ConsentRequest(
+                        tenant=bank,
+                        template=template_id,
+                        purpose=PURPOSE,
+                        expires_at=expires,
+                        claim_commitment=None if claim is None else commit(claim, SALT),
+                        max_uses=1,
+                    ),
+                )
+            )
+        consents = []
+        for start in range(0, len(grants), 5000):
+            consents += service.grant_consents(grants[start : start + 5000])
+        for i, ((template_id, code), consent) in enumerate(zip(pairs, consents, strict=True)):
+            lines.append(_line(latest[template_id], code, consent["id"], i))
+        engine.dispose()
+        print(f"seeded {len(lines):,} consents")
+
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(data_dir), str(port), str(args.workers)],
+            cwd=ROOT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {keys['verifier']}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.2)
+
+            cursor = 0
+
+            def take(n: int) -> list[dict[str, Any]]:
+                nonlocal cursor
+                chunk = lines[cursor : cursor + n]
+                cursor += n
+                return chunk
+
+            def timed(body: dict[str, Any], expect: int) -> float:
+                start = time.perf_counter()
+                response = http.post("/v1/verifications", json=body)
+                elapsed = time.perf_counter() - start
+                if response.status_code != expect:
+                    raise SystemExit(f"unexpected {response.status_code}: {response.text[:300]}")
+                return elapsed
+
+            for body in take(args.warmup):
+                timed(body, 200)
+            baseline = []  # an authenticated GET that touches no data: the HTTP + auth floor
+            for _ in range(args.singles):
+                start = time.perf_counter()
+                if http.get("/v1/templates/ENT_STATUS").status_code != 200:
+                    raise SystemExit("GET /v1/templates/ENT_STATUS failed")
+                baseline.append(time.perf_counter() - start)
+            answered = [timed(body, 200) for body in take(args.singles)]
+            refused = [
+                timed({**body, "consent": "cns_00000000deadbeef"}, 403)
+                for body in take(args.singles)
+            ]
+            repeats_src = take(args.singles)
+            for body in repeats_src:
+                timed(body, 200)
+            sticky = [timed(body, 200) for body in repeats_src]
+            single = {
+                "baseline_authenticated_get": _stats(baseline),
+                "answered": _stats(answered),
+                "consent_refused": _stats(refused),
+                "sticky_repeat": _stats(sticky),
+            }
+            print("single:", json.dumps(single, indent=1))
+
+            batches = []
+            sizes = [warm_batch] + [args.batch_lines] * args.batches
+            for b, size in enumerate(sizes):
+                chunk = take(size)
+                fmt = "json" if b % 2 == 1 else "csv"
+                if fmt == "json":
+                    kwargs: dict[str, Any] = {"json": {"requests": chunk}}
+                else:
+                    cols = ["template", "subject", "claim", "salt", "consent", "purpose"]
+                    text = (
+                        ",".join(cols)
+                        + "\n"
+                        + "".join(
+                            ",".join(str(line.get(c, "")) for c in cols) + "\n" for line in chunk
+                        )
+                    )
+                    kwargs = {"content": text, "headers": {"content-type": "text/csv"}}
+                start = time.perf_counter()
+                response = http.post("/v1/verifications/batch", **kwargs)
+                elapsed = time.perf_counter() - start
+                if response.status_code != 200:
+                    raise SystemExit(f"batch failed {response.status_code}: {response.text[:300]}")
+                summary = response.json()["summary"]
+                batches.append(
+                    {
+                        "warm_up": b == 0,
+                        "format": fmt,
+                        "lines": len(chunk),
+                        "answered": summary["answered"],
+                        "seconds": round(elapsed, 3),
+                        "verifications_per_second": round(len(chunk) / elapsed),
+                    }
+                )
+                print("batch:", batches[-1])
+
+        result = {
+            "benchmark": "verification over HTTP (bench/verification.py)",
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_before": load_before,
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "processor": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+            },
+            "zone": {"tax_rows": args.rows, "enterprises": len(codes)},
+            "server": {"executor_workers": args.workers, "worker_threads": 1, "uvicorn": 1},
+            "single": single,
+            "batches": batches,
+            "targets": TARGETS,
+            "met": {
+                "single_p50": single["answered"]["p50_ms"] < TARGETS["single_p50_ms"],
+                "single_p99": single["answered"]["p99_ms"] < TARGETS["single_p99_ms"],
+                "batch_10k": all(
+                    b["seconds"] < TARGETS["batch_10k_s"]
+                    for b in batches
+                    if b["lines"] == 10_000 and not b["warm_up"]
+                ),
+            },
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"written to {args.out}")
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            print(f"data directory kept: {data_dir}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(*sys.argv[2:])
+    else:
+        main()

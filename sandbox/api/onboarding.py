@@ -1,0 +1,246 @@
+"""Zones, providers, loads and versions, quality reports and issues over HTTP.
+
+The logic is :mod:`sandbox.onboarding`; see docs/onboarding.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.api.deps import MemberDep, Services, ServicesDep
+from sandbox.onboarding import Onboarding
+
+router = APIRouter(prefix="/v1", tags=["onboarding"])
+
+MAX_POLICY_CHARS = 1_000_000
+
+
+def _service(services: Services) -> Onboarding:
+    return Onboarding(
+        services.engine,
+        services.settings.workspace_dir,
+        quota_bytes=services.settings.load_quota_bytes,
+        zone_secret=services.verification.zone_secret,
+    )
+
+
+class ZoneBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=63)
+    kind: Literal["domain", "regional", "comprehensive"]
+    operator: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=4000)
+
+
+class ProviderBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=200)
+    zone: str = Field(min_length=1, max_length=63)
+    description: str = Field("", max_length=4000)
+
+
+class ProviderMemberBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    member: str = Field(min_length=1, max_length=64)
+
+
+class LoadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str = Field(
+        min_length=1, max_length=MAX_POLICY_CHARS, description="The policy file (TOML text)."
+    )
+    source: str | None = Field(
+        None,
+        max_length=4096,
+        description="One source for every table: a path or glob under <data_dir>/sources "
+        "(may contain {table}), file://, s3:// or postgresql:// URL.",
+    )
+    sources: dict[str, str] | None = Field(None, description="One source per table instead.")
+    provider: str | None = Field(
+        None, max_length=63, description="The provider (department) of the dataset."
+    )
+
+
+class IssueBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
+    subject: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The credit code of the subject whose records are in question. Stored only "
+        "as a keyed hash, never shown back.",
+    )
+
+
+class AnswerBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: str = Field(min_length=1, max_length=10_000)
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["no_change", "corrected"]
+    version: int | None = Field(None, ge=1, description="The version holding the correction.")
+    note: str = Field("", max_length=10_000)
+    revoke_receipts: bool = Field(
+        True, description="corrected: revoke the subject's receipts from older versions."
+    )
+
+
+# -- zones and providers ------------------------------------------------------------------------
+
+
+@router.post("/zones", status_code=201)
+def create_zone(body: ZoneBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    return _service(services).create_zone(
+        member, body.id, body.kind, body.operator, body.title, body.description
+    )
+
+
+@router.post("/providers", status_code=201)
+def create_provider(body: ProviderBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    return _service(services).create_provider(
+        member, body.id, body.name, body.zone, body.description
+    )
+
+
+@router.get("/providers")
+def list_providers(
+    member: MemberDep, services: ServicesDep, zone: str | None = None
+) -> dict[str, Any]:
+    return {"providers": _service(services).list_providers(zone)}
+
+
+@router.post("/providers/{provider}/members", status_code=201)
+def add_provider_member(
+    provider: str, body: ProviderMemberBody, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).add_provider_member(member, provider, body.member)
+
+
+# -- loads and versions -------------------------------------------------------------------------
+
+
+@router.post("/zones/{zone}/datasets/{dataset}/versions", status_code=202)
+def start_load(
+    zone: str,
+    dataset: str,
+    body: LoadBody,
+    member: MemberDep,
+    services: ServicesDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Start a load; it runs in the background. Poll the returned ``url`` for progress; the
+    version becomes current only if the load and its quality rules pass."""
+    service = _service(services)
+    pending = service.begin_load(
+        member,
+        zone,
+        dataset,
+        body.policy,
+        body.source,
+        body.sources,
+        provider=body.provider,
+        policy_name=f"policy of {dataset[:64]}",
+        confine_to=services.settings.data_dir / "sources",
+    )
+    service.start_load(pending)
+    url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
+    response.headers["Location"] = url
+    return {**service.get_version(member, zone, dataset, pending.version), "url": url}
+
+
+@router.get("/zones/{zone}/datasets/{dataset}/versions")
+def list_versions(
+    zone: str, dataset: str, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).list_versions(member, zone, dataset)
+
+
+@router.get("/zones/{zone}/datasets/{dataset}/versions/{version}")
+def get_version(
+    zone: str, dataset: str, version: int, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).get_version(member, zone, dataset, version)
+
+
+@router.post("/zones/{zone}/datasets/{dataset}/versions/{version}/activate")
+def activate_version(
+    zone: str, dataset: str, version: int, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Make a ready version current (a rollback, or forward again)."""
+    return _service(services).activate(member, zone, dataset, version)
+
+
+# -- quality ------------------------------------------------------------------------------------
+
+
+@router.get("/datasets/{dataset}/quality", response_model=None)
+def get_quality(
+    dataset: str,
+    member: MemberDep,
+    services: ServicesDep,
+    version: int | None = None,
+    format: Literal["json", "html"] = "json",
+) -> dict[str, Any] | HTMLResponse:
+    """The quality report of the current version (or ``?version=N``): admins, operators and the
+    dataset's provider only."""
+    service = _service(services)
+    if format == "html":
+        return HTMLResponse(service.quality_html(member, dataset, version))
+    return service.quality(member, dataset, version)
+
+
+# -- issues -------------------------------------------------------------------------------------
+
+
+@router.post("/datasets/{dataset}/issues", status_code=201)
+def raise_issue(
+    dataset: str, body: IssueBody, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).raise_issue(
+        member, dataset, body.title, body.description, body.subject
+    )
+
+
+@router.get("/datasets/{dataset}/issues")
+def list_issues(dataset: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    """Staff (admin, operator, the dataset's provider) see every issue; others their tenant's."""
+    return {"issues": _service(services).list_issues(member, dataset)}
+
+
+@router.get("/datasets/{dataset}/issues/{number}")
+def get_issue(
+    dataset: str, number: int, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).get_issue(member, dataset, number)
+
+
+@router.post("/datasets/{dataset}/issues/{number}/answer")
+def answer_issue(
+    dataset: str, number: int, body: AnswerBody, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).answer_issue(member, dataset, number, body.answer)
+
+
+@router.post("/datasets/{dataset}/issues/{number}/resolve")
+def resolve_issue(
+    dataset: str, number: int, body: ResolveBody, member: MemberDep, services: ServicesDep
+) -> dict[str, Any]:
+    return _service(services).resolve_issue(
+        member,
+        dataset,
+        number,
+        body.kind,
+        body.version,
+        body.note,
+        revoke_receipts=body.revoke_receipts,
+    )

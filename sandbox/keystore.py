@@ -1,0 +1,72 @@
+"""The key directory: the receipt signing key ring and the zone secret.
+
+``<key_dir>/receipt-signing.pem`` (current Ed25519 key, PKCS#8, mode 0600),
+``<key_dir>/receipt-retired/<key_id>.pem`` (retired public keys, still published) and
+``<key_dir>/zone-secret`` (32 random bytes, mode 0600: keys subject references and claim
+fingerprints). Both are created on first start. Creation and rotation hold an exclusive lock on
+``<key_dir>/.lock``, so several server processes starting at once agree on one key and one secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from sandbox.receipts import KeyRing, load_key_ring, rotate_key_ring
+
+__all__ = ["ZONE_SECRET_BYTES", "ZONE_SECRET_FILE", "open_keys", "rotate"]
+
+ZONE_SECRET_FILE: Final = "zone-secret"  # noqa: S105 (a file name)
+ZONE_SECRET_BYTES: Final = 32
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _zone_secret(directory: Path) -> bytes:
+    path = directory / ZONE_SECRET_FILE
+    if not path.exists():
+        tmp = directory / f".{ZONE_SECRET_FILE}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(ZONE_SECRET_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_bytes()
+    if len(secret) < ZONE_SECRET_BYTES:
+        raise ValueError(f"{path} must hold at least {ZONE_SECRET_BYTES} bytes")
+    return secret
+
+
+def open_keys(directory: Path) -> tuple[KeyRing, bytes]:
+    """The key ring and the zone secret, each created if missing."""
+    with _locked(directory):
+        ring = load_key_ring(directory, create=True)
+        return ring, _zone_secret(directory)
+
+
+def rotate(directory: Path) -> KeyRing:
+    """Retire the current signing key (its public half stays published) and start a new one.
+
+    Running servers keep signing with the key they loaded until they restart."""
+    with _locked(directory):
+        load_key_ring(directory, create=True)
+        return rotate_key_ring(directory)

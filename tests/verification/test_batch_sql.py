@@ -1,0 +1,102 @@
+"""The batch template query gives, line by line, exactly the facts of the single query."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from connectors.synthetic import generate
+from policies.errors import InvalidRequest
+from policies.loader import load_policy
+from policies.model import Policy
+from policies.templates import (
+    ClaimType,
+    InvalidClaim,
+    Kind,
+    Slot,
+    Template,
+    TemplateSet,
+    bind_batch,
+    load_templates,
+    template_batch_query,
+    template_batch_sql,
+    template_query,
+)
+from tests.verification.test_templates import (
+    ENTERPRISES,
+    POLICY,
+    TEMPLATES,
+    UNKNOWN,
+    database,
+)
+
+
+@pytest.fixture(scope="module")
+def templates() -> TemplateSet:
+    return load_templates(TEMPLATES)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy(POLICY)
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pa.Table]:
+    return generate(ENTERPRISES)
+
+
+@pytest.fixture(scope="module")
+def con(tables: dict[str, pa.Table]) -> Iterator[Any]:
+    connection = database(tables)
+    yield connection
+    connection.close()
+
+
+def _claims(template: Template, n: int) -> list[int | None]:
+    if template.claim.type == ClaimType.CHOICE:
+        return list(itertools.islice(itertools.cycle(template.claim.choices), n))
+    if template.claim.type == ClaimType.NUMBER:
+        return [1_000_000 + 250_000 * (i % 9) for i in range(n)]
+    return [None] * n
+
+
+def test_batch_facts_equal_single_facts(
+    templates: TemplateSet, policy: Policy, tables: dict[str, pa.Table], con: Any
+) -> None:
+    codes = tables["registry"].column("credit_code").to_pylist()[:120]
+    # unknown subjects, repeats, and a subject twice with different claims
+    subjects = [*codes, UNKNOWN, codes[0], codes[5], "Z" * 18, codes[0]]
+    for template in templates:
+        claims = _claims(template, len(subjects))
+        sql, params = template_batch_query(template, policy, subjects, claims)
+        rows = con.execute(sql, params).fetchall()
+        assert [r[0] for r in rows] == list(range(len(subjects))), template.id
+        for (subject, claim), row in zip(zip(subjects, claims, strict=True), rows, strict=True):
+            single_sql, single_params = template_query(template, policy, subject, claim)
+            (expected,) = con.execute(single_sql, single_params).fetchall()
+            assert tuple(row[1:]) == tuple(expected), (template.id, subject, claim)
+
+
+def test_batch_sql_is_parameterised(templates: TemplateSet, policy: Policy) -> None:
+    for template in templates:
+        sql, params = template_batch_sql(template, policy)
+        assert sql.count("?") == len(params)
+        assert Slot.SUBJECTS in params and Slot.LINES in params
+        in_sql = template.kind in (Kind.AGE, Kind.TAX_CONTINUITY, Kind.SI_CONTINUITY)
+        assert (Slot.CLAIMS in params) == in_sql
+        assert ";" not in sql and "in_business" not in sql
+        bound = bind_batch(params, ["X" * 18], _claims(template, 1))
+        assert "X" * 18 not in sql and ["X" * 18] in bound
+
+
+def test_batch_claims_are_checked(templates: TemplateSet, policy: Policy) -> None:
+    age = templates.get("ENT_AGE")
+    with pytest.raises(InvalidClaim):
+        template_batch_query(age, policy, ["A" * 18], [4])
+    with pytest.raises(InvalidRequest):
+        template_batch_query(age, policy, [], [])

@@ -58,11 +58,15 @@ def load_policy(path: Path) -> Policy:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy TOML text; ``source`` names the file in errors."""
+    return _Reader(source).policy(read_toml(text, source))
+
+
+def read_toml(text: str, source: str) -> dict[str, Any]:
+    """A TOML document, or a ``toml_syntax`` :class:`PolicyError` naming ``source``."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(source, "(document)", "toml_syntax", str(exc)) from None
-    return _Reader(source).policy(doc)
 
 
 class _Reader:

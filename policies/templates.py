@@ -24,7 +24,6 @@ import calendar
 import itertools
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from policies.errors import InvalidRequest, NotFound, PolicyError
+from policies.loader import read_toml
 from policies.model import ColumnType, Policy
 
 __all__ = [
@@ -376,11 +376,7 @@ def load_template(path: Path) -> Template:
 
 def parse_template(text: str, source: str = "<template>") -> Template:
     """Validate template TOML text; ``source`` names the file in errors."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(source, "(document)", "toml_syntax", str(exc)) from None
-    return _Reader(source).template(doc)
+    return _Reader(source).template(read_toml(text, source))
 
 
 def load_templates(directory: Path) -> TemplateSet:

@@ -98,19 +98,33 @@ def _target(data_dir: Path | None, url: str | None, key: str | None) -> Any:
             raise typer.BadParameter("--url needs --key (or VEIL_KEY)", param_hint="--key")
         return Client(url, key)
     from sandbox import store
-    from sandbox.config import Settings
     from sandbox.local import Local
+
+    return Local(store.connect(local_settings(data_dir).state_url))
+
+
+def local_settings(data_dir: Path | None) -> Any:
+    """Settings for work on an existing data directory (``--data-dir`` or VEIL_DATA_DIR)."""
+    from sandbox.config import Settings
 
     settings = Settings.model_validate({"data_dir": data_dir} if data_dir else {})
     if not settings.data_dir.exists():
         raise typer.BadParameter(f"no data directory {settings.data_dir}", param_hint="--data-dir")
-    return Local(store.connect(settings.state_url))
+    return settings
+
+
+def echo_result(result: Any) -> None:
+    """Print a command's result: text as it is, anything else as indented JSON."""
+    import json
+
+    if isinstance(result, str):
+        typer.echo(result, nl=False)
+    elif result is not None:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
 
 
 def _run(data_dir: Path | None, url: str | None, key: str | None, call: Any) -> None:
     """Run ``call(backend)``, print its result as JSON, and turn errors into a clean exit."""
-    import json
-
     from sandbox.errors import VeilError
 
     backend = _target(data_dir, url, key)
@@ -121,10 +135,7 @@ def _run(data_dir: Path | None, url: str | None, key: str | None, call: Any) -> 
         raise typer.Exit(1) from None
     finally:
         backend.close()
-    if isinstance(result, str):
-        typer.echo(result, nl=False)
-    elif result is not None:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    echo_result(result)
 
 
 @tenant_app.command("create")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandbox.cli import app
+from sandbox.cli import app, echo_result, local_settings
 
 if TYPE_CHECKING:
     from connectors.base import Progress
@@ -36,13 +36,10 @@ DataDir = Annotated[Path | None, typer.Option(help="Work on this data directory 
 def _onboarding(data_dir: Path | None) -> Iterator[Onboarding]:
     """The onboarding service on a data directory; a ``VeilError`` becomes a clean exit 1."""
     from sandbox import store
-    from sandbox.config import Settings
     from sandbox.errors import VeilError
     from sandbox.onboarding import Onboarding
 
-    settings = Settings.model_validate({"data_dir": data_dir} if data_dir else {})
-    if not settings.data_dir.exists():
-        raise typer.BadParameter(f"no data directory {settings.data_dir}", param_hint="--data-dir")
+    settings = local_settings(data_dir)
     engine = store.connect(settings.state_url)
     try:
         yield Onboarding(engine, settings.workspace_dir, quota_bytes=settings.load_quota_bytes)
@@ -51,10 +48,6 @@ def _onboarding(data_dir: Path | None) -> Iterator[Onboarding]:
         raise typer.Exit(1) from None
     finally:
         engine.dispose()
-
-
-def _print(result: Any) -> None:
-    typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
 
 
 @zone_app.command("create")
@@ -68,7 +61,7 @@ def zone_create(
 ) -> None:
     """Create a zone."""
     with _onboarding(data_dir) as service:
-        _print(service.create_zone(None, id, kind, operator, title, description))
+        echo_result(service.create_zone(None, id, kind, operator, title, description))
 
 
 @zone_app.command("list")
@@ -77,7 +70,7 @@ def zone_list(data_dir: DataDir = None) -> None:
     from sandbox import catalog
 
     with _onboarding(data_dir) as service:
-        _print([z.__dict__ for z in catalog.list_zones(service.engine)])
+        echo_result([z.__dict__ for z in catalog.list_zones(service.engine)])
 
 
 @provider_app.command("create")
@@ -90,14 +83,14 @@ def provider_create(
 ) -> None:
     """Register a provider (a department that supplies datasets)."""
     with _onboarding(data_dir) as service:
-        _print(service.create_provider(None, id, name, zone, description))
+        echo_result(service.create_provider(None, id, name, zone, description))
 
 
 @provider_app.command("list")
 def provider_list(data_dir: DataDir = None) -> None:
     """List providers and their datasets."""
     with _onboarding(data_dir) as service:
-        _print(service.list_providers())
+        echo_result(service.list_providers())
 
 
 @provider_app.command("add-member")
@@ -108,7 +101,7 @@ def provider_add_member(
 ) -> None:
     """Let a member of role provider speak for a provider."""
     with _onboarding(data_dir) as service:
-        _print(service.add_provider_member(None, provider, member))
+        echo_result(service.add_provider_member(None, provider, member))
 
 
 def _table_sources(values: list[str]) -> dict[str, str]:
@@ -157,7 +150,7 @@ def load_command(
                 if quality and quality["failed_rules"]:
                     typer.echo(json.dumps(quality, ensure_ascii=False), err=True)
                 raise
-    _print(result)
+    echo_result(result)
 
 
 @contextmanager
@@ -207,7 +200,7 @@ def versions_command(
 ) -> None:
     """List a dataset's versions: ready, failed or loading, and which is current."""
     with _onboarding(data_dir) as service:
-        _print(service.list_versions(None, zone, dataset))
+        echo_result(service.list_versions(None, zone, dataset))
 
 
 @app.command("activate")
@@ -219,7 +212,7 @@ def activate_command(
 ) -> None:
     """Make a ready version current again (roll back, or forward)."""
     with _onboarding(data_dir) as service:
-        _print(service.activate(None, zone, dataset, version))
+        echo_result(service.activate(None, zone, dataset, version))
 
 
 @app.command("quality")
@@ -234,4 +227,4 @@ def quality_command(
         if html:
             typer.echo(service.quality_html(None, dataset, version), nl=False)
         else:
-            _print(service.quality(None, dataset, version))
+            echo_result(service.quality(None, dataset, version))

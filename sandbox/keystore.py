@@ -17,9 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from sandbox.masterkey import MasterKeyRing, load_master_keys, rotate_master_key
 from sandbox.receipts import KeyRing, load_key_ring, rotate_key_ring
 
-__all__ = ["ZONE_SECRET_BYTES", "ZONE_SECRET_FILE", "open_keys", "rotate"]
+__all__ = [
+    "ZONE_SECRET_BYTES",
+    "ZONE_SECRET_FILE",
+    "master_keys",
+    "open_keys",
+    "rotate",
+    "rotate_master",
+]
 
 ZONE_SECRET_FILE: Final = "zone-secret"  # noqa: S105 (a file name)
 ZONE_SECRET_BYTES: Final = 32
@@ -70,3 +78,15 @@ def rotate(directory: Path) -> KeyRing:
     with _locked(directory):
         load_key_ring(directory, create=True)
         return rotate_key_ring(directory)
+
+
+def master_keys(directory: Path) -> MasterKeyRing:
+    """The master key ring (``VEIL_MASTER_KEY`` or ``<directory>/master``), created if missing."""
+    with _locked(directory):
+        return load_master_keys(directory)
+
+
+def rotate_master(directory: Path) -> MasterKeyRing:
+    """Start a new current master key; data keys wrapped before still open with the old ones."""
+    with _locked(directory):
+        return rotate_master_key(directory)

@@ -55,6 +55,20 @@ def delta_to_pico(value: float, name: str = "delta") -> int:
     return math.ceil(Fraction(repr(value)) * PICO)
 
 
+def request_delta_to_pico(value: float, name: str = "delta") -> int:
+    """A query's δ, the most its mechanisms may spend, in pico-units rounded **down**.
+
+    A charge is rounded up; a request is a cap, and rounding it up would let partition selection
+    spend more than the caller allowed. So a δ above zero but below one pico-unit (1e-12, e.g. a
+    subnormal float) is refused rather than silently raised to 1e-12.
+    """
+    delta_to_pico(value, name)  # the same checks: a finite number in [0, MAX_DELTA]
+    pico = math.floor(Fraction(repr(value)) * PICO)
+    if value > 0 and pico < 1:
+        raise InvalidBudget(f"{name} must be 0 or at least 1e-12", field=name)
+    return pico
+
+
 def epsilon_to_rho_micro(epsilon_micro: int) -> int:
     """ε-DP implies (ε²/2)-zCDP: the ρ a pure request of ε is worth, rounded up."""
     return math.ceil(Fraction(epsilon_micro, MICRO) ** 2 / 2 * MICRO)

@@ -12,7 +12,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from policies.accounting import MICRO, PICO, Accounting, InvalidBudget, delta_to_pico, to_micro
+from policies.accounting import (
+    MICRO,
+    PICO,
+    Accounting,
+    InvalidBudget,
+    request_delta_to_pico,
+    to_micro,
+)
 from sandbox import access, budgets, catalog, ledger
 from sandbox.access import Member, MemberRole
 from sandbox.errors import InvalidRequest
@@ -134,6 +141,11 @@ def create_grant(
     name = "epsilon" if mode == Accounting.PURE else "rho"
     if amount is None:
         raise InvalidBudget(f"{name} is required for a {mode.value} grant", field=name)
+    other, other_name = (rho, "rho") if mode == Accounting.PURE else (epsilon, "epsilon")
+    if other is not None:
+        raise InvalidBudget(
+            f"{other_name} does not apply to a {mode.value} grant (give {name})", field=other_name
+        )
     budget = to_micro(amount, name)
     cap = to_micro(per_query_cap, "per_query_cap")
     if cap > budget:
@@ -144,7 +156,7 @@ def create_grant(
         dataset,
         mode,
         budget_micro=budget,
-        delta_pico=delta_to_pico(delta),
+        delta_pico=request_delta_to_pico(delta),  # a budget: rounded down, never raised
         per_query_cap_micro=cap,
         refresh=ledger.Refresh(refresh),
     )

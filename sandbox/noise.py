@@ -201,6 +201,10 @@ def _quantile(q: QuantileStatistic, share: int, accounting: Accounting) -> Mecha
     expensive level (cost grows with max(level, 1 - level)): any level then costs at most the share.
     """
     parts = split(share, [QUANTILE_POINT_SHARE, 1, 1])
+    if min(parts) < 1:
+        from policies.accounting import InvalidBudget
+
+        raise InvalidBudget("the budget is too small to split over this query's quantiles")
     levels = (q.q, WORST_LEVEL, WORST_LEVEL)
     power = 1 if accounting == Accounting.PURE else 2
     scales: list[float] = []

@@ -193,6 +193,12 @@ class _Checker:
             raise QueryRejected("raw_rows", "*")
         if node.args.get("db") or node.args.get("catalog"):
             raise QueryRejected("unknown_column", node.sql(dialect="duckdb")[:64])
+        qualifier_node = node.args.get("table")
+        if not isinstance(node.this, exp.Identifier) or not (
+            qualifier_node is None or isinstance(qualifier_node, exp.Identifier)
+        ):
+            # ``t.5`` or ``t.'a'``: sqlglot makes a column of a literal. Not a name we know.
+            raise QueryRejected("unsupported_expression", "column", "a column is a name")
         name = node.name if node.this.quoted else node.name.lower()
         qualifier = node.table.lower()
         matches = [

@@ -20,6 +20,13 @@ def parse(sql: str) -> exp.Select:
         raise QueryRejected("query_too_long", "", f"at most {MAX_SQL_CHARS} characters")
     if "\x00" in sql:
         raise QueryRejected("syntax_error", "", "NUL character")
+    if not sql.isascii():
+        try:
+            sql.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. from undecodable bytes) would pass the gate inside a literal
+            # and fail only in the engine, after the charge.
+            raise QueryRejected("syntax_error", "", "the SQL is not valid Unicode text") from None
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except RecursionError:

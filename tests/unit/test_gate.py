@@ -934,6 +934,40 @@ REJECTED = [
     pytest.param(DEEP_NOTS, "query_too_complex", "", id="deep_not"),
     pytest.param(MANY_OUTPUTS, "query_too_complex", "select", id="too_many_outputs"),
     pytest.param(TOO_MANY_CELLS, "too_many_groups", "", id="too_many_public_cells"),
+    pytest.param(
+        "SELECT count(*) FROM registry WHERE industry = '\udcff'",
+        "syntax_error",
+        "",
+        id="lone_surrogate",
+    ),
+    # columns whose name sqlglot parses as a literal (these used to crash the checker)
+    pytest.param(
+        "SELECT count(*) FROM tax t WHERE t.5 = 1",
+        "unsupported_expression",
+        "column",
+        id="literal_column_where",
+    ),
+    pytest.param(
+        "SELECT count(x.1) FROM tax", "unsupported_expression", "column", id="literal_column_count"
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax t GROUP BY t.5",
+        "unsupported_expression",
+        "column",
+        id="literal_column_group",
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax t JOIN registry r USING (credit_code) WHERE t.'credit_code' = 1",
+        "unsupported_expression",
+        "column",
+        id="literal_column_unit",
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax WHERE revenue = SETS .7976931348623157e309",
+        "unsupported_expression",
+        "column",
+        id="literal_column_fuzzed",
+    ),
     # --- defects: hostile inputs that make the gate raise something other than QueryRejected --
     pytest.param(
         "SELECT count(*) FROM tax WHERE month = datetime(month)",

@@ -41,7 +41,7 @@ class Statistic:
 
     name: str
     kind: StatKind
-    sql: str
+    sql: str  # its aggregate over the bounded rows (per unit first, in two levels)
     l1: int  # L1 sensitivity over all cells, in integer units
     l2_squared: int  # squared L2 sensitivity, in integer units
     resolution: float = 1.0  # the value of one integer unit (2^-s for fixed point)
@@ -259,9 +259,7 @@ class _Planner:
                 )
         bounded = self.bounded_cte()
         keys = [f"k{i}" for i in range(len(q.group_keys))]
-        group_by = f" GROUP BY {', '.join(keys)}" if keys else ""
-        select = ", ".join([*keys, *(f"{s.sql} AS {s.name}" for s in self.stats.values())])
-        sql = f"{bounded} SELECT {select} FROM bnd{group_by}"
+        sql = self.statistics_sql(bounded, keys)
         quantile_refs = {agg.name: agg.ref for agg in q.aggregates if agg.kind == AggKind.QUANTILE}
         final_quantiles = []
         for qs, out in zip(quantiles, [o for o in outputs if o.kind == "quantile"], strict=True):
@@ -290,6 +288,37 @@ class _Planner:
             group_cap=self.group_cap,
             canonical=q.canonical,
             within_row_caps=self.within_row_caps,
+        )
+
+    def statistics_sql(self, bounded: str, keys: list[str]) -> str:
+        """One row per cell of ``bnd``: the keys, then every statistic in plan order.
+
+        A join that counts distinct units aggregates in two levels: per (cell, unit) first, then
+        per cell. The cell's distinct units are then its non-NULL units of the first level, and
+        every other statistic is the sum of per-unit partials of the same per-row terms (clamped,
+        fixed point), so the integers are exactly those of one level. In one level DuckDB buffers
+        every bounded row to count the distinct units in a second aggregate: costly for the rows
+        of a join, about as cheap as the two levels for one table's (docs/benchmarks.md).
+        """
+        stats = list(self.stats.values())
+        group_by = f" GROUP BY {', '.join(keys)}" if keys else ""
+        counts_units = any(s.kind == StatKind.COUNT_UNITS for s in stats)
+        if not counts_units or len(self.q.tables) == 1:
+            select = ", ".join([*keys, *(f"{s.sql} AS {s.name}" for s in stats)])
+            return f"{bounded} SELECT {select} FROM bnd{group_by}"
+        partials = [f"{s.sql} AS {s.name}" for s in stats if s.kind != StatKind.COUNT_UNITS]
+        totals = []
+        for s in stats:
+            if s.kind == StatKind.COUNT_UNITS:
+                totals.append(f"count(__unit) AS {s.name}")
+            elif s.kind in (StatKind.COUNT, StatKind.COUNT_COLUMN):  # 0, not NULL, for no rows
+                totals.append(f"CAST(coalesce(sum({s.name}), 0) AS BIGINT) AS {s.name}")
+            else:
+                totals.append(f"sum({s.name}) AS {s.name}")
+        per = ", ".join([*keys, "__unit", *partials])
+        return (
+            f"{bounded}, per AS (SELECT {per} FROM bnd GROUP BY {', '.join([*keys, '__unit'])}) "
+            f"SELECT {', '.join([*keys, *totals])} FROM per{group_by}"
         )
 
     def public_cells(self) -> tuple[tuple[KeyValue, ...], ...] | None:
@@ -329,13 +358,31 @@ class _Planner:
         if self.rows_capped_by_data:
             ctes.append(f"bnd AS (SELECT * FROM {previous})")
         else:
-            row_order = ", ".join([*keys, *self.values.values(), str(self.salt)])
-            ctes.append(
-                "bnd AS (SELECT * FROM (SELECT *, row_number() OVER "
-                f"(PARTITION BY __unit ORDER BY hash({row_order})) AS __r FROM {previous}) "
-                f"WHERE __r <= {self.row_cap})"
-            )
+            ctes += self.row_cap_ctes(previous, keys)
         return "WITH " + ", ".join(ctes)
+
+    def row_cap_ctes(self, previous: str, keys: list[str]) -> list[str]:
+        """``bnd``: each unit's first ``row_cap`` rows in salted-hash order.
+
+        A unit with at most ``row_cap`` rows keeps all of them in any order, so only the units
+        above the cap (``heavy``, counted first) go through the window; the rest pass unwindowed.
+        The kept rows are exactly those of a window over every unit, at the cost of one count per
+        unit when no unit breaks the cap. The joins match a NULL unit as the window's PARTITION
+        BY does. ``NULLS FIRST`` orders nothing differently (``hash`` is never NULL) but keeps
+        DuckDB 2.0 from rewriting the window into a per-unit top-N aggregate, which holds every
+        kept row in memory and cannot spill: with most units above the cap, that ran out of the
+        worker's memory at 10M rows (docs/benchmarks.md).
+        """
+        cap = self.row_cap
+        order = ", ".join([*keys, *self.values.values(), str(self.salt)])
+        same_unit = f"{previous}.__unit IS NOT DISTINCT FROM heavy.__unit"
+        return [
+            f"heavy AS (SELECT __unit FROM {previous} GROUP BY __unit HAVING count(*) > {cap})",
+            f"bnd AS (SELECT * FROM {previous} ANTI JOIN heavy ON {same_unit} UNION ALL "
+            "SELECT * EXCLUDE (__r) FROM (SELECT *, row_number() OVER (PARTITION BY __unit "
+            f"ORDER BY hash({order}) NULLS FIRST) AS __r "
+            f"FROM {previous} SEMI JOIN heavy ON {same_unit}) WHERE __r <= {cap})",
+        ]
 
 
 def _histogram_sql(

@@ -7,6 +7,7 @@ then repeated many times, which is exactly what a sequence of charged queries wo
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -15,27 +16,33 @@ import pytest
 from policies.accounting import Accounting, to_micro
 from policies.gate import check, parse, plan
 from policies.gate.plan import StatKind
-from sandbox import catalog, store
+from sandbox import catalog, keystore, store
 from sandbox.config import Settings
 from sandbox.noise import calibrate, half_width, release
+from sandbox.vault import open_sealed
 
 pytestmark = pytest.mark.stats
 
 
 def prepared(demo_dir: Path, dataset: str, sql: str, epsilon: float, accounting=Accounting.PURE):
-    engine = store.connect(Settings(data_dir=demo_dir).state_url)
+    settings = Settings(data_dir=demo_dir)
+    engine = store.connect(settings.state_url)
     version = catalog.current(engine, dataset)
     engine.dispose()
     query_plan = plan(check(parse(sql), version.policy), version.policy, salt=version.salt)
     budget = to_micro(epsilon)
     calibration = calibrate(query_plan, budget, accounting, 10**5)
-    con = duckdb.connect(str(version.path), read_only=True)
-    rows = con.execute(query_plan.sql, list(query_plan.params)).fetchall()
-    hist = {
-        q.name: con.execute(q.histogram_sql, list(query_plan.params)).fetchall()
-        for q in query_plan.quantiles
-    }
-    con.close()
+    with tempfile.TemporaryDirectory() as tmp:  # the stored workspace is sealed
+        plain = Path(tmp) / "workspace.duckdb"
+        ring = keystore.master_keys(settings.keys_path)
+        open_sealed(version.path, plain, ring, version.dataset, version.version)
+        con = duckdb.connect(str(plain), read_only=True)
+        rows = con.execute(query_plan.sql, list(query_plan.params)).fetchall()
+        hist = {
+            q.name: con.execute(q.histogram_sql, list(query_plan.params)).fetchall()
+            for q in query_plan.quantiles
+        }
+        con.close()
     return query_plan, calibration, rows, hist
 
 
@@ -76,7 +83,7 @@ def test_sum_noise_is_calibrated_to_the_fixed_point_sensitivity(demo_dir: Path) 
     exact = rows[0][names.index(stat.name)] * stat.resolution
     # L1 = max contribution (4000 USD) in fixed-point units; scale = L1 / ε share
     assert stat.l1 == math.ceil(4000 * 2 ** stat_bits(stat))
-    values = [release(query_plan, calibration, rows, hist).rows[0]["total"] for _ in range(1000)]
+    values = [release(query_plan, calibration, rows, hist).rows[0]["total"] for _ in range(2000)]
     sd = math.sqrt(sum((c.value - exact) ** 2 for c in values) / len(values))
     assert abs(sd / (discrete_laplace_sd(mech.scale) * stat.resolution) - 1) < 0.1
     coverage = sum(c.lower <= exact <= c.upper for c in values) / len(values)

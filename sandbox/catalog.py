@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select, update
 
 from policies.loader import parse_policy
 from policies.model import Policy
+from sandbox import audit
 from sandbox.errors import Conflict, NotFound
 from sandbox.store import datasets, now, versions, zones
 
@@ -55,6 +56,9 @@ def create_zone(engine: Engine, zone: Zone) -> None:
                 created_at=now(),
             )
         )
+        audit.append(
+            con, audit.Event("onboarding", "zone.create", refs={"zone": zone.id, "kind": zone.kind})
+        )
 
 
 def list_zones(engine: Engine) -> list[Zone]:
@@ -70,8 +74,13 @@ def add_version(
     path: Path,
     row_counts: dict[str, int],
     policy_source: str = "<policy>",
+    *,
+    expect_version: int | None = None,
 ) -> int:
-    """Register a loaded workspace as the dataset's next version and make it current."""
+    """Register a loaded workspace as the dataset's next version and make it current.
+
+    ``expect_version``: the number the workspace was sealed for; ``Conflict`` if the next
+    version has another number (the sealed file would not open under it)."""
     policy = parse_policy(policy_text, policy_source)
     with engine.begin() as con:
         existing = con.execute(select(datasets).where(datasets.c.id == policy.dataset)).first()
@@ -89,6 +98,11 @@ def add_version(
             .order_by(versions.c.version.desc())
         ).first()
         version = 1 if last is None else last.version + 1
+        if expect_version is not None and version != expect_version:
+            raise Conflict(
+                f"the next version of {policy.dataset} is {version}, not {expect_version}",
+                version=version,
+            )
         con.execute(
             versions.insert().values(
                 dataset_id=policy.dataset,
@@ -104,6 +118,15 @@ def add_version(
             update(datasets)
             .where(datasets.c.id == policy.dataset)
             .values(current_version=version, title=policy.title)
+        )
+        audit.append(
+            con,
+            audit.Event(
+                "onboarding",
+                "version.register",
+                refs={"zone": zone_id, "dataset": policy.dataset, "version": version},
+                primary=False,  # the load that built it is the request's entry
+            ),
         )
     return version
 

@@ -5,12 +5,17 @@ generated, cps1988 is a real public extract shipped with its attribution. Four d
 admin, an analyst, a verifier, and a subject speaking for one demo enterprise) get API keys,
 written once to ``DATA_DIR/demo-keys.json`` with the subject's credit code and the verifier's
 tenant id (what the subject names when it grants a consent).
+
+The workspaces are stored sealed like any other (:mod:`sandbox.vault`): the generated sources and
+the plain workspaces exist only in the build area while the zone is built.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import tomllib
 from datetime import date
 from importlib import resources
@@ -24,10 +29,12 @@ from sqlalchemy import Engine, select
 from connectors import synthetic as demo_data
 from policies.accounting import MICRO, PICO, Accounting
 from policies.loader import parse_policy
-from sandbox import catalog, ledger
+from sandbox import catalog, keystore, ledger
 from sandbox.access import MemberRole, create_member, create_tenant
 from sandbox.errors import Conflict
+from sandbox.masterkey import MasterKeyRing
 from sandbox.store import zones
+from sandbox.vault import build_area, build_name, seal, sealed_path
 from sandbox.workspace import build_workspace
 
 DEMO_FILES = resources.files("sandbox") / "demo"
@@ -43,8 +50,12 @@ def build_demo(
     *,
     rows: int = demo_data.DEFAULT_DEMO_ROWS,
     seed: int = demo_data.DEFAULT_SEED,
+    master_keys: MasterKeyRing | None = None,
 ) -> dict[str, str]:
-    """Create the demo zone unless it exists; returns the demo API keys."""
+    """Create the demo zone unless it exists; returns the demo API keys.
+
+    ``master_keys`` seal the workspaces; default: those of ``DATA_DIR/keys`` (the default key
+    directory), created if missing."""
     keys_path = data_dir / KEYS_FILE
     zone_doc = tomllib.loads((DEMO_FILES / "zone.toml").read_text(encoding="utf-8"))
     with engine.connect() as con:
@@ -66,20 +77,41 @@ def build_demo(
             description=zone_doc.get("description", ""),
         ),
     )
+    if master_keys is None:
+        master_keys = keystore.master_keys(data_dir / "keys")
+    workspaces = data_dir / "workspaces"
+    area = build_area(workspaces)
+    scratch = area / f"{os.getpid()}-{secrets.token_hex(4)}-demo-sources"  # swept if we die
     dataset_ids = []
     registry: Path | None = None
-    for entry in zone_doc["datasets"]:
-        policy_text = (DEMO_FILES / entry["policy"]).read_text(encoding="utf-8")
-        policy = parse_policy(policy_text, f"sandbox/demo/{entry['policy']}")
-        tables = _source_tables(entry["source"], policy.privacy_unit, data_dir, rows, seed)
-        if entry["source"] == "synthetic:enterprise":
-            registry = data_dir / "sources" / "enterprise"
-        path = data_dir / "workspaces" / policy.dataset / "v1.duckdb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        counts = build_workspace(path, tables, cluster_by=policy.privacy_unit)
-        catalog.add_version(engine, zone_doc["id"], policy_text, path, counts, entry["policy"])
-        dataset_ids.append(policy.dataset)
-    keys = _demo_members(engine, dataset_ids, _demo_subject(registry) if registry else None)
+    try:
+        for entry in zone_doc["datasets"]:
+            policy_text = (DEMO_FILES / entry["policy"]).read_text(encoding="utf-8")
+            policy = parse_policy(policy_text, f"sandbox/demo/{entry['policy']}")
+            tables = _source_tables(entry["source"], policy.privacy_unit, scratch, rows, seed)
+            if entry["source"] == "synthetic:enterprise":
+                registry = scratch / "enterprise"
+            plain = area / build_name(policy.dataset, 1)
+            stored = sealed_path(workspaces, policy.dataset, 1)
+            try:
+                counts = build_workspace(plain, tables, cluster_by=policy.privacy_unit)
+                seal(plain, stored, master_keys, policy.dataset, 1)
+            finally:
+                plain.unlink(missing_ok=True)
+            catalog.add_version(
+                engine,
+                zone_doc["id"],
+                policy_text,
+                stored,
+                counts,
+                entry["policy"],
+                expect_version=1,
+            )
+            dataset_ids.append(policy.dataset)
+        subject = _demo_subject(registry) if registry else None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    keys = _demo_members(engine, dataset_ids, subject)
     tmp = keys_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(keys, indent=2) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o600)
@@ -88,10 +120,10 @@ def build_demo(
 
 
 def _source_tables(
-    source: str, unit: str, data_dir: Path, rows: int, seed: int
+    source: str, unit: str, scratch: Path, rows: int, seed: int
 ) -> dict[str, pa.Table | Path]:
     if source == "synthetic:enterprise":
-        out = data_dir / "sources" / "enterprise"
+        out = scratch / "enterprise"
         return dict(demo_data.write_parquet(out, rows, seed=seed))
     table = pq.read_table(str(DEMO_FILES / source))
     ids = pa.array(range(1, table.num_rows + 1), type=pa.int64())

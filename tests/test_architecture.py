@@ -76,3 +76,11 @@ def test_no_noise_outside_opendp(path: Path) -> None:
 def test_no_http_exception_in_logic_code() -> None:
     for path in sources():
         assert "HTTPException(" not in path.read_text(encoding="utf-8"), rel(path)
+
+
+def test_queries_run_on_leased_workspaces_not_stored_files() -> None:
+    """Stored workspaces are sealed (docs/security.md): runtime code runs SQL on the decrypted
+    copy that ``sandbox.vault.leased`` hands out, never on a version's stored ``path``."""
+    stored_path = re.compile(r"executor\.run\(\s*[\w.]*\.path\b")
+    for path in sources():
+        assert not stored_path.search(path.read_text(encoding="utf-8")), rel(path)

@@ -4,6 +4,7 @@ receipts (offline, status, revocation), batches, and who may call what."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -136,14 +137,28 @@ def events(client: TestClient) -> list[Any]:
         return list(con.execute(select(verification_events)))
 
 
-def codes(client: TestClient, n: int) -> list[str]:
-    """``n`` credit codes from the demo register, the demo subject's excluded."""
+@functools.cache
+def _demo_register() -> list[str]:
+    """The demo register's credit codes, generated again (same size and seed as the demo zone:
+    the data directory keeps no plain copy of its sources)."""
+    import tempfile
+
     import pyarrow.parquet as pq
 
+    from connectors import synthetic
+    from tests.conftest import DEMO_TEST_ROWS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = synthetic.write_parquet(Path(tmp), DEMO_TEST_ROWS)
+        codes: list[str] = pq.read_table(paths["registry"]).column("credit_code").to_pylist()
+    return codes
+
+
+def codes(client: TestClient, n: int) -> list[str]:
+    """``n`` credit codes from the demo register, the demo subject's excluded."""
     data_dir: Path = client.app.state.services.settings.data_dir  # type: ignore[attr-defined]
     demo_subject = json.loads((data_dir / "demo-keys.json").read_text())["subject_id"]
-    registry = pq.read_table(data_dir / "sources" / "enterprise" / "registry.parquet")
-    found = [c for c in registry.column("credit_code").to_pylist() if c != demo_subject]
+    found = [c for c in _demo_register() if c != demo_subject]
     return found[:n]
 
 
@@ -396,9 +411,14 @@ def _new_dataset_version(client: TestClient) -> int:
                 versions.c.dataset_id == "enterprise", versions.c.version == current.version
             )
         ).scalar_one()
-    copy = current.path.with_name(f"v{current.version + 1}.duckdb")
-    shutil.copyfile(current.path, copy)
-    return catalog.add_version(engine, current.zone, text, copy, current.row_counts)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    following = current.version + 1
+    copy = services.settings.workspace_dir / "enterprise" / f"v{following}.sealed"
+    with services.vault.lease(current) as plain:  # sealed again, for the new version number
+        services.vault.seal(plain, copy, "enterprise", following)
+    return catalog.add_version(
+        engine, current.zone, text, copy, current.row_counts, expect_version=following
+    )
 
 
 def test_refusals_and_answers_share_one_latency_envelope(data_dir: Path, keys):

@@ -10,12 +10,13 @@ import hashlib
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, select, update
 
+from sandbox import audit
 from sandbox.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from sandbox.store import api_keys, members, now, tenants
 
@@ -64,6 +65,7 @@ class Member:
     name: str
     role: MemberRole
     subject_id: str | None = None  # the subject a ``subject`` member speaks for
+    key_id: str | None = field(default=None, compare=False)  # the API key it authenticated with
 
     def require(self, *roles: MemberRole) -> None:
         """Refuse unless this member has one of ``roles``."""
@@ -104,6 +106,16 @@ def create_tenant(engine: Engine, name: str, kind: str, purpose_class: str) -> s
                 purpose_class=purpose_class.value,
                 created_at=now(),
             )
+        )
+        audit.append(
+            con,
+            audit.Event(
+                "admin",
+                "tenant.create",
+                tenant=tenant_id,
+                refs={"kind": kind.value, "purpose_class": purpose_class.value},
+                sealed={"name": name},
+            ),
         )
     return tenant_id
 
@@ -163,7 +175,13 @@ def issue_key(engine: Engine, member_id: str) -> tuple[str, str]:
                 id=key_id, member_id=member_id, key_hash=hash_key(key), created_at=now()
             )
         )
+        audit.append(con, _key_event(con, "key.issue", member_id, key_id))
     return key_id, key
+
+
+def _key_event(con: Any, action: str, member_id: str, key_id: str) -> audit.Event:
+    tenant = con.execute(select(members.c.tenant_id).where(members.c.id == member_id)).scalar()
+    return audit.Event("admin", action, tenant=tenant, refs={"member": member_id, "key": key_id})
 
 
 def revoke_key(engine: Engine, member_id: str, key_id: str) -> None:
@@ -177,6 +195,8 @@ def revoke_key(engine: Engine, member_id: str, key_id: str) -> None:
             )
             .values(revoked_at=now())
         )
+        if done.rowcount:
+            audit.append(con, _key_event(con, "key.revoke", member_id, key_id))
     if done.rowcount == 0:
         raise NotFound(f"no active key {key_id!r}")
 
@@ -228,6 +248,19 @@ def create_member(
                 created_at=now(),
             )
         )
+        sealed: dict[str, str] = {"name": name}
+        if subject_id is not None:
+            sealed["subject"] = subject_id
+        audit.append(
+            con,
+            audit.Event(
+                "admin",
+                "member.create",
+                tenant=tenant_id,
+                refs={"member": member_id, "role": role.value},
+                sealed=sealed,
+            ),
+        )
     _, key = issue_key(engine, member_id)
     return member_id, key
 
@@ -239,7 +272,12 @@ def authenticate(engine: Engine, authorization: str | None) -> Member:
     key = authorization.removeprefix("Bearer ").strip()
     query = (
         select(
-            members.c.id, members.c.tenant_id, members.c.name, members.c.role, members.c.subject_id
+            members.c.id,
+            members.c.tenant_id,
+            members.c.name,
+            members.c.role,
+            members.c.subject_id,
+            api_keys.c.id.label("key_id"),
         )
         .join(api_keys, api_keys.c.member_id == members.c.id)
         .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
@@ -248,4 +286,6 @@ def authenticate(engine: Engine, authorization: str | None) -> Member:
         row = con.execute(query).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    return _member(row)
+    return Member(
+        row.id, row.tenant_id, row.name, MemberRole(row.role), row.subject_id, key_id=row.key_id
+    )

@@ -1,4 +1,5 @@
-"""The key directory: the receipt signing key ring and the zone secret.
+"""The key directory: the receipt signing key ring, the zone secret, the master key ring and
+the audit log's keys (HMAC ring and checkpoint signing ring, :mod:`sandbox.audit_keys`).
 
 ``<key_dir>/receipt-signing.pem`` (current Ed25519 key, PKCS#8, mode 0600),
 ``<key_dir>/receipt-retired/<key_id>.pem`` (retired public keys, still published) and
@@ -17,15 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from sandbox.audit_keys import AuditKeys, HmacRing, load_hmac_ring, rotate_hmac_ring
 from sandbox.masterkey import MasterKeyRing, load_master_keys, rotate_master_key
 from sandbox.receipts import KeyRing, load_key_ring, rotate_key_ring
 
 __all__ = [
     "ZONE_SECRET_BYTES",
     "ZONE_SECRET_FILE",
+    "audit_keys",
     "master_keys",
     "open_keys",
     "rotate",
+    "rotate_audit_hmac",
+    "rotate_audit_signing",
     "rotate_master",
 ]
 
@@ -90,3 +95,29 @@ def rotate_master(directory: Path) -> MasterKeyRing:
     """Start a new current master key; data keys wrapped before still open with the old ones."""
     with _locked(directory):
         return rotate_master_key(directory)
+
+
+def audit_keys(directory: Path, *, create: bool = True) -> AuditKeys:
+    """The audit log's keys: master ring, HMAC ring and checkpoint signing ring. With
+    ``create`` (a server starting) missing keys are made; without (``veil audit verify``) a
+    missing key is an error, so that verification never runs against fresh keys."""
+    with _locked(directory):
+        return AuditKeys(
+            master=load_master_keys(directory, create=create),
+            hmac=load_hmac_ring(directory, create=create),
+            signing=load_key_ring(directory, create=create, name="audit"),
+        )
+
+
+def rotate_audit_signing(directory: Path) -> KeyRing:
+    """Retire the checkpoint signing key (its public half stays published for old
+    checkpoints) and start a new one."""
+    with _locked(directory):
+        load_key_ring(directory, create=True, name="audit")
+        return rotate_key_ring(directory, name="audit")
+
+
+def rotate_audit_hmac(directory: Path) -> HmacRing:
+    """Start a new current audit HMAC key; entries MAC'd before keep verifying."""
+    with _locked(directory):
+        return rotate_hmac_ring(directory)

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies.accounting import Accounting
+from sandbox import audit
 from sandbox.access import new_id
 from sandbox.errors import (
     BudgetExhausted,
@@ -182,6 +183,21 @@ def create_grant(
                     created_at=stamp,
                 )
             )
+            audit.append(
+                con,
+                audit.Event(
+                    "admin",
+                    "grant.create",
+                    tenant=tenant_id,
+                    refs={"grant": grant_id, "dataset": dataset_id, "refresh": refresh.value},
+                    cost={
+                        "accounting": accounting.value,
+                        "budget_micro": budget_micro,
+                        "delta_pico": delta_pico,
+                        "per_query_cap_micro": per_query_cap_micro,
+                    },
+                ),
+            )
     except IntegrityError:
         raise Conflict(f"the tenant already has a grant on dataset {dataset_id!r}") from None
     return grant_id
@@ -192,6 +208,11 @@ def set_member_budget(engine: Engine, grant_id: str, member_id: str, budget_micr
     if budget_micro <= 0:
         raise InvalidRequest("a sub-budget must be positive", field="budget")
     with engine.begin() as con:
+        # The grant row first, as a reservation takes it: then the sub-budget row, then the
+        # audit chain (appended last) — one lock order, so no deadlock with a reservation.
+        tenant = con.execute(
+            select(grants.c.tenant_id).where(grants.c.id == grant_id).with_for_update()
+        ).scalar()
         existing = con.execute(
             select(member_budgets).where(
                 member_budgets.c.grant_id == grant_id, member_budgets.c.member_id == member_id
@@ -215,6 +236,16 @@ def set_member_budget(engine: Engine, grant_id: str, member_id: str, budget_micr
                 )
                 .values(budget_micro=budget_micro)
             )
+        audit.append(
+            con,
+            audit.Event(
+                "admin",
+                "grant.sub_budget",
+                tenant=tenant,
+                refs={"grant": grant_id, "member": member_id},
+                cost={"budget_micro": budget_micro},
+            ),
+        )
 
 
 def _grant(row: Any) -> Grant:
@@ -311,6 +342,17 @@ def _refreshed(con: Connection, grant_id: str) -> Grant:
             )
         )
     added = due - grant.periods_credited
+    audit.append(
+        con,
+        audit.Event(
+            "admin",
+            "grant.refresh",
+            tenant=grant.tenant_id,
+            refs={"grant": grant_id, "periods": added},
+            cost={"budget_micro": added * grant.period_budget_micro},
+            primary=False,  # a side effect of whatever request found the period begun
+        ),
+    )
     row = con.execute(
         update(grants)
         .where(grants.c.id == grant_id)
@@ -430,6 +472,26 @@ def reserve(
                     updated_at=stamp,
                 )
             )
+            audit.append(  # last: the charge and its entry commit together
+                con,
+                audit.Event(
+                    "query",
+                    "query.charge",
+                    tenant=grant.tenant_id,
+                    refs={
+                        "charge": charge_id,
+                        "grant": grant.id,
+                        "dataset": grant.dataset_id,
+                        "dataset_version": dataset_version,
+                        "query_hash": query_hash,
+                    },
+                    cost={
+                        "accounting": grant.accounting.value,
+                        "micro": cost_micro,
+                        "delta_pico": delta_pico,
+                    },
+                ),
+            )
     except IntegrityError:
         raise Conflict("a request with this Idempotency-Key was already made") from None
     return Reservation(charge_id=charge_id, grant=_grant(row), member_budget=sub_budget)
@@ -458,11 +520,17 @@ def _spend_member_budget(
 
 
 def settle(
-    engine: Engine, charge_id: str, state: ChargeState, answer: dict[str, Any] | None = None
+    engine: Engine,
+    charge_id: str,
+    state: ChargeState,
+    answer: dict[str, Any] | None = None,
+    *,
+    error_code: str | None = None,
 ) -> None:
-    """Mark a reserved charge ``released`` (with its answer) or ``failed``. The cost stays spent."""
+    """Mark a reserved charge ``released`` (with its answer) or ``failed`` (``error_code``:
+    why, for the audit log). The cost stays spent."""
     with engine.begin() as con:
-        con.execute(
+        done = con.execute(
             update(charges)
             .where(charges.c.id == charge_id, charges.c.state == ChargeState.RESERVED.value)
             .values(
@@ -471,6 +539,17 @@ def settle(
                 updated_at=now(),
             )
         )
+        if done.rowcount:
+            audit.append(
+                con,
+                audit.Event(
+                    "query",
+                    "query.settle",
+                    code="ok" if state == ChargeState.RELEASED else (error_code or state.value),
+                    refs={"charge": charge_id, "state": state.value},
+                    primary=False,
+                ),
+            )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from policies.errors import InvalidRequest, VeilError
+from sandbox.masterkey import check_private
 
 __all__ = [
     "MIN_SALT_BYTES",
@@ -493,28 +494,31 @@ CURRENT_KEY_FILE: Final = "receipt-signing.pem"
 RETIRED_DIR: Final = "receipt-retired"
 
 
-def load_key_ring(directory: Path, *, create: bool = False) -> KeyRing:
-    """Read ``<directory>/receipt-signing.pem`` (the current private key) and
-    ``<directory>/receipt-retired/*.pem`` (retired public keys). With ``create``, a missing
-    current key is generated and saved (mode 0600)."""
-    current_path = directory / CURRENT_KEY_FILE
+def load_key_ring(directory: Path, *, create: bool = False, name: str = "receipt") -> KeyRing:
+    """Read ``<directory>/<name>-signing.pem`` (the current private key, which must not be
+    accessible to group or others) and ``<directory>/<name>-retired/*.pem`` (retired public
+    keys). With ``create``, a missing current key is generated and saved (mode 0600). ``name``
+    keeps rings apart: ``receipt`` signs receipts, ``audit`` the audit log's checkpoints."""
+    current_path = directory / f"{name}-signing.pem"
     if not current_path.exists():
         if not create:
-            raise FileNotFoundError(f"no receipt signing key at {current_path}")
+            raise FileNotFoundError(f"no {name} signing key at {current_path}")
         save_private_key(current_path, generate_key())
+    check_private(current_path)
     current = load_private_key(current_path)
-    retired = tuple(load_public_key(p) for p in sorted((directory / RETIRED_DIR).glob("*.pem")))
+    retired_dir = directory / f"{name}-retired"
+    retired = tuple(load_public_key(p) for p in sorted(retired_dir.glob("*.pem")))
     current_id = key_id(current)
     return KeyRing(current, tuple(k for k in retired if key_id(k) != current_id))
 
 
-def rotate_key_ring(directory: Path) -> KeyRing:
+def rotate_key_ring(directory: Path, name: str = "receipt") -> KeyRing:
     """Retire the current key (its public half stays published) and start a new one."""
-    ring = load_key_ring(directory)
+    ring = load_key_ring(directory, name=name)
     old = ring.current.public_key()
-    save_public_key(directory / RETIRED_DIR / f"{key_id(old)}.pem", old)
-    save_private_key(directory / CURRENT_KEY_FILE, generate_key())
-    return load_key_ring(directory)
+    save_public_key(directory / f"{name}-retired" / f"{key_id(old)}.pem", old)
+    save_private_key(directory / f"{name}-signing.pem", generate_key())
+    return load_key_ring(directory, name=name)
 
 
 def public_key_document(keys: KeyRing) -> dict[str, object]:

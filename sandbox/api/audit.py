@@ -1,0 +1,261 @@
+"""The audit log over HTTP (auditors and admins), and the middleware that records every request.
+
+Routes: the entries (paged; sealed members decrypted only for auditors who ask, which is itself
+an entry), one entry, its inclusion proof, the checkpoints, a consistency proof between two tree
+sizes, the audit public keys, and a full verification (``docs/audit.md``).
+
+:class:`AuditMiddleware` (pure ASGI, outermost) puts a :class:`~sandbox.audit.RequestContext`
+in the context for the handler, and when the response starts — before the client sees it —
+writes the request's entry with the status and the problem's error code, unless a service
+already committed one for this request in its own transaction (then nothing is written, except
+for a 5xx answer). Health checks and the API docs are not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sandbox import audit, audit_checkpoint, audit_verify
+from sandbox.access import MemberRole
+from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.problems import MEDIA_TYPE
+from sandbox.api.responses import audit as views
+from sandbox.api.responses.base import ViewRoute
+from sandbox.audit import AuditLog
+from sandbox.errors import MasterKeyError, NotFound, ServiceUnavailable
+from sandbox.receipts import public_key_document
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=ViewRoute)
+
+READERS = (MemberRole.AUDITOR, MemberRole.ADMIN)
+UNRECORDED = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+MAX_SEQ = 2**62  # sequence numbers and tree sizes: within a 64-bit integer column
+Seq = Annotated[int, PathParam(ge=1, le=MAX_SEQ, description="An entry's sequence number.")]
+
+
+def _log(services: Any) -> AuditLog:
+    found = audit.log_for(services.engine)
+    if found is None:
+        raise ServiceUnavailable("the audit log is not configured")
+    return found
+
+
+def _unseal(log: AuditLog, rows: list[dict[str, Any]]) -> None:
+    """Replace each sealed envelope by its members (in place); an envelope that does not open
+    is reported by code, never by its bytes."""
+    cache: dict[str, bytes] = {}
+    with log.engine.connect() as con:
+        for row in rows:
+            envelope = row["entry"].get("sealed")
+            if not envelope:
+                continue
+            try:
+                row["unsealed"] = log.unseal(con, envelope, cache)
+            except MasterKeyError as exc:
+                row["unsealed"] = {"error": exc.error_code}
+
+
+def _record_decrypt(log: AuditLog, rows: list[dict[str, Any]]) -> None:
+    """Reading sealed members is itself an entry (the request's primary one)."""
+    seqs = [r["seq"] for r in rows if "unsealed" in r]
+    with log.engine.begin() as con:
+        log.append(
+            con,
+            audit.Event(
+                "audit",
+                "audit.decrypt",
+                refs={
+                    "count": len(seqs),
+                    "first": min(seqs, default=0),
+                    "last": max(seqs, default=0),
+                },
+            ),
+        )
+
+
+@router.get("", response_model=views.AuditEntries)
+def list_entries(
+    member: MemberDep,
+    services: ServicesDep,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Entries with a larger seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    decrypt: Annotated[
+        bool, Query(description="Open the sealed members (auditors only; recorded).")
+    ] = False,
+) -> dict[str, Any]:
+    """Audit entries in ``seq`` order: the canonical body as ``entry``, its hash and MAC."""
+    member.require(*READERS)
+    if decrypt:
+        member.require(MemberRole.AUDITOR)
+    log = _log(services)
+    with services.engine.connect() as con:
+        rows = audit.read_entries(con, after=after, limit=limit, kind=kind, tenant=tenant)
+    if decrypt:
+        _unseal(log, rows)
+        _record_decrypt(log, rows)
+    return {"entries": rows, "next": rows[-1]["seq"] if len(rows) == limit else None}
+
+
+@router.get("/entries/{seq}", response_model=views.AuditEntry)
+def get_entry(
+    seq: Seq, member: MemberDep, services: ServicesDep, decrypt: bool = False
+) -> dict[str, Any]:
+    member.require(*READERS)
+    if decrypt:
+        member.require(MemberRole.AUDITOR)
+    log = _log(services)
+    with services.engine.connect() as con:
+        rows = audit.read_entries(con, after=seq - 1, limit=1)
+    if not rows or rows[0]["seq"] != seq:
+        raise NotFound(f"no audit entry {seq}")
+    if decrypt:
+        _unseal(log, rows)
+        _record_decrypt(log, rows)
+    return rows[0]
+
+
+@router.get("/entries/{seq}/proof", response_model=views.InclusionProof)
+def entry_proof(
+    seq: Seq,
+    member: MemberDep,
+    services: ServicesDep,
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    """The entry's inclusion proof against the latest checkpoint (or the one of ``tree_size``)."""
+    member.require(*READERS)
+    return audit_checkpoint.inclusion(services.engine, seq, tree_size)
+
+
+@router.get("/checkpoints", response_model=views.CheckpointList)
+def list_checkpoints(
+    member: MemberDep,
+    services: ServicesDep,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Signed checkpoints, oldest first: ``{id, document}``."""
+    member.require(*READERS)
+    found = audit_checkpoint.list_checkpoints(services.engine, after, limit)
+    return {"checkpoints": found, "next": found[-1]["id"] if len(found) == limit else None}
+
+
+@router.get("/consistency", response_model=views.ConsistencyProof)
+def consistency_proof(
+    member: MemberDep,
+    services: ServicesDep,
+    first: Annotated[int, Query(ge=0, le=MAX_SEQ, description="The earlier tree size.")] = 0,
+    second: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="The later one; default: all.")
+    ] = None,
+) -> dict[str, Any]:
+    """Proof that the tree of ``second`` entries extends the tree of ``first`` entries."""
+    member.require(*READERS)
+    return audit_checkpoint.consistency(services.engine, first, second)
+
+
+@router.get("/keys", response_model=views.AuditKeys)
+def audit_keys(member: MemberDep, services: ServicesDep) -> dict[str, object]:
+    """The checkpoint signing keys, current and retired (what offline checks need)."""
+    member.require(*READERS)
+    return public_key_document(_log(services).keys.signing)
+
+
+@router.get("/verify", response_model=views.AuditReport)
+def verify_log(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+    """Verify the whole log (chain, MACs, head, checkpoints): ``ok`` and the problems found."""
+    member.require(*READERS)
+    return audit_verify.verify(services.engine, _log(services).keys).to_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# The middleware
+# ---------------------------------------------------------------------------------------------
+
+
+def _problem_code(body: bytes) -> str:
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return "http_error"
+    return code if isinstance(code, str) and code else "http_error"
+
+
+class AuditMiddleware:
+    """Records every request that no service recorded (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in UNRECORDED:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        client = scope.get("client")
+        ctx = audit.RequestContext(
+            scope.get("method", ""),
+            scope.get("path", ""),
+            str(client[0]) if client else None,
+            headers.get("x-request-id"),
+        )
+        token = audit.CURRENT.set(ctx)
+        recorded = False
+        held: Message | None = None
+        chunks: list[bytes] = []
+
+        async def record(status: int, code: str) -> None:
+            nonlocal recorded
+            recorded = True
+            ctx.set_route(scope.get("route"), scope.get("path_params"))
+            if ctx.written and status < 500:
+                return
+            log = _log_of(scope)
+            if log is not None:
+                await asyncio.to_thread(log.record_request, ctx, status, code)
+
+        async def send_recorded(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", ctx.id.encode())],
+                }
+                if Headers(raw=message["headers"]).get("content-type") == MEDIA_TYPE:
+                    held = message  # the error code is in the body: wait for it
+                    return
+                await record(int(message["status"]), "ok")
+            elif message["type"] == "http.response.body" and held is not None:
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = b"".join(chunks)
+                start, held = held, None
+                await record(int(start["status"]), _problem_code(body))
+                await send(start)
+                message = {"type": "http.response.body", "body": body}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recorded)
+        except Exception:
+            if not recorded:
+                await record(500, "internal_error")
+            raise
+        finally:
+            audit.CURRENT.reset(token)
+
+
+def _log_of(scope: Scope) -> AuditLog | None:
+    app = scope.get("app")
+    services = getattr(getattr(app, "state", None), "services", None)
+    engine = getattr(services, "engine", None)
+    return None if engine is None else audit.log_for(engine)

@@ -8,8 +8,10 @@ from fastapi import APIRouter
 
 from sandbox import catalog
 from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.catalog import Dataset, DatasetList, ZoneList
 
-router = APIRouter(prefix="/v1", tags=["datasets"])
+router = APIRouter(prefix="/v1", tags=["datasets"], route_class=ViewRoute)
 
 
 def _dataset(version: catalog.DatasetVersion, detail: bool) -> dict[str, Any]:
@@ -27,7 +29,7 @@ def _dataset(version: catalog.DatasetVersion, detail: bool) -> dict[str, Any]:
     return out
 
 
-@router.get("/zones")
+@router.get("/zones", response_model=ZoneList)
 def list_zones(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     zones = catalog.list_zones(services.engine)
     return {
@@ -44,17 +46,17 @@ def list_zones(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     }
 
 
-@router.get("/datasets")
+@router.get("/datasets", response_model=DatasetList)
 def list_datasets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     return {"datasets": [_dataset(v, False) for v in catalog.list_current(services.engine)]}
 
 
-@router.get("/zones/{zone}/datasets")
+@router.get("/zones/{zone}/datasets", response_model=DatasetList)
 def list_zone_datasets(zone: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     found = catalog.list_current(services.engine, zone)
     return {"datasets": [_dataset(v, False) for v in found]}
 
 
-@router.get("/datasets/{dataset}")
+@router.get("/datasets/{dataset}", response_model=Dataset)
 def get_dataset(dataset: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     return _dataset(catalog.current(services.engine, dataset), True)

@@ -7,12 +7,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from sandbox.api.deps import ServicesDep
+from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.catalog import Health
 from sandbox.errors import ServiceUnavailable
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ViewRoute)
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 def healthz(services: ServicesDep) -> dict[str, Any]:
     """Ready when the executor's workers are up and locked down."""
     if not services.executor.healthy():

@@ -11,11 +11,17 @@ from fastapi.responses import Response
 from sandbox import ledger
 from sandbox.access import MemberRole
 from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.ledger import Ledger
 
-router = APIRouter(prefix="/v1", tags=["ledger"])
+router = APIRouter(prefix="/v1", tags=["ledger"], route_class=ViewRoute)
+
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"model": Ledger, "content": {"text/csv": {"schema": {"type": "string"}}}}
+}
 
 
-@router.get("/ledger", response_model=None)
+@router.get("/ledger", response_model=None, responses=_CSV)
 def read_ledger(
     member: MemberDep,
     services: ServicesDep,
@@ -37,7 +43,7 @@ def read_ledger(
         limit=limit,
     )
     if format == "json":
-        return {"entries": records}
+        return Ledger.model_validate({"entries": records}).model_dump(mode="json")
     return Response(
         ledger.to_csv(records),
         media_type="text/csv; charset=utf-8",

@@ -7,6 +7,7 @@ by its class name and answered with a generic 500.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sandbox.errors import VeilError
+from sandbox.api import redact
+from sandbox.errors import Throttled, VeilError
 
 log = logging.getLogger("veil.http")
 MEDIA_TYPE = "application/problem+json"
@@ -24,12 +26,26 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
     return JSONResponse(body, status_code=body["status"], media_type=MEDIA_TYPE, headers=headers)
 
 
+def veil_problem(exc: VeilError, instance: str, data_dir: Path | None = None) -> JSONResponse:
+    """The problem response of a ``VeilError``: no data-directory path in it, and a
+    ``Retry-After`` header (whole seconds) when the request may simply be repeated later."""
+    body = exc.problem()
+    if data_dir is not None:
+        body = redact.tree(body, data_dir)
+    body["instance"] = instance
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
+    return problem_response(body, headers)
+
+
+def _data_dir(request: Request) -> Path | None:
+    services = getattr(request.app.state, "services", None)
+    return None if services is None else Path(services.settings.data_dir)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(VeilError)
     async def veil_error(request: Request, exc: VeilError) -> JSONResponse:
-        body = exc.problem()
-        body["instance"] = request.url.path
-        return problem_response(body)
+        return veil_problem(exc, request.url.path, _data_dir(request))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,9 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox import budgets, ledger
 from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.queries import Answer, BudgetList, Preview
+from sandbox.config import Settings
+from sandbox.limits import check_sql
 from sandbox.queries import QueryRequest
 
-router = APIRouter(prefix="/v1", tags=["queries"])
+router = APIRouter(prefix="/v1", tags=["queries"], route_class=ViewRoute)
 
 
 class QueryBody(BaseModel):
@@ -19,7 +23,9 @@ class QueryBody(BaseModel):
 
     dataset: str = Field(max_length=64, description="Dataset id.")
     sql: str = Field(
-        max_length=10_000, description="One SELECT of aggregates (see docs/queries.md)."
+        max_length=1_000_000,  # the configured, smaller limit is checked in request()
+        description="One SELECT of aggregates (see docs/queries.md); at most VEIL_MAX_SQL_CHARS "
+        "characters and VEIL_MAX_SQL_DEPTH nested brackets.",
     )
     epsilon: float | None = Field(None, strict=True, description="ε to spend (pure-DP grants).")
     rho: float | None = Field(None, strict=True, description="ρ to spend (zCDP grants).")
@@ -27,11 +33,13 @@ class QueryBody(BaseModel):
         None, strict=True, description="δ for partition selection when keys are not public."
     )
 
-    def request(self) -> QueryRequest:
+    def request(self, settings: Settings) -> QueryRequest:
+        """The service's request, once the SQL text passed the edge limits."""
+        check_sql(self.sql, max_chars=settings.max_sql_chars, max_depth=settings.max_sql_depth)
         return QueryRequest(self.dataset, self.sql, self.epsilon, self.rho, self.delta)
 
 
-@router.post("/queries")
+@router.post("/queries", response_model=Answer)
 def run_query(
     body: QueryBody,
     member: MemberDep,
@@ -39,16 +47,16 @@ def run_query(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> dict[str, Any]:
     """Run a DP query: noisy aggregates with 95% intervals, the cost charged, the budget left."""
-    return services.queries.run(member, body.request(), idempotency_key)
+    return services.queries.run(member, body.request(services.settings), idempotency_key)
 
 
-@router.post("/queries/preview")
+@router.post("/queries/preview", response_model=Preview)
 def preview_query(body: QueryBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """The cost and expected interval widths of a query. Charges nothing, touches no data."""
-    return services.queries.preview(member, body.request())
+    return services.queries.preview(member, body.request(services.settings))
 
 
-@router.get("/budgets")
+@router.get("/budgets", response_model=BudgetList)
 def list_budgets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """The caller's tenant's grants: total, spent, left, and how many more queries that buys."""
     return {

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox import admin
 from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.responses import tenants as views
+from sandbox.api.responses.base import ViewRoute
 
-router = APIRouter(prefix="/v1", tags=["tenants"])
+router = APIRouter(prefix="/v1", tags=["tenants"], route_class=ViewRoute)
 
 
 class TenantBody(BaseModel):
@@ -48,23 +50,23 @@ class SubBudgetBody(BaseModel):
     budget: float = Field(strict=True, description="The member's share of the grant (ε or ρ).")
 
 
-@router.post("/tenants", status_code=201)
+@router.post("/tenants", status_code=201, response_model=views.Tenant)
 def create_tenant(body: TenantBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     return admin.create_tenant(services.engine, member, body.name, body.kind, body.purpose_class)
 
 
-@router.get("/tenants")
+@router.get("/tenants", response_model=views.TenantList)
 def list_tenants(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """Admins and auditors see every tenant; other members their own."""
     return {"tenants": admin.list_tenants(services.engine, member)}
 
 
-@router.get("/tenants/{tenant}")
+@router.get("/tenants/{tenant}", response_model=views.Tenant)
 def get_tenant(tenant: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     return admin.get_tenant(services.engine, member, tenant)
 
 
-@router.post("/tenants/{tenant}/members", status_code=201)
+@router.post("/tenants/{tenant}/members", status_code=201, response_model=views.NewMember)
 def create_member(
     tenant: str, body: MemberBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -72,19 +74,23 @@ def create_member(
     return admin.create_member(services.engine, member, tenant, body.name, body.role, body.subject)
 
 
-@router.get("/tenants/{tenant}/members")
+@router.get("/tenants/{tenant}/members", response_model=views.MemberList)
 def list_members(tenant: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     return {"members": admin.list_members(services.engine, member, tenant)}
 
 
-@router.get("/tenants/{tenant}/members/{member_id}/keys")
+@router.get("/tenants/{tenant}/members/{member_id}/keys", response_model=views.ApiKeyList)
 def list_keys(
     tenant: str, member_id: str, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
     return {"keys": admin.list_keys(services.engine, member, tenant, member_id)}
 
 
-@router.post("/tenants/{tenant}/members/{member_id}/keys", status_code=201)
+@router.post(
+    "/tenants/{tenant}/members/{member_id}/keys",
+    status_code=201,
+    response_model=views.IssuedKey,
+)
 def issue_key(
     tenant: str, member_id: str, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -98,7 +104,7 @@ def revoke_key(
     admin.revoke_key(services.engine, member, tenant, member_id, key_id)
 
 
-@router.post("/tenants/{tenant}/grants", status_code=201)
+@router.post("/tenants/{tenant}/grants", status_code=201, response_model=views.Grant)
 def create_grant(
     tenant: str, body: GrantBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -116,12 +122,14 @@ def create_grant(
     )
 
 
-@router.get("/tenants/{tenant}/grants")
+@router.get("/tenants/{tenant}/grants", response_model=views.GrantList)
 def list_grants(tenant: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     return {"grants": admin.list_grants(services.engine, member, tenant)}
 
 
-@router.put("/tenants/{tenant}/grants/{grant_id}/members/{member_id}")
+@router.put(
+    "/tenants/{tenant}/grants/{grant_id}/members/{member_id}", response_model=views.SubBudget
+)
 def set_sub_budget(
     tenant: str,
     grant_id: str,

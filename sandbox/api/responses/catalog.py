@@ -1,0 +1,66 @@
+"""Zones and datasets: the catalogue any member may read (schema and public policy, no rows)."""
+
+from __future__ import annotations
+
+from sandbox.api.responses.base import View
+
+KeyValue = str | int | float | bool
+
+
+class Zone(View):
+    id: str
+    kind: str
+    title: str
+    operator: str
+    description: str
+
+
+class ZoneList(View):
+    zones: list[Zone]
+
+
+class PublicColumn(View):
+    name: str
+    type: str
+    role: str
+    description: str | None = None
+    lower: float | None = None
+    upper: float | None = None
+    keys: list[KeyValue] | None = None
+    public_range: list[str] | None = None
+
+
+class PublicTable(View):
+    name: str
+    description: str
+    max_rows_per_unit: int
+    columns: list[PublicColumn]
+
+
+class PublicPolicy(View):
+    privacy_unit: str
+    max_groups_per_unit: int
+    min_group_size: int
+    tables: list[PublicTable]
+
+
+class DatasetSummary(View):
+    id: str
+    zone: str
+    title: str
+    version: int
+    description: str
+    provider: str
+    tables: list[str]
+
+
+class Dataset(DatasetSummary):
+    policy: PublicPolicy
+
+
+class DatasetList(View):
+    datasets: list[DatasetSummary]
+
+
+class Health(View):
+    status: str

@@ -1,0 +1,99 @@
+"""DP answers, previews and budgets: noisy values with intervals, costs, what is left."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sandbox.api.responses.base import View
+
+Number = int | float
+
+
+class MemberBudget(View):
+    total: float
+    spent: float
+    remaining: float
+
+
+class Budget(View):
+    dataset: str
+    grant: str
+    accounting: str
+    unit: str
+    total: float
+    spent: float
+    remaining: float
+    delta_total: float
+    delta_spent: float
+    delta_remaining: float
+    per_query_cap: float
+    refresh: str
+    next_refresh: str | None
+    member_budget: MemberBudget | None = None
+    spent_as_epsilon: float | None = None
+    total_as_epsilon: float | None = None
+    queries_left_at: dict[str, int] = Field(
+        description="How many more queries the budget buys at a few example costs."
+    )
+    summary: str
+    queries_left_at_this_cost: int | None = None
+
+
+class BudgetList(View):
+    budgets: list[Budget]
+
+
+class OutputColumn(View):
+    name: str
+    kind: str
+
+
+class Mechanism(View):
+    statistic: str
+    mechanism: str
+    scale: float
+    epsilon: float | None = None
+    rho: float | None = None
+
+
+class Cost(View):
+    accounting: str
+    epsilon: float | None = None
+    rho: float | None = None
+    delta: float
+    mechanisms: list[Mechanism]
+
+
+class Cell(View):
+    """A released number and its 95% interval (``null`` where it was suppressed)."""
+
+    value: Number | None
+    ci95: list[Number | None] = Field(min_length=2, max_length=2)
+
+
+class Answer(View):
+    query_id: str
+    dataset: str
+    version: int
+    columns: list[OutputColumn]
+    rows: list[dict[str, Cell | str | int | float | bool | None]] = Field(
+        description="One object per released group: group keys as plain values, every "
+        "statistic as a cell."
+    )
+    suppressed_groups: int
+    cost: Cost
+    budget: Budget
+    cached: bool
+
+
+class Preview(View):
+    dataset: str
+    version: int
+    columns: list[OutputColumn]
+    cost: Cost
+    expected_ci95_half_width: dict[str, float | dict[str, float] | None] = Field(
+        description="Per output, the expected 95% half-width where it does not depend on the "
+        "data (a mean: at a few group sizes); null where it does."
+    )
+    budget: Budget
+    affordable: bool

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -27,6 +27,9 @@ import pyarrow.compute as pc
 
 from connectors.errors import InvalidSource, MissingUnitColumn, SchemaMismatch, TypeConversion
 from policies.model import ColumnType, Role, Table
+
+if TYPE_CHECKING:
+    from sandbox.workspace import ParquetScan
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -36,9 +39,12 @@ __all__ = [
     "Connector",
     "Progress",
     "ProgressCallback",
+    "Scannable",
     "SourceSpec",
     "arrow_type",
     "connect",
+    "duckdb_type",
+    "exact_type",
     "parse_source",
     "policy_schema",
     "redact_url",
@@ -101,6 +107,18 @@ class Connector(Protocol):
         self, table: Table, *, on_progress: ProgressCallback | None = None
     ) -> pa.RecordBatchReader:
         """Stream ``table``: the declared columns, in declared order, of the declared types."""
+        ...
+
+
+@runtime_checkable
+class Scannable(Protocol):
+    """A connector that can hand some sources to the build connection to read directly (faster
+    than streaming Arrow through Python); an optional addition to :class:`Connector`."""
+
+    def scan(
+        self, table: Table, *, on_progress: ProgressCallback | None = None
+    ) -> ParquetScan | None:
+        """Check the source like ``open`` and describe a direct read, or ``None`` (use ``open``)."""
         ...
 
 
@@ -246,8 +264,48 @@ _TEXT_PATTERNS: Final[Mapping[ColumnType, str]] = {
 }
 
 
+# The same types in DuckDB, for loads that DuckDB reads itself (connectors.files, Parquet).
+_DUCKDB_TYPES: Final[Mapping[ColumnType, str]] = {
+    ColumnType.INTEGER: "BIGINT",
+    ColumnType.FLOAT: "DOUBLE",
+    ColumnType.STRING: "VARCHAR",
+    ColumnType.DATE: "DATE",
+    ColumnType.BOOLEAN: "BOOLEAN",
+}
+
+_SMALL_INTEGERS: Final = (
+    pa.int8(),
+    pa.int16(),
+    pa.int32(),
+    pa.uint8(),
+    pa.uint16(),
+    pa.uint32(),
+)
+
+
 def arrow_type(ctype: ColumnType) -> pa.DataType:
     return _ARROW_TYPES[ctype]
+
+
+def duckdb_type(ctype: ColumnType) -> str:
+    return _DUCKDB_TYPES[ctype]
+
+
+def exact_type(source: pa.DataType, ctype: ColumnType) -> bool:
+    """Whether every value of ``source`` type becomes a ``ctype`` value unchanged, so that no
+    value-by-value check is needed (:func:`convert` would find no failure). Integers wider than
+    the target's exact range, text, timestamps and decimals need the checks: ``False``."""
+    if pa.types.is_dictionary(source):
+        return ctype == ColumnType.STRING and _is_text(source.value_type)
+    if ctype == ColumnType.STRING:
+        return bool(pa.types.is_string(source) or pa.types.is_large_string(source))
+    if ctype == ColumnType.INTEGER:
+        return source == pa.int64() or source in _SMALL_INTEGERS
+    if ctype == ColumnType.FLOAT:  # every int32 is a double exactly; not every int64 is
+        return source in (pa.float64(), pa.float32()) or source in _SMALL_INTEGERS
+    if ctype == ColumnType.DATE:
+        return bool(source == pa.date32())
+    return bool(source == pa.bool_())  # BOOLEAN
 
 
 def policy_schema(table: Table) -> pa.Schema:

@@ -51,6 +51,8 @@ from connectors.base import (
     SourceSpec,
     arrow_type,
     check_options,
+    duckdb_type,
+    exact_type,
     option_bool,
     option_int,
     policy_schema,
@@ -71,6 +73,7 @@ from connectors.errors import (
     TypeConversion,
 )
 from policies.model import ColumnType, Table
+from sandbox.workspace import ParquetScan
 
 __all__ = ["COMMON_OPTIONS", "CSV_OPTIONS", "CsvOptions", "FileConnector"]
 
@@ -338,14 +341,58 @@ class FileConnector:
     def _parquet(
         self, table: Table, conformer: Conformer, files: list[tuple[str, int]], tracker: _Tracker
     ) -> Iterator[pa.RecordBatch]:
-        first_schema = None
-        for path, _ in files:  # every file's schema is checked before the first row is read
+        self._parquet_layout(conformer, files)
+        return self._parquet_rows(table, conformer, tracker, files)
+
+    def _parquet_layout(
+        self, conformer: Conformer, files: list[tuple[str, int]]
+    ) -> tuple[pa.Schema, int]:
+        """Check every file's schema before the first row is read; (schema, total rows)."""
+        first_schema: pa.Schema | None = None
+        rows = 0
+        for path, _ in files:
             name = self.display(path)
             handle, pf = self._parquet_file(path)
             with handle:
                 first_schema = _same_layout(pf.schema_arrow, first_schema, name)
                 conformer.check_schema(pf.schema_arrow, file=name)
-        return self._parquet_rows(table, conformer, tracker, files)
+                rows += pf.metadata.num_rows
+        assert first_schema is not None
+        return first_schema, rows
+
+    def scan(
+        self, table: Table, *, on_progress: ProgressCallback | None = None
+    ) -> ParquetScan | None:
+        """The fast path of a load: local Parquet files whose columns need no value-by-value
+        conversion (:func:`~connectors.base.exact_type`), for the build connection to read
+        itself, in parallel. Every check of :meth:`open` that precedes reading (files, schemas,
+        the privacy unit column, empty files and sources) runs here first. ``None``: stream
+        :meth:`open` instead (other formats, object storage, columns that need conversion)."""
+        if self.spec.kind != "parquet" or not self.is_local:
+            return None
+        files = self.files()
+        for path, size in files:
+            if size == 0:
+                raise EmptySource("the file is empty", file=self.display(path))
+        conformer = Conformer(table, extra_columns=self.extra_columns)
+        schema, rows = self._parquet_layout(conformer, files)
+        if len({n.lower() for n in schema.names}) != len(schema.names):
+            return None  # DuckDB matches names without case: let Arrow pick the exact column
+        if not all(exact_type(schema.field(c.name).type, c.type) for c in table.columns):
+            return None
+        if rows == 0:
+            raise EmptySource("the source holds no records", file=self.name)
+        total = sum(size for _, size in files)
+
+        def progress(share: float) -> None:
+            assert on_progress is not None
+            on_progress(Progress(table.name, int(rows * share), int(total * share), total))
+
+        return ParquetScan(
+            files=tuple(path for path, _ in files),
+            columns=tuple((c.name, duckdb_type(c.type)) for c in table.columns),
+            on_progress=progress if on_progress is not None else None,
+        )
 
     def _parquet_rows(
         self,

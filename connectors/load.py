@@ -2,8 +2,9 @@
 
 :func:`ingest` is the whole onboarding step for one version. It checks the size against the disk
 quota before reading anything, streams every table through its connector into a new DuckDB file
-(``sandbox.workspace.build_workspace``), profiles what was written, applies the quality rules and
-only then moves the file to ``workspace``. On any failure — a bad source, a failed rule — nothing
+(``sandbox.workspace.build_workspace``; local Parquet that needs no conversion is read by DuckDB
+directly), profiles what was written, applies the quality rules and only then moves the file to
+``workspace``. On any failure — a bad source, a failed rule — nothing
 exists at ``workspace`` that was not there before, and the raised ``SourceError`` carries the
 quality report of the failed load in its ``report`` attribute.
 """
@@ -21,7 +22,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import Connector, ProgressCallback, SourceSpec, connect, parse_source
+from connectors.base import (
+    Connector,
+    ProgressCallback,
+    Scannable,
+    SourceSpec,
+    connect,
+    parse_source,
+)
 from connectors.errors import (
     InvalidSource,
     QualityRuleFailed,
@@ -38,8 +46,8 @@ from connectors.quality import (
     profile_workspace,
 )
 from policies.errors import VeilError
-from policies.model import Policy
-from sandbox.workspace import build_workspace
+from policies.model import Policy, Table
+from sandbox.workspace import ParquetScan, TableSource, build_workspace
 
 __all__ = ["Source", "ingest", "sources_for"]
 
@@ -178,17 +186,25 @@ def ingest(
     previous_rows: Mapping[str, int] | None = None,
     on_progress: ProgressCallback | None = None,
     now: datetime | None = None,
+    cluster_by: str | None = None,
 ) -> QualityReport:
     """Load ``source`` for ``policy`` into a new workspace file at ``workspace``; return its report.
 
     ``quota_bytes`` caps the source size (checked before reading when the source knows its size,
     and on the Arrow bytes read when it does not, e.g. a PostgreSQL query). ``previous_rows`` are
-    the row counts of the version this one replaces (for the row-count change). Raises a
-    ``SourceError`` (``QualityRuleFailed`` for a failed rule) with ``report`` set; ``workspace``
-    is then untouched.
+    the row counts of the version this one replaces (for the row-count change). ``cluster_by``
+    (default: the policy's ``[storage] cluster_by``) stores every table that has that column
+    sorted by it. Raises a ``SourceError`` (``QualityRuleFailed`` for a failed rule) with
+    ``report`` set; ``workspace`` is then untouched.
+
+    Local Parquet files whose columns need no value-by-value conversion are read by DuckDB
+    itself, in parallel (:meth:`connectors.files.FileConnector.scan`); everything else streams
+    through Arrow with strict conversion. If DuckDB cannot read such files, the table is read
+    again through Arrow, which names the file and row at fault (or loads it).
     """
     now = now or datetime.now(UTC)
     rules = rules or QualityRules()
+    cluster_by = cluster_by or policy.cluster_by
     connectors = sources_for(policy, source)
     names = sorted({c.name for c in connectors.values()})
     source_name = names[0] if len(names) == 1 else ", ".join(names)
@@ -196,40 +212,48 @@ def ingest(
     failed_table: str | None = None
     try:
         sizes = _check_size(connectors, quota_bytes, workspace)
-        readers: dict[str, pa.RecordBatchReader] = {}
-        try:
-            for table in policy.tables:
-                failed_table = table.name
-                conn = connectors[table.name]
-                known = sizes[table.name]
-                reader = conn.open(table, on_progress=on_progress)
-                stream = streams[table.name] = _Stream(table.name)
-                readers[table.name] = _guard(
-                    reader, stream, quota_bytes if known is None else None, conn.name
-                )
-        except BaseException:
-            for reader in readers.values():
-                with contextlib.suppress(Exception):
-                    reader.close()
-            raise
-        failed_table = None
         staging = workspace.with_name(workspace.name + ".loading")
+        direct = {t.name for t in policy.tables}  # tables that may take the fast path
+        while True:
+            streams.clear()
+            tables: dict[str, TableSource] = {}
+            try:
+                for table in policy.tables:
+                    failed_table = table.name
+                    tables[table.name] = _open(
+                        connectors[table.name],
+                        table,
+                        table.name in direct,
+                        streams,
+                        quota_bytes if sizes[table.name] is None else None,
+                        on_progress,
+                    )
+            except BaseException:
+                _close(tables)
+                raise
+            failed_table = None
+            try:
+                build_workspace(staging, tables, cluster_by=cluster_by)
+                break
+            except BaseException as exc:
+                _close(tables)
+                failed = next((s for s in streams.values() if isinstance(s.error, VeilError)), None)
+                if failed is not None and failed.error is not None:
+                    failed_table = failed.table
+                    raise failed.error from None
+                retry = exc.extra.get("table") if isinstance(exc, VeilError) else None
+                if retry in direct and isinstance(tables.get(str(retry)), ParquetScan):
+                    direct.discard(str(retry))
+                    continue
+                raise exc
         try:
-            build_workspace(staging, readers)
-        except BaseException as exc:
-            failed = next((s for s in streams.values() if isinstance(s.error, VeilError)), None)
-            if failed is not None and failed.error is not None:
-                failed_table = failed.table
-                raise failed.error from None
-            raise exc
-        try:
-            tables = profile_workspace(staging, policy, previous_rows=previous_rows, now=now)
-            results = evaluate_rules(policy, tables, rules)
+            profiled = profile_workspace(staging, policy, previous_rows=previous_rows, now=now)
+            results = evaluate_rules(policy, profiled, rules)
             report = QualityReport(
                 dataset=policy.dataset,
                 source=source_name,
                 created_at=now,
-                tables=tables,
+                tables=profiled,
                 rules=results,
             )
             if not report.passed:
@@ -253,6 +277,32 @@ def ingest(
         if exc.report is None:
             exc.report = _failed_report(policy, source_name, streams, exc, failed_table, now)
         raise
+
+
+def _open(
+    conn: Connector,
+    table: Table,
+    fast: bool,
+    streams: dict[str, _Stream],
+    quota: int | None,
+    on_progress: ProgressCallback | None,
+) -> TableSource:
+    """What the workspace build reads for one table: a direct scan when the connector offers
+    one (and ``fast``), else its Arrow stream behind the quota guard."""
+    if fast and isinstance(conn, Scannable):
+        scan = conn.scan(table, on_progress=on_progress)
+        if scan is not None:
+            return scan
+    reader = conn.open(table, on_progress=on_progress)
+    stream = streams[table.name] = _Stream(table.name)
+    return _guard(reader, stream, quota, conn.name)
+
+
+def _close(tables: Mapping[str, TableSource]) -> None:
+    for source in tables.values():
+        if isinstance(source, pa.RecordBatchReader):
+            with contextlib.suppress(Exception):
+                source.close()
 
 
 def _check_size(

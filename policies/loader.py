@@ -33,7 +33,9 @@ _TOP_KEYS = {
     "max_groups_per_unit",
     "min_group_size",
     "tables",
+    "storage",
 }
+_STORAGE_KEYS = {"cluster_by"}
 # unique_unit, required and max_null_rate are quality rules, applied at load time
 # (connectors.quality.read_rules); the loader checks their types so a bad value names its key.
 _TABLE_KEYS = {"description", "max_rows_per_unit", "columns", "unique_unit"}
@@ -130,6 +132,7 @@ class _Reader:
         if not isinstance(tables_node, dict) or not tables_node:
             raise self.fail("tables", "required", "at least one [tables.NAME] section is required")
         tables = tuple(self.table(name, node, unit) for name, node in tables_node.items())
+        cluster_by = self.storage(doc.get("storage"), tables)
         return Policy(
             dataset=dataset,
             title=self.string(doc, "title", "", required=True),
@@ -139,7 +142,25 @@ class _Reader:
             max_groups_per_unit=self.integer(doc, "max_groups_per_unit", "", 1),
             min_group_size=self.integer(doc, "min_group_size", "", 0),
             tables=tables,
+            cluster_by=cluster_by,
         )
+
+    def storage(self, node: Any, tables: tuple[Table, ...]) -> str | None:
+        """``[storage] cluster_by``: a column of at least one table (each table that has it is
+        stored sorted by it, so reads of one unit or range skip most of the table)."""
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            raise self.fail("storage", "type", "must be a table")
+        self.no_unknown(node, _STORAGE_KEYS, "storage")
+        if "cluster_by" not in node:
+            return None
+        column = self.string(node, "cluster_by", "storage", required=True)
+        if not any(t.column(column) is not None for t in tables):
+            raise self.fail(
+                "storage.cluster_by", "unknown_column", "must name a column of one of the tables"
+            )
+        return column
 
     def table(self, name: str, node: Any, unit: str) -> Table:
         prefix = f"tables.{name}"

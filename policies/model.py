@@ -79,6 +79,7 @@ class Policy:
     tables: tuple[Table, ...]
     description: str = ""
     provider: str = ""
+    cluster_by: str | None = None  # [storage]: workspace tables are stored sorted by this column
 
     def table(self, name: str) -> Table | None:
         for table in self.tables:

@@ -44,7 +44,7 @@ class Client:
             raise RemoteError(body)
         if response.status_code == 204:
             return None
-        if response.headers.get("content-type", "").startswith("text/csv"):
+        if response.headers.get("content-type", "").startswith(("text/csv", "text/html")):
             return response.text
         return response.json()
 
@@ -101,4 +101,102 @@ class Client:
         result: dict[str, Any] = self.call(
             "POST", "/v1/queries", json={"dataset": dataset, "sql": sql, **budget}
         )
+        return result
+
+    # --- onboarding (same names and results as sandbox.onboarding.Onboarding) ----------------
+    # ``idempotency_key``: sent as the Idempotency-Key header, so a retry replays the first answer.
+    def post(self, path: str, body: Any = None, idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.call("POST", path, json=body, headers=headers)
+
+    def create_zone(
+        self, zone: dict[str, str], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.post("/v1/zones", zone, idempotency_key)
+        return result
+
+    def list_zones(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/v1/zones")["zones"]
+        return result
+
+    def create_provider(
+        self, provider: dict[str, str], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.post("/v1/providers", provider, idempotency_key)
+        return result
+
+    def list_providers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/v1/providers")["providers"]
+        return result
+
+    def add_provider_member(
+        self, provider: str, member: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        path = f"/v1/providers/{provider}/members"
+        result: dict[str, Any] = self.post(path, {"member": member}, idempotency_key)
+        return result
+
+    def start_load(
+        self, zone: str, dataset: str, load: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Start a load (``load``: policy text, source or sources, provider, cluster_by)."""
+        path = f"/v1/zones/{zone}/datasets/{dataset}/versions"
+        body = {k: v for k, v in load.items() if v is not None}
+        result: dict[str, Any] = self.post(path, body, idempotency_key)
+        return result
+
+    def get_version(self, zone: str, dataset: str, version: int) -> dict[str, Any]:
+        path = f"/v1/zones/{zone}/datasets/{dataset}/versions/{version}"
+        result: dict[str, Any] = self.call("GET", path)
+        return result
+
+    def list_versions(self, zone: str, dataset: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/v1/zones/{zone}/datasets/{dataset}/versions")
+        return result
+
+    def activate(
+        self, zone: str, dataset: str, version: int, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        path = f"/v1/zones/{zone}/datasets/{dataset}/versions/{version}/activate"
+        result: dict[str, Any] = self.post(path, None, idempotency_key)
+        return result
+
+    def quality(self, dataset: str, version: int | None = None, html: bool = False) -> Any:
+        params: dict[str, Any] = {"format": "html" if html else "json"}
+        if version is not None:
+            params["version"] = version
+        return self.call("GET", f"/v1/datasets/{dataset}/quality", params=params)
+
+    def raise_issue(
+        self, dataset: str, issue: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in issue.items() if v is not None}
+        result: dict[str, Any] = self.post(f"/v1/datasets/{dataset}/issues", body, idempotency_key)
+        return result
+
+    def list_issues(self, dataset: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", f"/v1/datasets/{dataset}/issues")["issues"]
+        return result
+
+    def get_issue(self, dataset: str, number: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/v1/datasets/{dataset}/issues/{number}")
+        return result
+
+    def answer_issue(
+        self, dataset: str, number: int, answer: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        path = f"/v1/datasets/{dataset}/issues/{number}/answer"
+        result: dict[str, Any] = self.post(path, {"answer": answer}, idempotency_key)
+        return result
+
+    def resolve_issue(
+        self,
+        dataset: str,
+        number: int,
+        resolution: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        path = f"/v1/datasets/{dataset}/issues/{number}/resolve"
+        body = {k: v for k, v in resolution.items() if v is not None}
+        result: dict[str, Any] = self.post(path, body, idempotency_key)
         return result

@@ -7,11 +7,13 @@ administrator (the CLI on a data directory).
 
 A load is two steps. :meth:`Onboarding.begin_load` checks everything that can be checked without
 reading data (role, zone, policy and its quality rules, the sources), allocates the next version
-number and records it as ``loading``. :meth:`Onboarding.run_load` streams the sources into
-``<workspaces>/<dataset>/v<N>.duckdb`` (:func:`connectors.load.ingest`), writing progress as it
-goes; only when the load and its quality rules pass does one transaction register the version and
-make it current. A failed load records the version as ``failed`` with its report and error and
-changes nothing else: the current version, the workspace files, the ledger stay as they were.
+number and records it as ``loading``. :meth:`Onboarding.run_load` streams the sources into a
+plain workspace in the build area (:func:`connectors.load.ingest`), writing progress as it goes,
+then seals it into ``<workspaces>/<dataset>/v<N>.sealed`` (:mod:`sandbox.vault`) and deletes the
+plain file; only when the load and its quality rules pass does one transaction register the
+version and make it current. A failed load records the version as ``failed`` with its report
+and error and changes nothing else: the current version, the workspace files, the ledger stay as
+they were.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from connectors.load import Source, ingest, sources_for
 from connectors.quality import QualityReport, QualityRules, read_rules, render_html
 from policies.loader import parse_policy
 from policies.model import Policy
+from sandbox import audit
 from sandbox.access import SUBJECT_ID, Member, MemberRole, new_id
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoGrant, NotFound, VeilError
+from sandbox.masterkey import MasterKeyRing
 from sandbox.onboarding_store import (
     dataset_issues,
     dataset_providers,
@@ -62,6 +66,7 @@ from sandbox.store import (
     versions,
     zones,
 )
+from sandbox.vault import build_area, build_name, seal, sealed_path
 
 __all__ = [
     "IssueState",
@@ -116,6 +121,7 @@ class PendingLoad:
     rules: QualityRules
     connectors: Mapping[str, Connector]
     previous_rows: Mapping[str, int] | None
+    cluster_by: str | None = None  # the load's, else the policy's [storage] cluster_by
 
 
 ProgressHook = Callable[[Progress], None]
@@ -152,11 +158,22 @@ class Onboarding:
         *,
         quota_bytes: int | None = None,
         zone_secret: bytes | None = None,
+        master_keys: MasterKeyRing | None = None,
     ) -> None:
         self.engine = engine
         self.workspace_dir = workspace_dir
         self.quota_bytes = quota_bytes
         self.zone_secret = zone_secret
+        self.master_keys = master_keys
+
+    def _sealing_keys(self) -> MasterKeyRing:
+        """The master keys that seal new versions; default: those of the default key directory
+        of the data directory (``<data_dir>/keys``, next to the workspaces)."""
+        if self.master_keys is None:
+            from sandbox import keystore
+
+            self.master_keys = keystore.master_keys(self.workspace_dir.parent / "keys")
+        return self.master_keys
 
     # -- zones and providers -------------------------------------------------------------------
 
@@ -219,6 +236,15 @@ class Onboarding:
                     created_at=now(),
                 )
             )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "provider.create",
+                    refs={"provider": provider_id, "zone": zone},
+                    sealed={"name": name},
+                ),
+            )
         log.info("provider created id=%s zone=%s", provider_id, zone)
         return self.get_provider(provider_id)
 
@@ -267,6 +293,14 @@ class Onboarding:
                 provider_members.insert().values(
                     member_id=member_id, provider_id=provider_id, created_at=now()
                 )
+            )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "provider.member",
+                    refs={"provider": provider_id, "member": member_id},
+                ),
             )
         return {"provider": provider_id, "member": member_id}
 
@@ -324,11 +358,13 @@ class Onboarding:
         provider: str | None = None,
         policy_name: str = "<policy>",
         confine_to: Path | None = None,
+        cluster_by: str | None = None,
     ) -> PendingLoad:
         """Check a load, record its version as ``loading`` and return it (nothing read yet).
 
         ``confine_to``: local file sources must lie in this directory (loads over HTTP: a
-        remote caller must not make the server read any file it can)."""
+        remote caller must not make the server read any file it can). ``cluster_by``: store
+        the tables sorted by this column (overrides the policy's ``[storage] cluster_by``)."""
         _require(actor, *STAFF)
         policy = parse_policy(policy_text, policy_name)
         rules = read_rules(tomllib.loads(policy_text), policy_name)
@@ -336,6 +372,10 @@ class Onboarding:
             raise InvalidRequest(
                 f"the policy is for dataset {policy.dataset!r}, not {dataset[:64]!r}",
                 field="policy",
+            )
+        if cluster_by is not None and not any(t.column(cluster_by) for t in policy.tables):
+            raise InvalidRequest(
+                "cluster_by must name a column of one of the policy's tables", field="cluster_by"
             )
         if (source is None) == (sources is None):
             raise InvalidRequest("give a source, or sources (one per table)", field="source")
@@ -390,7 +430,7 @@ class Onboarding:
                 ).scalar()
                 or 0,
             )
-            path = self.workspace_dir / dataset / f"v{version}.duckdb"
+            path = sealed_path(self.workspace_dir, dataset, version)
             if path.exists():
                 raise Conflict(f"a workspace file for version {version} exists already")
             at = now()
@@ -416,8 +456,32 @@ class Onboarding:
                 con.execute(
                     dataset_providers.insert().values(dataset_id=dataset, provider_id=provider)
                 )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "load.begin",
+                    refs={
+                        "zone": zone,
+                        "dataset": dataset,
+                        "version": version,
+                        "provider": provider,
+                    },
+                    sealed={"sources": names},
+                ),
+            )
         log.info("load started dataset=%s version=%d", dataset, version)
-        return PendingLoad(zone, dataset, version, path, policy, rules, connectors, previous_rows)
+        return PendingLoad(
+            zone,
+            dataset,
+            version,
+            path,
+            policy,
+            rules,
+            connectors,
+            previous_rows,
+            cluster_by or policy.cluster_by,
+        )
 
     def _no_running_load(self, con: Connection, dataset: str) -> None:
         """One load per dataset at a time; a load silent for STALE_AFTER was interrupted."""
@@ -460,16 +524,20 @@ class Onboarding:
         without, it is only recorded (a background load over HTTP). Returns the version's view.
         """
         progress = _ProgressWriter(self.engine, pending, on_progress)
+        build: Path | None = None  # the plain workspace, only until it is sealed
         try:
+            build = build_area(self.workspace_dir) / build_name(pending.dataset, pending.version)
             report = ingest(
                 pending.policy,
                 pending.connectors,
-                pending.path,
+                build,
                 rules=pending.rules,
                 quota_bytes=self.quota_bytes,
                 previous_rows=pending.previous_rows,
                 on_progress=progress,
+                cluster_by=pending.cluster_by,
             )
+            seal(build, pending.path, self._sealing_keys(), pending.dataset, pending.version)
         except VeilError as exc:
             failed: QualityReport | None = getattr(exc, "report", None)
             problem = exc.problem()
@@ -500,6 +568,9 @@ class Onboarding:
             if reraise:
                 raise
             return self._version(pending.dataset, pending.version)
+        finally:
+            if build is not None:
+                build.unlink(missing_ok=True)
         self._publish(pending, report, progress.rows)
         log.info("load ready dataset=%s version=%d", pending.dataset, pending.version)
         return self._version(pending.dataset, pending.version)
@@ -540,10 +611,24 @@ class Onboarding:
                 _load_row(pending).values(
                     state=LoadState.READY.value,
                     rows_loaded=max(rows, sum(counts.values())),
+                    bytes_read=version_loads.c.bytes_total,  # all of it (progress is throttled)
                     report=json.dumps(report.to_dict()),
                     finished_at=at,
                     updated_at=at,
                 )
+            )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "load.ready",
+                    refs={
+                        "dataset": pending.dataset,
+                        "version": pending.version,
+                        "rows": sum(counts.values()),
+                    },
+                    primary=False,  # the load's outcome, after the request that began it
+                ),
             )
 
     def _fail(
@@ -559,6 +644,16 @@ class Onboarding:
                     finished_at=at,
                     updated_at=at,
                 )
+            )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "load.failed",
+                    refs={"dataset": pending.dataset, "version": pending.version},
+                    code=str(problem.get("code") or "load_failed"),
+                    primary=False,
+                ),
             )
 
     # -- versions ------------------------------------------------------------------------------
@@ -685,6 +780,14 @@ class Onboarding:
             con.execute(
                 update(datasets).where(datasets.c.id == dataset).values(current_version=version)
             )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "version.activate",
+                    refs={"zone": zone, "dataset": dataset, "version": version},
+                ),
+            )
         log.info("version activated dataset=%s version=%d", dataset, version)
         return self._version(dataset, version)
 
@@ -777,6 +880,19 @@ class Onboarding:
                             state=IssueState.OPEN.value,
                             created_at=now(),
                         )
+                    )
+                    audit.append(
+                        con,
+                        audit.Event(
+                            "onboarding",
+                            "issue.raise",
+                            refs={"dataset": dataset, "issue": issue_id, "number": number},
+                            sealed={
+                                "title": title,
+                                "description": description,
+                                "subject": subject,
+                            },
+                        ),
                     )
                 break
             except IntegrityError:  # another issue took the number: try the next
@@ -877,6 +993,15 @@ class Onboarding:
                     answered_at=now(),
                 )
             )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "issue.answer",
+                    refs={"dataset": dataset, "issue": row.id, "number": number},
+                    sealed={"answer": answer},
+                ),
+            )
         return self._issue(dataset, number)
 
     def resolve_issue(
@@ -942,6 +1067,22 @@ class Onboarding:
                 and version is not None
             ):
                 revoked = _revoke_older(con, row.id, row.subject_ref, dataset, version, at)
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "issue.resolve",
+                    refs={
+                        "dataset": dataset,
+                        "issue": row.id,
+                        "number": number,
+                        "kind": resolution.value,
+                        "version": version,
+                        "revoked": revoked,
+                    },
+                    sealed={"note": note},
+                ),
+            )
         log.info(
             "issue resolved dataset=%s number=%d kind=%s revoked=%d",
             dataset,

@@ -5,18 +5,26 @@ The logic is :mod:`sandbox.onboarding`; see docs/onboarding.md.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.api import redact
 from sandbox.api.deps import MemberDep, Services, ServicesDep
+from sandbox.api.idempotency import IdempotencyKey, once
+from sandbox.api.responses import onboarding as views
+from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.catalog import Zone
 from sandbox.onboarding import Onboarding
 
-router = APIRouter(prefix="/v1", tags=["onboarding"])
+router = APIRouter(prefix="/v1", tags=["onboarding"], route_class=ViewRoute)
+T = TypeVar("T")
 
 MAX_POLICY_CHARS = 1_000_000
+MAX_NUMBER = 2**31 - 1  # versions and issue numbers: stored as integers
+Number = Annotated[int, Path(ge=1, le=MAX_NUMBER)]
 
 
 def _service(services: Services) -> Onboarding:
@@ -25,7 +33,18 @@ def _service(services: Services) -> Onboarding:
         services.settings.workspace_dir,
         quota_bytes=services.settings.load_quota_bytes,
         zone_secret=services.verification.zone_secret,
+        master_keys=services.vault.keys,
     )
+
+
+def _public(services: Services, view: T) -> T:
+    """``view`` with paths under the data directory made relative (sources as named)."""
+    return redact.tree(view, services.settings.data_dir)
+
+
+_HTML: dict[int | str, dict[str, Any]] = {
+    200: {"model": views.Quality, "content": {"text/html": {"schema": {"type": "string"}}}}
+}
 
 
 class ZoneBody(BaseModel):
@@ -65,6 +84,12 @@ class LoadBody(BaseModel):
     provider: str | None = Field(
         None, max_length=63, description="The provider (department) of the dataset."
     )
+    cluster_by: str | None = Field(
+        None,
+        max_length=63,
+        description="Store the tables sorted by this column (default: the policy's "
+        "[storage] cluster_by).",
+    )
 
 
 class IssueBody(BaseModel):
@@ -88,7 +113,9 @@ class AnswerBody(BaseModel):
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["no_change", "corrected"]
-    version: int | None = Field(None, ge=1, description="The version holding the correction.")
+    version: int | None = Field(
+        None, ge=1, le=MAX_NUMBER, description="The version holding the correction."
+    )
     note: str = Field("", max_length=10_000)
     revoke_receipts: bool = Field(
         True, description="corrected: revoke the subject's receipts from older versions."
@@ -98,149 +125,236 @@ class ResolveBody(BaseModel):
 # -- zones and providers ------------------------------------------------------------------------
 
 
-@router.post("/zones", status_code=201)
-def create_zone(body: ZoneBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    return _service(services).create_zone(
-        member, body.id, body.kind, body.operator, body.title, body.description
-    )
+@router.post("/zones", status_code=201, response_model=Zone)
+def create_zone(
+    body: ZoneBody,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    return once(
+        services, member, idempotency_key, request, response, body,
+        lambda: _service(services).create_zone(
+            member, body.id, body.kind, body.operator, body.title, body.description
+        ),
+    )  # fmt: skip
 
 
-@router.post("/providers", status_code=201)
-def create_provider(body: ProviderBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    return _service(services).create_provider(
-        member, body.id, body.name, body.zone, body.description
-    )
+@router.post("/providers", status_code=201, response_model=views.Provider)
+def create_provider(
+    body: ProviderBody,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    return once(
+        services, member, idempotency_key, request, response, body,
+        lambda: _service(services).create_provider(
+            member, body.id, body.name, body.zone, body.description
+        ),
+    )  # fmt: skip
 
 
-@router.get("/providers")
+@router.get("/providers", response_model=views.ProviderList)
 def list_providers(
     member: MemberDep, services: ServicesDep, zone: str | None = None
 ) -> dict[str, Any]:
     return {"providers": _service(services).list_providers(zone)}
 
 
-@router.post("/providers/{provider}/members", status_code=201)
+@router.post("/providers/{provider}/members", status_code=201, response_model=views.ProviderMember)
 def add_provider_member(
-    provider: str, body: ProviderMemberBody, member: MemberDep, services: ServicesDep
+    provider: str,
+    body: ProviderMemberBody,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return _service(services).add_provider_member(member, provider, body.member)
+    return once(
+        services, member, idempotency_key, request, response, body,
+        lambda: _service(services).add_provider_member(member, provider, body.member),
+    )  # fmt: skip
 
 
 # -- loads and versions -------------------------------------------------------------------------
 
 
-@router.post("/zones/{zone}/datasets/{dataset}/versions", status_code=202)
+@router.post(
+    "/zones/{zone}/datasets/{dataset}/versions",
+    status_code=202,
+    response_model=views.StartedLoad,
+)
 def start_load(
     zone: str,
     dataset: str,
     body: LoadBody,
     member: MemberDep,
     services: ServicesDep,
+    request: Request,
     response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Start a load; it runs in the background. Poll the returned ``url`` for progress; the
     version becomes current only if the load and its quality rules pass."""
-    service = _service(services)
-    pending = service.begin_load(
-        member,
-        zone,
-        dataset,
-        body.policy,
-        body.source,
-        body.sources,
-        provider=body.provider,
-        policy_name=f"policy of {dataset[:64]}",
-        confine_to=services.settings.data_dir / "sources",
+
+    def start() -> dict[str, Any]:
+        service = _service(services)
+        pending = service.begin_load(
+            member,
+            zone,
+            dataset,
+            body.policy,
+            body.source,
+            body.sources,
+            provider=body.provider,
+            policy_name=f"policy of {dataset[:64]}",
+            confine_to=services.settings.data_dir / "sources",
+            cluster_by=body.cluster_by,
+        )
+        service.start_load(pending)
+        url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
+        view = service.get_version(member, zone, dataset, pending.version)
+        return _public(services, {**view, "url": url})
+
+    started: dict[str, Any] = once(
+        services, member, idempotency_key, request, response, body, start
     )
-    service.start_load(pending)
-    url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
-    response.headers["Location"] = url
-    return {**service.get_version(member, zone, dataset, pending.version), "url": url}
+    response.headers["Location"] = started["url"]
+    return started
 
 
-@router.get("/zones/{zone}/datasets/{dataset}/versions")
+@router.get("/zones/{zone}/datasets/{dataset}/versions", response_model=views.VersionList)
 def list_versions(
     zone: str, dataset: str, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return _service(services).list_versions(member, zone, dataset)
+    return _public(services, _service(services).list_versions(member, zone, dataset))
 
 
-@router.get("/zones/{zone}/datasets/{dataset}/versions/{version}")
+@router.get("/zones/{zone}/datasets/{dataset}/versions/{version}", response_model=views.Version)
 def get_version(
-    zone: str, dataset: str, version: int, member: MemberDep, services: ServicesDep
+    zone: str, dataset: str, version: Number, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return _service(services).get_version(member, zone, dataset, version)
+    return _public(services, _service(services).get_version(member, zone, dataset, version))
 
 
-@router.post("/zones/{zone}/datasets/{dataset}/versions/{version}/activate")
+@router.post(
+    "/zones/{zone}/datasets/{dataset}/versions/{version}/activate",
+    response_model=views.Version,
+)
 def activate_version(
-    zone: str, dataset: str, version: int, member: MemberDep, services: ServicesDep
+    zone: str,
+    dataset: str,
+    version: Number,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Make a ready version current (a rollback, or forward again)."""
-    return _service(services).activate(member, zone, dataset, version)
+    return once(
+        services, member, idempotency_key, request, response, None,
+        lambda: _public(services, _service(services).activate(member, zone, dataset, version)),
+    )  # fmt: skip
 
 
 # -- quality ------------------------------------------------------------------------------------
 
 
-@router.get("/datasets/{dataset}/quality", response_model=None)
+@router.get("/datasets/{dataset}/quality", response_model=None, responses=_HTML)
 def get_quality(
     dataset: str,
     member: MemberDep,
     services: ServicesDep,
-    version: int | None = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
     format: Literal["json", "html"] = "json",
 ) -> dict[str, Any] | HTMLResponse:
     """The quality report of the current version (or ``?version=N``): admins, operators and the
     dataset's provider only."""
     service = _service(services)
     if format == "html":
-        return HTMLResponse(service.quality_html(member, dataset, version))
-    return service.quality(member, dataset, version)
+        return HTMLResponse(_public(services, service.quality_html(member, dataset, version)))
+    found = _public(services, service.quality(member, dataset, version))
+    return views.Quality.model_validate(found).model_dump(mode="json", exclude_unset=True)
 
 
 # -- issues -------------------------------------------------------------------------------------
 
 
-@router.post("/datasets/{dataset}/issues", status_code=201)
+@router.post("/datasets/{dataset}/issues", status_code=201, response_model=views.Issue)
 def raise_issue(
-    dataset: str, body: IssueBody, member: MemberDep, services: ServicesDep
+    dataset: str,
+    body: IssueBody,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return _service(services).raise_issue(
-        member, dataset, body.title, body.description, body.subject
-    )
+    return once(
+        services, member, idempotency_key, request, response, body,
+        lambda: _service(services).raise_issue(
+            member, dataset, body.title, body.description, body.subject
+        ),
+    )  # fmt: skip
 
 
-@router.get("/datasets/{dataset}/issues")
+@router.get("/datasets/{dataset}/issues", response_model=views.IssueList)
 def list_issues(dataset: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """Staff (admin, operator, the dataset's provider) see every issue; others their tenant's."""
     return {"issues": _service(services).list_issues(member, dataset)}
 
 
-@router.get("/datasets/{dataset}/issues/{number}")
+@router.get("/datasets/{dataset}/issues/{number}", response_model=views.Issue)
 def get_issue(
-    dataset: str, number: int, member: MemberDep, services: ServicesDep
+    dataset: str, number: Number, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
     return _service(services).get_issue(member, dataset, number)
 
 
-@router.post("/datasets/{dataset}/issues/{number}/answer")
+@router.post("/datasets/{dataset}/issues/{number}/answer", response_model=views.Issue)
 def answer_issue(
-    dataset: str, number: int, body: AnswerBody, member: MemberDep, services: ServicesDep
+    dataset: str,
+    number: Number,
+    body: AnswerBody,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return _service(services).answer_issue(member, dataset, number, body.answer)
+    return once(
+        services, member, idempotency_key, request, response, body,
+        lambda: _service(services).answer_issue(member, dataset, number, body.answer),
+    )  # fmt: skip
 
 
-@router.post("/datasets/{dataset}/issues/{number}/resolve")
+@router.post("/datasets/{dataset}/issues/{number}/resolve", response_model=views.Issue)
 def resolve_issue(
-    dataset: str, number: int, body: ResolveBody, member: MemberDep, services: ServicesDep
+    dataset: str,
+    number: Number,
+    body: ResolveBody,
+    member: MemberDep,
+    services: ServicesDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return _service(services).resolve_issue(
-        member,
-        dataset,
-        number,
-        body.kind,
-        body.version,
-        body.note,
-        revoke_receipts=body.revoke_receipts,
-    )
+    return once(
+        services, member, idempotency_key, request, response, body,
+        lambda: _service(services).resolve_issue(
+            member,
+            dataset,
+            number,
+            body.kind,
+            body.version,
+            body.note,
+            revoke_receipts=body.revoke_receipts,
+        ),
+    )  # fmt: skip

@@ -176,7 +176,7 @@ def test_load_csv_gbk_and_parquet_glob_make_versions(
     report = client.get("/v1/datasets/firms/quality", headers=auth(admin)).json()["report"]
     assert report["tables"][0]["rows"] == 30
     assert report["tables"][0]["previous_rows"] == 5
-    assert workspace_files(data_dir) == ["v1.duckdb", "v2.duckdb", "v3.duckdb"]
+    assert workspace_files(data_dir) == ["v1.sealed", "v2.sealed", "v3.sealed"]
     listed = client.get(f"/v1/zones/{ZONE}/datasets/firms/versions", headers=auth(operator))
     assert [v["version"] for v in listed.json()["versions"]] == [1, 2, 3]
 
@@ -219,7 +219,7 @@ def test_bad_csv_fails_the_version_and_changes_nothing(
         3,
     )
     assert current_version(client, admin) == 1
-    assert workspace_files(data_dir) == ["v1.duckdb"]
+    assert workspace_files(data_dir) == ["v1.sealed"]
     with engine_of(client).connect() as con:
         assert con.execute(select(func.count()).select_from(charges)).scalar() == charges_before
     # a failed version cannot be made current
@@ -543,3 +543,177 @@ def test_cli_zone_and_provider(data_dir: Path, kind: str) -> None:
     assert prov.exit_code == 0, prov.output
     listed = runner.invoke(cli_app, ["provider", "list", *dd])
     assert [p["id"] for p in json.loads(listed.stdout)] == ["p1"]
+
+
+# -- Idempotency-Key on every mutating onboarding route -------------------------------------------
+
+
+def replayed(
+    client: TestClient,
+    key: str,
+    path: str,
+    body: dict[str, Any] | None,
+    status: int,
+    other: tuple[str, dict[str, Any] | None],
+) -> dict[str, Any]:
+    """The call once with an Idempotency-Key, again (the same response: status and body), and
+    the key with another request (``idempotency_key_reused``). Returns the first body."""
+    headers = {**auth(key), "Idempotency-Key": f"k-{path}"}
+    first = client.post(path, json=body, headers=headers)
+    assert first.status_code == status, first.text
+    again = client.post(path, json=body, headers=headers)
+    assert (again.status_code, again.json()) == (status, first.json())
+    reused = client.post(other[0], json=other[1], headers=headers)
+    assert (reused.status_code, reused.json()["code"]) == (409, "idempotency_key_reused")
+    body_: dict[str, Any] = first.json()
+    return body_
+
+
+def test_idempotency_key_zones_and_providers(client: TestClient, keys: dict[str, str]) -> None:
+    admin = keys["admin"]
+    zone = {"id": "haidian", "kind": "regional", "operator": "Haidian Data Co.", "title": "H"}
+    made = replayed(client, admin, "/v1/zones", zone, 201, ("/v1/zones", {**zone, "id": "x"}))
+    assert made["id"] == "haidian"
+    zones = [z["id"] for z in client.get("/v1/zones", headers=auth(admin)).json()["zones"]]
+    assert zones.count("haidian") == 1 and "x" not in zones  # one effect; the reuse had none
+
+    provider = {"id": "bj-tax", "name": "Beijing Tax Bureau", "zone": ZONE}
+    replayed(
+        client, admin, "/v1/providers", provider, 201,
+        ("/v1/providers", {**provider, "name": "Another"}),
+    )  # fmt: skip
+    providers = client.get("/v1/providers", headers=auth(admin)).json()["providers"]
+    assert [(p["id"], p["name"]) for p in providers] == [("bj-tax", "Beijing Tax Bureau")]
+
+    first_id, _ = member(client, MemberRole.PROVIDER)
+    second_id, _ = member(client, MemberRole.PROVIDER)
+    linked = replayed(
+        client, admin, "/v1/providers/bj-tax/members", {"member": first_id}, 201,
+        ("/v1/providers/bj-tax/members", {"member": second_id}),
+    )  # fmt: skip
+    assert linked == {"provider": "bj-tax", "member": first_id}
+
+
+def test_idempotency_key_loads_and_activation(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    admin = keys["admin"]
+    url = f"/v1/zones/{ZONE}/datasets/firms/versions"
+    body = {"policy": POLICY, "source": write_csv(data_dir, "firms.csv", ROWS)}
+    headers = {**auth(admin), "Idempotency-Key": "load-1"}
+    started = client.post(url, json=body, headers=headers)
+    assert started.status_code == 202, started.text
+    wait(client, admin, started.json()["url"])
+    again = client.post(url, json=body, headers=headers)
+    assert (again.status_code, again.json()) == (202, started.json())  # the first response
+    assert again.headers["Location"] == started.headers["Location"] == started.json()["url"]
+    listed = client.get(url, headers=auth(admin)).json()["versions"]
+    assert [v["version"] for v in listed] == [1]  # no second load
+    other = client.post(url, json={**body, "source": "other.csv"}, headers=headers)
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+    load(client, admin, write_csv(data_dir, "more.csv", ROWS[:2]))  # version 2, current
+    assert current_version(client, admin) == 2
+
+    back = replayed(client, admin, f"{url}/1/activate", None, 200, (f"{url}/2/activate", None))
+    assert back["current"] is True and back["version"] == 1
+    assert current_version(client, admin) == 1
+    client.post(f"{url}/2/activate", headers=auth(admin))  # forward again, without a key
+    replay = client.post(
+        f"{url}/1/activate", headers={**auth(admin), "Idempotency-Key": f"k-{url}/1/activate"}
+    )
+    assert replay.json() == back  # the stored answer, not a second rollback
+    assert current_version(client, admin) == 2
+
+
+def test_idempotency_key_issues(client: TestClient, keys: dict[str, str], data_dir: Path) -> None:
+    admin = keys["admin"]
+    load(client, admin, write_csv(data_dir, "firms.csv", ROWS))
+    load(client, admin, write_csv(data_dir, "fixed.csv", ROWS))
+    issues = "/v1/datasets/firms/issues"
+    issue = {"title": "revenue of A2 wrong", "description": "filed 30"}
+    raised = replayed(client, admin, issues, issue, 201, (issues, {**issue, "title": "other"}))
+    assert raised["number"] == 1
+    assert [i["number"] for i in client.get(issues, headers=auth(admin)).json()["issues"]] == [1]
+
+    answered = replayed(
+        client, admin, f"{issues}/1/answer", {"answer": "checking"}, 200,
+        (f"{issues}/1/answer", {"answer": "something else"}),
+    )  # fmt: skip
+    assert answered["answer"]["text"] == "checking"
+    resolution = {"kind": "no_change", "note": "as filed"}
+    resolved = replayed(
+        client, admin, f"{issues}/1/resolve", resolution, 200,
+        (f"{issues}/1/resolve", {"kind": "corrected", "version": 2}),
+    )  # fmt: skip
+    assert resolved["state"] == "resolved"
+    # without the key, a second resolution is refused: the replay above was not one
+    plain = client.post(f"{issues}/1/resolve", json=resolution, headers=auth(admin))
+    assert (plain.status_code, plain.json()["code"]) == (409, "conflict")
+
+
+def test_idempotency_keys_are_per_member_and_released_by_failures(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    admin = keys["admin"]
+    _, other_admin = member(client, MemberRole.ADMIN, tenant=None)
+    zone = {"id": "shunyi", "kind": "regional", "operator": "o", "title": "t"}
+    key = {"Idempotency-Key": "same"}
+    assert client.post("/v1/zones", json=zone, headers={**auth(admin), **key}).status_code == 201
+    # the same key of another member is its own: this is a second, refused, creation
+    clash = client.post("/v1/zones", json=zone, headers={**auth(other_admin), **key})
+    assert (clash.status_code, clash.json()["code"]) == (409, "conflict")
+    # that failure released the key: the other member may use it for another request
+    fresh = client.post(
+        "/v1/zones", json={**zone, "id": "miyun"}, headers={**auth(other_admin), **key}
+    )
+    assert fresh.status_code == 201, fresh.text
+    too_long = client.post(
+        "/v1/zones",
+        json={**zone, "id": "pinggu"},
+        headers={**auth(admin), "Idempotency-Key": "k" * 129},
+    )
+    assert too_long.status_code == 422
+
+
+def test_one_key_sent_at_once_has_one_effect(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    admin = keys["admin"]
+    load(client, admin, write_csv(data_dir, "firms.csv", ROWS))
+    headers = {**auth(admin), "Idempotency-Key": "burst"}
+    issue = {"title": "one issue"}
+
+    def send(_: int) -> tuple[int, dict[str, Any]]:
+        response = client.post("/v1/datasets/firms/issues", json=issue, headers=headers)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    created = [body for status, body in answers if status == 201]
+    assert created and all(body == created[0] for body in created)
+    assert all(status in (201, 409) for status, _ in answers)
+    listed = client.get("/v1/datasets/firms/issues", headers=auth(admin)).json()["issues"]
+    assert len(listed) == 1
+
+
+def test_cluster_by_in_the_load_request_or_the_policy(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    admin = keys["admin"]
+    source = write_csv(data_dir, "firms.csv", ROWS)
+    url = f"/v1/zones/{ZONE}/datasets/firms/versions"
+    body = {"policy": POLICY, "source": source, "cluster_by": "nope"}
+    refused = client.post(url, json=body, headers=auth(admin))
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_request")
+    assert refused.json()["field"] == "cluster_by"
+    assert load(client, admin, source, cluster_by="revenue")["state"] == "ready"
+    clustered = POLICY.replace(
+        "min_group_size = 0\n", 'min_group_size = 0\n\n[storage]\ncluster_by = "credit_code"\n'
+    )
+    assert load(client, admin, source, policy=clustered)["state"] == "ready"
+    bad = clustered.replace('cluster_by = "credit_code"', 'cluster_by = "nope"')
+    wrong = client.post(url, json={"policy": bad, "source": source}, headers=auth(admin))
+    assert (wrong.status_code, wrong.json()["code"]) == (422, "invalid_policy")
+    assert wrong.json()["key"] == "storage.cluster_by"

@@ -1,0 +1,50 @@
+"""The Idempotency-Key store of onboarding calls (``sandbox.idempotency``) on SQLite and
+PostgreSQL: one claim per (member, key) under concurrency, replay, reuse, release."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from sandbox import access, idempotency, store
+from sandbox.access import MemberRole
+from sandbox.errors import Conflict, IdempotencyKeyReused
+
+
+def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    engine = store.connect(state_url)
+    try:
+        tenant = access.create_tenant(engine, "Dept", "government", "public_welfare")
+        admin, _ = access.create_member(engine, tenant, "a", MemberRole.ADMIN)
+        other, _ = access.create_member(engine, tenant, "b", MemberRole.ADMIN)
+        digest = idempotency.request_hash("POST", "/v1/zones", {"id": "z", "kind": "domain"})
+        same = idempotency.request_hash("post", "/v1/zones", {"kind": "domain", "id": "z"})
+        assert same == digest  # key order and method case do not matter
+
+        def attempt(_: int) -> str:
+            try:
+                return "go" if idempotency.claim(engine, admin, "k", digest) is None else "replay"
+            except Conflict as exc:
+                return exc.error_code
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(attempt, range(8)))
+        assert outcomes.count("go") == 1
+        assert set(outcomes) <= {"go", "conflict"}
+
+        idempotency.complete(engine, admin, "k", 201, {"id": "z", "n": [1, "二"]})
+        replay = idempotency.claim(engine, admin, "k", digest)
+        assert replay == idempotency.Replay(201, {"id": "z", "n": [1, "二"]})
+        with pytest.raises(IdempotencyKeyReused):
+            idempotency.claim(engine, admin, "k", idempotency.request_hash("POST", "/x", None))
+        assert idempotency.claim(engine, other, "k", digest) is None  # another member's key
+
+        idempotency.release(engine, other, "k")  # its call failed: the key is free again
+        assert idempotency.claim(engine, other, "k", "0" * 64) is None
+        idempotency.release(engine, admin, "k")  # a completed key is never released
+        assert idempotency.claim(engine, admin, "k", digest) == replay
+    finally:
+        engine.dispose()

@@ -69,6 +69,9 @@ _READY: Final = "ready"
 _LOCKDOWN_FAILED: Final = "lockdown_failed"
 _OK: Final = "ok"
 _ERROR: Final = "error"
+# Parsed statements kept per workspace instance in a worker (the SQL texts seen most recently).
+_STATEMENT_CACHE_SIZE: Final = 256
+_MAX_CACHED_SQL_CHARS: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -134,22 +137,51 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(3)
 
 
+class _Instance:
+    """One locked workspace instance and the statements already parsed and checked on it.
+
+    A template or a repeated query arrives as the same SQL text many times: keeping its parsed
+    statement saves the parse and the one-SELECT check on every later request (the plan is still
+    made per request, on a fresh cursor). The cache is bounded and dies with the instance.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, capacity: int) -> None:
+        self.con = con
+        self._capacity = capacity
+        self._statements: OrderedDict[str, duckdb.Statement] = OrderedDict()
+
+    def statement(self, sql: str) -> duckdb.Statement:
+        """The parsed statement of ``sql``, which must be exactly one SELECT."""
+        found = self._statements.get(sql)
+        if found is not None:
+            self._statements.move_to_end(sql)
+            return found
+        parsed = self.con.extract_statements(sql)
+        if len(parsed) != 1 or parsed[0].type != duckdb.StatementType.SELECT:
+            raise _StatementNotAllowed
+        if len(sql) <= _MAX_CACHED_SQL_CHARS:
+            self._statements[sql] = parsed[0]
+            while len(self._statements) > self._capacity:
+                self._statements.popitem(last=False)
+        return parsed[0]
+
+
 class _Connections:
     """Locked instances per workspace, least recently used evicted (each holds a buffer pool)."""
 
     def __init__(self, limits: ExecutorLimits, temp_dir: Path) -> None:
         self._limits = limits
         self._temp_dir = temp_dir
-        self._open: OrderedDict[str, duckdb.DuckDBPyConnection] = OrderedDict()
+        self._open: OrderedDict[str, _Instance] = OrderedDict()
 
-    def get(self, workspace: str) -> duckdb.DuckDBPyConnection:
-        con = self._open.get(workspace)
-        if con is not None:
+    def get(self, workspace: str) -> _Instance:
+        found = self._open.get(workspace)
+        if found is not None:
             self._open.move_to_end(workspace)
-            return con
+            return found
         while len(self._open) >= self._limits.connection_cache_size:
             old_path, old = self._open.popitem(last=False)
-            self._close(old_path, old)
+            self._close(old_path, old.con)
         con = open_locked(
             Path(workspace),
             memory_limit=self._limits.memory_limit,
@@ -158,8 +190,8 @@ class _Connections:
             max_execution_ms=self._limits.max_execution_ms,
             max_temp_bytes=self._limits.max_temp_bytes,
         )
-        self._open[workspace] = con
-        return con
+        found = self._open[workspace] = _Instance(con, _STATEMENT_CACHE_SIZE)
+        return found
 
     def _close(self, workspace: str, con: duckdb.DuckDBPyConnection) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -173,14 +205,14 @@ def _execute(
     """Run one request on a fresh cursor and return the pickled rows.
 
     The fresh cursor is what keeps requests apart: temp objects, variables, prepared statements
-    and the random seed are connection-local in DuckDB.
+    and the random seed are connection-local in DuckDB. The parsed statement may come from the
+    instance's cache; it is only a syntax tree, bound and planned anew on the fresh cursor.
     """
-    cursor = cons.get(workspace).cursor()
+    instance = cons.get(workspace)
+    statement = instance.statement(sql)
+    cursor = instance.con.cursor()
     try:
-        statements = cursor.extract_statements(sql)
-        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            raise _StatementNotAllowed
-        cursor.execute(sql, params)
+        cursor.execute(statement, params)
         rows = cursor.fetchmany(limits.max_result_rows + 1)
     finally:
         cursor.close()

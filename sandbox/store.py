@@ -182,9 +182,10 @@ consents = Table(
     Index("ix_consents_tenant", "tenant_id", "created_at"),
 )
 
-# The per-subject leakage ledger: one row per answered verification, written BEFORE the query
-# runs. Never a value: the claim is a zone-keyed fingerprint; the outcome is on the receipt (none
-# if the query failed after the charge).
+# The per-subject leakage ledger: one row per answered verification, fixed before the query runs
+# and written in the answer's transaction, with its receipt (nothing is answered before that
+# commit). Never a value: the claim is a zone-keyed fingerprint; the outcome is on the receipt
+# (none if the query failed after the charge). Every row takes one unit of the tenant's quota.
 verification_events = Table(
     "verification_events",
     metadata,
@@ -311,4 +312,9 @@ def _sqlite_durability(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-from sandbox import onboarding_store  # noqa: E402,F401  (registers its tables)
+# Modules that define tables on this metadata (imported here so that it holds the whole schema).
+from sandbox import (  # noqa: E402,F401
+    audit_store,
+    idempotency,
+    onboarding_store,
+)

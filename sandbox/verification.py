@@ -9,15 +9,21 @@ The order of a verification is the point of this module (docs/verification.md):
    equals its claim commitment. Every failure — and an unknown subject, which simply has no
    consent — is the same :class:`~sandbox.errors.ConsentRefused`: one code, status, detail, and
    one latency envelope (a decoy template query runs on the refusal path; optional padding);
-3. the **leakage decision** from request history only (``policies.leakage.check_request``), in
-   one transaction serialised per subject, where the answer's event (bits, quota) is recorded
-   BEFORE the executor runs; claim changes are refused and raise an alert;
+3. the **leakage decision** from request history only (``policies.leakage.check_request``),
+   read in one transaction that writes nothing: the charge (bits, quota) is fixed before the
+   executor runs; claim changes are refused and raise an alert;
 4. the template query in the locked-down executor → ``decide`` → a :class:`Receipt` signed
-   with the zone's current key → stored, and the answer ``{outcome, receipt}``.
+   with the zone's current key;
+5. the **answer transaction**, serialised per subject, the call's only commit: if anything was
+   committed since the read, the decision is taken again under the lock (a line can only turn
+   into a repeat or a refusal); then the answer's event (the charge), the consent's use, any
+   alert, the receipt and the audit entry are written together. Only then does the answer
+   ``{outcome, receipt}`` go out, so no outcome leaves uncharged; a query that failed after its
+   line was allowed is charged all the same.
 
-A batch runs the same decisions line by line inside one transaction (lines see the lines before
-them), then one engine query per template version for all its lines, signs the receipts in a
-loop and stores them in one transaction.
+A batch runs the same decisions line by line (lines see the lines before them), then one engine
+query per template version for all its lines, signs the receipts (in a signer pool when large)
+and writes everything in one answer transaction.
 
 No value ever leaves: the facts stay here, claims are stored only as a zone-keyed fingerprint
 (ledger) and a salted commitment (consents, receipts), and logs carry ids and codes.
@@ -25,6 +31,7 @@ No value ever leaves: the facts stay here, claims are stored only as a zone-keye
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -33,8 +40,8 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -53,7 +60,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from policies.leakage import VerificationEvent, check_request
 from policies.leakage import VerificationRequest as LedgerRequest
@@ -67,7 +73,7 @@ from policies.templates import (
     template_batch_query,
     template_query,
 )
-from sandbox import catalog
+from sandbox import audit, catalog
 from sandbox.access import SUBJECT_ID, ZONE_WIDE, Member, MemberRole, get_tenant, new_id
 from sandbox.errors import (
     ConsentRefused,
@@ -75,6 +81,7 @@ from sandbox.errors import (
     Forbidden,
     InvalidRequest,
     NotFound,
+    ServiceUnavailable,
     VeilError,
 )
 from sandbox.executor import Executor
@@ -94,11 +101,13 @@ from sandbox.signing import CHUNK, Signer
 from sandbox.store import (
     alerts,
     consents,
+    datasets,
     now,
     receipts,
     verification_events,
     verification_quotas,
 )
+from sandbox.vault import Vault, leased
 
 __all__ = [
     "MAX_BATCH_LINES",
@@ -125,6 +134,11 @@ _LOCK_NAMESPACE: Final = 7_370_001  # PostgreSQL advisory locks: (namespace, key
 _SUBJECT_BUCKETS: Final = 1024
 _RFC3339: Final = "%Y-%m-%dT%H:%M:%S%z"
 _IN_CHUNK: Final = 900  # bound parameters per IN (...) list (SQLite allows 32766)
+# One encoder each, built once (json.dumps with options builds a new encoder on every call).
+_SIGNING_JSON: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_READ_ATTEMPTS: Final = 3  # reads of a call whose dataset version was not cached yet
+_CACHED_VERSIONS: Final = 256  # dataset versions kept parsed (they never change)
 
 
 class RevocationReason(StrEnum):
@@ -167,6 +181,15 @@ class ConsentRequest:
 
 
 _LINE_FIELDS: Final = ("template", "version", "subject", "claim", "salt", "consent", "purpose")
+# What a consent's audit entry seals, per consent (docs/audit.md).
+_CONSENT_AUDIT: Final = (
+    "id",
+    "tenant_id",
+    "subject_ref",
+    "template_id",
+    "template_version",
+    "purpose",
+)
 
 
 def parse_request(doc: object) -> VerifyRequest:
@@ -341,7 +364,7 @@ def _consent(row: Any) -> Consent:
 
 _c = consents.c
 _e = verification_events.c
-_CONSENTS_BY_ID = select(
+_CONSENTS_BY_ID = select(  # the fields of _Held, in order
     _c.id,
     _c.tenant_id,
     _c.subject_ref,
@@ -366,6 +389,9 @@ _HISTORY = (
         ),
     )
 )
+# Every stored event took one unit of quota (a tenant's own repeats are not stored, and
+# ``_decide_line`` refuses to store anything else), so counting rows is counting units, and the
+# count reads only the ``(tenant_id, template_id, at)`` index, never the table.
 _QUOTA_USED = select(func.count()).select_from(
     select(literal_column("1"))
     .select_from(verification_events)
@@ -373,10 +399,15 @@ _QUOTA_USED = select(func.count()).select_from(
         _e.tenant_id == bindparam("tenant"),
         _e.template_id == bindparam("template"),
         _e.at > bindparam("since"),
-        _e.quota_units > 0,
     )
     .limit(bindparam("cap"))
     .subquery()
+)
+_CURRENT_VERSIONS = select(datasets.c.id, datasets.c.current_version).where(
+    datasets.c.id.in_(bindparam("ids", expanding=True))
+)
+_STORED_DOCUMENTS = select(receipts.c.id, receipts.c.document).where(
+    receipts.c.id.in_(bindparam("ids", expanding=True))
 )
 _OVERRIDES = select(verification_quotas.c.template_id, verification_quotas.c.quota).where(
     verification_quotas.c.tenant_id == bindparam("tenant")
@@ -384,7 +415,11 @@ _OVERRIDES = select(verification_quotas.c.template_id, verification_quotas.c.quo
 _INSERT_EVENTS = insert(verification_events)
 _INSERT_ALERTS = insert(alerts)
 _INSERT_RECEIPTS = insert(receipts)
-_BUMP_USES = update(consents).where(_c.id == bindparam("cid")).values(uses=bindparam("new_uses"))
+_BUMP_USES = (
+    update(consents)
+    .where(_c.id.in_(bindparam("ids", expanding=True)))
+    .values(uses=_c.uses + bindparam("n"))
+)
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:ns, :key)")
 
 
@@ -410,8 +445,10 @@ class _Line:
     receipt_id: str | None = None
     outcome: str | None = None
     stored: bool = False  # the receipt exists already (an own sticky repeat)
-    new_event: bool = False
+    fresh_id: str | None = None  # the receipt id of a new answer (kept if decided again)
+    failed: VeilError | None = None  # allowed, but the query failed: charged, no receipt
     document: dict[str, object] | None = None
+    signed: str | None = None  # a new receipt's stored JSON text (the document, signed)
 
     @property
     def ok(self) -> bool:
@@ -437,7 +474,7 @@ class _Held:
 
 @dataclass
 class _Context:
-    """What the decision transaction read, updated line by line, and what it will write."""
+    """What a decision read, updated line by line, and what the answer transaction writes."""
 
     held: dict[str, _Held]  # consent id -> consent
     history: dict[str, list[VerificationEvent]]  # subject ref -> answered verifications
@@ -448,6 +485,20 @@ class _Context:
     events: list[dict[str, Any]] = field(default_factory=list)
     bumped: dict[str, int] = field(default_factory=dict)  # consent id -> new use count
     alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Receipt documents sent to be signed: (line, document, signing input) and the signatures.
+_SignJob = tuple[list[tuple["_Line", dict[str, object], str]], Future[list[bytes]]]
+
+
+@dataclass
+class _State:
+    """A call's decision between its read and its answer transaction."""
+
+    lines: list[_Line]  # the lines that were decided (their shape and dataset were fine)
+    ctx: _Context
+    data_version: int | None  # SQLite's PRAGMA data_version at the read; None: decide again
+    stored: dict[str, dict[str, object]]  # receipt id -> stored document, for own repeats
 
 
 class VerificationService:
@@ -464,9 +515,11 @@ class VerificationService:
         *,
         envelope_ms: float = 0.0,
         signer: Signer | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
+        self.vault = vault  # decrypts sealed workspaces; None: version paths are plain files
         self.templates = templates
         self.keys = keys
         self.key_id = keys.current_id
@@ -474,6 +527,7 @@ class VerificationService:
         self.zone_secret = zone_secret
         self.envelope_s = envelope_ms / 1000.0
         self._postgres = engine.dialect.name == "postgresql"
+        self._versions: dict[tuple[str, int], catalog.DatasetVersion] = {}
 
     # -- templates and keys --------------------------------------------------------------------
 
@@ -550,6 +604,16 @@ class VerificationService:
         if rows:
             with self.engine.begin() as con:
                 con.execute(insert(consents), rows)
+                audit.append(
+                    con,
+                    audit.Event(
+                        "verification",
+                        "consent.grant",
+                        tenant=rows[0]["tenant_id"] if len(rows) == 1 else None,
+                        refs={"count": len(rows), "consents": [r["id"] for r in rows[:100]]},
+                        sealed={"consents": [[r[k] for k in _CONSENT_AUDIT] for r in rows]},
+                    ),
+                )
         for row in rows:
             log.info(
                 "consent granted id=%s tenant=%s template=%s",
@@ -633,6 +697,9 @@ class VerificationService:
                 con.execute(
                     update(consents).where(consents.c.id == consent_id).values(revoked_at=now())
                 )
+            audit.append(
+                con, audit.Event("verification", "consent.revoke", refs={"consent": consent_id})
+            )
         log.info("consent revoked id=%s", consent_id)
 
     # -- quotas ----------------------------------------------------------------------------------
@@ -662,6 +729,15 @@ class VerificationService:
                         tenant_id=tenant_id, template_id=template.id, quota=quota, created_at=now()
                     )
                 )
+            audit.append(
+                con,
+                audit.Event(
+                    "admin",
+                    "quota.set",
+                    tenant=tenant_id,
+                    refs={"template": template.id, "quota": quota},
+                ),
+            )
         return {
             "tenant": tenant_id,
             "template": template.id,
@@ -690,6 +766,36 @@ class VerificationService:
     ) -> dict[str, Any]:
         """Many verifications in one call, answered line by line in input order: each result is
         ``{"index", "outcome", "receipt"}`` or ``{"index", "error": {code, status, detail}}``."""
+        results: list[dict[str, Any]] = []
+        lines = self._batch(member, requests)
+        for line in lines:
+            if line.error is not None:
+                results.append({"index": line.index, "error": _short(line.error)})
+            else:
+                results.append(
+                    {"index": line.index, "outcome": line.outcome, "receipt": line.document}
+                )
+        return {"results": results, "summary": _summary(lines)}
+
+    def verify_batch_json(
+        self, member: Member, requests: Sequence[VerifyRequest | VeilError]
+    ) -> str:
+        """:meth:`verify_batch`'s answer as compact JSON text (what the HTTP API sends). A new
+        receipt goes in as the very text that was signed and stored, so the receipts of a
+        large batch are not serialised a second time."""
+        lines = self._batch(member, requests)
+        texts = {ln.receipt_id: ln.signed for ln in lines if ln.ok and ln.signed is not None}
+        parts: list[str] = []
+        for line in lines:
+            if line.error is not None:
+                parts.append(_json({"index": line.index, "error": _short(line.error)}))
+                continue
+            receipt = texts.get(line.receipt_id) or _json(line.document)
+            outcome = _json(line.outcome)
+            parts.append(f'{{"index":{line.index},"outcome":{outcome},"receipt":{receipt}}}')
+        return f'{{"results":[{",".join(parts)}],"summary":{_json(_summary(lines))}}}'
+
+    def _batch(self, member: Member, requests: Sequence[VerifyRequest | VeilError]) -> list[_Line]:
         member.require(MemberRole.VERIFIER)
         if len(requests) > MAX_BATCH_LINES:
             raise InvalidRequest(f"a batch has at most {MAX_BATCH_LINES} lines")
@@ -699,24 +805,7 @@ class VerificationService:
         ]
         if lines:
             self._run(member, lines, single=False)
-        results: list[dict[str, Any]] = []
-        answered = 0
-        for line in lines:
-            if line.error is not None:
-                results.append({"index": line.index, "error": _short(line.error)})
-            else:
-                answered += 1
-                results.append(
-                    {"index": line.index, "outcome": line.outcome, "receipt": line.document}
-                )
-        return {
-            "results": results,
-            "summary": {
-                "lines": len(lines),
-                "answered": answered,
-                "refused": len(lines) - answered,
-            },
-        }
+        return lines
 
     def _pad(self, started: float) -> None:
         if self.envelope_s > 0:
@@ -725,24 +814,57 @@ class VerificationService:
                 time.sleep(left)
 
     def _run(self, member: Member, lines: list[_Line], *, single: bool) -> list[_Line]:
+        """The flow of the module docstring: the request's shape; the decision, read in one
+        transaction; the queries and signatures outside any transaction; and the answer
+        transaction, the call's only commit."""
         at = now()
-        versions: dict[str, catalog.DatasetVersion | VeilError] = {}
         for line in lines:
             if line.ok:
-                self._prepare(line, versions)
+                self._prepare(line)
         if single and lines[0].error is not None:
             raise lines[0].error  # a malformed request: public rules, nothing else to hide
-        self._decide(member, lines, at)
-        if single and isinstance(lines[0].error, ConsentRefused):
-            self._decoy(lines[0])
+        if not any(line.ok for line in lines):
             return lines
-        self._execute(lines, single=single)
-        self._issue(member, lines, at)
-        return lines
+        for _ in range(_READ_ATTEMPTS):
+            with contextlib.ExitStack() as stack:
+                # SQLite: the call on one connection, so that the answer transaction can tell
+                # from ``PRAGMA data_version`` whether another connection committed since the read.
+                session = None if self._postgres else stack.enter_context(self.engine.connect())
+                state = self._read(session, member, lines, at, single=single)
+                if isinstance(state, _State):
+                    self._respond(session, member, lines, at, state, single=single)
+                    return lines
+            for dataset in state:  # not cached yet: loaded with no connection held, then again
+                self._load_version(dataset)
+        raise ServiceUnavailable("the dataset changed while the request was decided; try again")
 
-    def _prepare(
-        self, line: _Line, versions: dict[str, catalog.DatasetVersion | VeilError]
+    def _respond(
+        self,
+        session: Connection | None,
+        member: Member,
+        lines: list[_Line],
+        at: datetime,
+        state: _State,
+        *,
+        single: bool,
     ) -> None:
+        """The queries, the receipts and the answer transaction for a decided call."""
+        try:
+            if single and isinstance(lines[0].error, ConsentRefused):
+                self._decoy(lines[0])
+                jobs: list[_SignJob] = []
+            else:
+                self._execute(lines, single=single)
+                jobs = self._documents(member, lines, at, state.stored)
+        except Exception:
+            for line in state.lines:  # an uncertain outcome: what was allowed stays charged
+                if line.ok and line.failed is None:
+                    line.failed = ExecutionFailed("the verification did not complete")
+            self._answer(session, member, lines, at, state, [])
+            raise
+        self._answer(session, member, lines, at, state, jobs)
+
+    def _prepare(self, line: _Line) -> None:
         """Everything the request itself decides: template, claim, salt, commitment."""
         request = line.request
         assert request is not None
@@ -756,53 +878,158 @@ class VerificationService:
             commitment = None
             if claim is not None:
                 commitment = commit(claim, _salt(request.salt))
-            found = versions.get(template.dataset)
-            if found is None:
-                try:
-                    found = catalog.current(self.engine, template.dataset)
-                except VeilError as exc:
-                    found = exc
-                versions[template.dataset] = found
-            if isinstance(found, VeilError):
-                raise found
         except VeilError as exc:
             line.error = exc
             return
         line.template = template
         line.claim = claim
         line.commitment = commitment
-        line.version = found
         line.subject_ref = self.subject_ref(request.subject)
         if claim is not None:
             line.fingerprint = claim_fingerprint(self.zone_secret, template.attribute, claim)
 
-    # -- the decision transaction -----------------------------------------------------------------
+    # -- the decision: read, then answer -----------------------------------------------------------
 
-    def _decide(self, member: Member, lines: list[_Line], at: datetime) -> None:
+    @contextlib.contextmanager
+    def _transaction(self, session: Connection | None) -> Iterator[Connection]:
+        """A transaction on the call's own connection (SQLite) or on a pooled one."""
+        if session is None:
+            with self.engine.begin() as con:
+                yield con
+        else:
+            with session.begin():
+                yield session
+
+    def _data_version(self, con: Connection) -> int | None:
+        """SQLite's count of commits by other connections, as seen by ``con`` (None elsewhere:
+        the answer transaction then always decides again)."""
+        if self._postgres:
+            return None
+        driver = con.connection.driver_connection  # the sqlite3 connection: no SQL layer
+        assert driver is not None
+        (version,) = driver.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def _read(
+        self,
+        session: Connection | None,
+        member: Member,
+        lines: list[_Line],
+        at: datetime,
+        *,
+        single: bool,
+    ) -> _State | set[str]:
+        """Pin the datasets' current versions and decide every line from what the state store
+        holds, in one transaction that writes nothing. Returns the datasets whose current
+        version is not cached yet instead, having decided nothing."""
         live = [line for line in lines if line.ok]
-        if not live:
-            return
-        with self.engine.begin() as con:
-            self._lock(con, member.tenant_id, {line.subject_ref for line in live})
-            held = self._consents(con, {line.request.consent for line in live if line.request}, at)
-            history, outcomes = self._history(con, live, at)
-            overrides = self._quota_overrides(con, member.tenant_id)
-            ctx = _Context(
-                held=held,
-                history=history,
-                outcomes=outcomes,
-                used=self._quota_used(con, member.tenant_id, live, at, overrides),
-                overrides=overrides,
-                uses={c.id: c.uses for c in held.values()},
-            )
-            for line in live:
+        with self._transaction(session) as con:
+            missing = self._pin(con, live)
+            if missing:
+                return missing
+            if single and lines[0].error is not None:
+                raise lines[0].error  # no such dataset: a public rule
+            decided = [line for line in live if line.ok]
+            ctx = self._context(con, member, decided, at)
+            for line in decided:
                 self._decide_line(member, line, at, ctx)
+            own = [ln.receipt_id for ln in decided if ln.ok and ln.stored and ln.receipt_id]
+            return _State(
+                lines=decided,
+                ctx=ctx,
+                data_version=self._data_version(con),
+                stored=self._stored_documents(con, own),
+            )
+
+    def _pin(self, con: Connection, lines: list[_Line]) -> set[str]:
+        """Pin each line to its dataset's current version, as ``con``'s transaction sees it. A
+        version never changes once loaded, so its path and policy come from a cache; returns
+        the datasets whose current version is not cached yet (and pins nothing then)."""
+        wanted = sorted({line.template.dataset for line in lines if line.template is not None})
+        pinned = {
+            row.id: self._versions.get((row.id, row.current_version))
+            for row in con.execute(_CURRENT_VERSIONS, {"ids": wanted})
+            if row.current_version is not None
+        }
+        missing = {dataset for dataset, version in pinned.items() if version is None}
+        if missing:
+            return missing
+        for line in lines:
+            assert line.template is not None
+            version = pinned.get(line.template.dataset)
+            if version is None:
+                line.error = NotFound(f"no dataset {line.template.dataset!r}")
+            else:
+                line.version = version
+        return set()
+
+    def _load_version(self, dataset: str) -> None:
+        """Cache the dataset's current version (the next read pins it)."""
+        try:
+            found = catalog.current(self.engine, dataset)
+        except NotFound:
+            return  # the next read finds no current version and says so
+        if len(self._versions) >= _CACHED_VERSIONS:
+            self._versions.clear()
+        self._versions[(dataset, found.version)] = found
+
+    def _context(
+        self, con: Connection, member: Member, lines: list[_Line], at: datetime
+    ) -> _Context:
+        """What a decision reads: the consents named, the subjects' history, and the tenant's
+        quota use and overrides."""
+        held = self._consents(con, {line.request.consent for line in lines if line.request}, at)
+        history, outcomes = self._history(con, lines, at)
+        overrides = self._quota_overrides(con, member.tenant_id)
+        return _Context(
+            held=held,
+            history=history,
+            outcomes=outcomes,
+            used=self._quota_used(con, member.tenant_id, lines, at, overrides),
+            overrides=overrides,
+            uses={c.id: c.uses for c in held.values()},
+        )
+
+    def _answer(
+        self,
+        session: Connection | None,
+        member: Member,
+        lines: list[_Line],
+        at: datetime,
+        state: _State,
+        jobs: list[_SignJob],
+    ) -> None:
+        """The answer transaction, the call's only commit: the decision again if the state
+        store changed since it was read, then the ledger events (the charges), consent uses,
+        alerts, receipts and the audit entry. Nothing reaches the caller before it commits, so
+        no outcome leaves uncharged; a line whose query failed after it was allowed is charged
+        all the same (an uncertain outcome is never refunded). A large batch's receipts are
+        still being signed (``jobs``) while the events are written."""
+        with self._transaction(session) as con:
+            self._lock(con, member.tenant_id, {line.subject_ref for line in state.lines})
+            if state.data_version is None or self._data_version(con) != state.data_version:
+                self._signatures(jobs)
+                self._redecide(con, member, at, state)
+                jobs = self._documents(member, lines, at, state.stored)
+            ctx = state.ctx
             if ctx.events:
                 con.execute(_INSERT_EVENTS, ctx.events)
-            if ctx.bumped:
-                con.execute(_BUMP_USES, [{"cid": k, "new_uses": v} for k, v in ctx.bumped.items()])
+            self._bump_uses(con, ctx)
             if ctx.alerts:
                 con.execute(_INSERT_ALERTS, ctx.alerts)
+            self._signatures(jobs)
+            issued = at.replace(microsecond=0)
+            new_receipts = [
+                _receipt_row(member, line, issued)
+                for line in state.lines
+                if line.ok and line.failed is None and line.signed is not None
+            ]
+            if new_receipts:
+                con.execute(_INSERT_RECEIPTS, new_receipts)
+            for line in state.lines:
+                if line.ok and line.failed is not None:
+                    line.error, line.document = line.failed, None
+            audit.append(con, _audit_event(lines, ctx.events))  # last: the answer's own commit
         for alert in ctx.alerts:
             log.warning(
                 "ALERT verification claim_change alert=%s tenant=%s member=%s template=%s "
@@ -813,6 +1040,40 @@ class VerificationService:
                 alert["template_id"],
                 alert["subject_ref"],
             )
+
+    @staticmethod
+    def _bump_uses(con: Connection, ctx: _Context) -> None:
+        """Add each consent's new uses, grouped by how many (one statement per group and
+        chunk of ids rather than one per consent)."""
+        by_count: dict[int, list[str]] = defaultdict(list)
+        for consent_id, uses in ctx.bumped.items():
+            by_count[uses - ctx.held[consent_id].uses].append(consent_id)
+        for count, ids in by_count.items():
+            for chunk in _chunks(ids):
+                con.execute(_BUMP_USES, {"ids": list(chunk), "n": count})
+
+    def _redecide(self, con: Connection, member: Member, at: datetime, state: _State) -> None:
+        """Decide again, under the lock, the lines the read allowed: meanwhile another request
+        may have been answered, or a consent used or revoked. History only grows and consents
+        only tighten, so a line can only turn into a repeat or a refusal; lines refused at the
+        read stay refused (their alerts stand). An outcome a line already has is the answer to
+        the same question on the same data, so it stays valid whatever the new decision."""
+        allowed = [line for line in state.lines if line.ok]
+        ctx = self._context(con, member, allowed, at)
+        ctx.alerts = list(state.ctx.alerts)
+        for line in allowed:
+            known = line.outcome
+            line.receipt_id, line.outcome, line.stored, line.consent = None, None, False, None
+            self._decide_line(member, line, at, ctx)
+            if line.ok and line.outcome is None:
+                line.outcome = known
+        state.ctx = ctx
+        own = [
+            line.receipt_id
+            for line in allowed
+            if line.ok and line.stored and line.receipt_id and line.receipt_id not in state.stored
+        ]
+        state.stored.update(self._stored_documents(con, own))
 
     def _decide_line(self, member: Member, line: _Line, at: datetime, ctx: _Context) -> None:
         request, template, version = line.request, line.template, line.version
@@ -864,10 +1125,13 @@ class VerificationService:
         if ctx.uses[consent.id] >= consent.max_uses:
             line.error = ConsentRefused()
             return
+        if decision.quota != 1:  # _QUOTA_USED counts stored events as one unit each
+            raise RuntimeError("a stored answer takes exactly one unit of quota")
         ctx.uses[consent.id] += 1
         ctx.bumped[consent.id] = ctx.uses[consent.id]
-        line.receipt_id = new_receipt_id()
-        line.new_event = True
+        if line.fresh_id is None:
+            line.fresh_id = new_receipt_id()
+        line.receipt_id = line.fresh_id
         if reuse is not None:  # another tenant's sticky answer: same outcome, own receipt
             line.outcome = ctx.outcomes.get(reuse.receipt_id or "")
         ctx.history[line.subject_ref].append(
@@ -925,17 +1189,10 @@ class VerificationService:
         found: dict[str, _Held] = {}
         for chunk in _chunks(sorted(ids)):
             for row in con.execute(_CONSENTS_BY_ID, {"ids": list(chunk), "at": at}):
-                found[row.id] = _Held(
-                    id=row.id,
-                    tenant_id=row.tenant_id,
-                    subject_ref=row.subject_ref,
-                    template_id=row.template_id,
-                    template_version=row.template_version,
-                    claim_commitment=row.claim_commitment,
-                    purpose=row.purpose,
-                    max_uses=row.max_uses,
-                    uses=row.uses,
-                    live=bool(row.live),
+                # by position, not by name: a batch reads thousands
+                cid, tenant, ref, template, version, commitment, purpose, most, uses, live = row
+                found[cid] = _Held(
+                    cid, tenant, ref, template, version, commitment, purpose, most, uses, bool(live)
                 )
         return found
 
@@ -945,6 +1202,8 @@ class VerificationService:
     ) -> tuple[dict[str, list[VerificationEvent]], dict[str, str]]:
         """The subjects' answered verifications that can matter: inside the longest window, or
         on the dataset versions asked about now (sticky repeats)."""
+        if not live:
+            return defaultdict(list), {}
         oldest = at - max(line.template.window for line in live if line.template)
         current = sorted(
             {f"{line.version.dataset}:{line.version.version}" for line in live if line.version}
@@ -1022,31 +1281,48 @@ class VerificationService:
             sql, params = template_query(
                 line.template, line.version.policy, line.request.subject, line.claim
             )
-            (row,) = self.executor.run(line.version.path, sql, params)
+            try:
+                with leased(self.vault, line.version) as workspace:
+                    (row,) = self.executor.run(workspace, sql, params)
+            except VeilError as exc:
+                line.failed = exc  # charged all the same: the outcome is uncertain
+                return
             line.outcome = decide(line.template, row, line.claim)
             return
         groups: dict[tuple[str, int, str], list[_Line]] = defaultdict(list)
         for line in todo:
             assert line.template is not None and line.version is not None
             groups[(*line.template.key, line.version.dataset)].append(line)
-        for group in groups.values():
-            template, version = group[0].template, group[0].version
-            assert template is not None and version is not None
-            subjects = [ln.request.subject for ln in group if ln.request]
-            try:
-                sql, params = template_batch_query(
-                    template, version.policy, subjects, [ln.claim for ln in group]
-                )
-                rows = self.executor.run(version.path, sql, params)
-                if len(rows) != len(group):
-                    raise ExecutionFailed("the batch query returned the wrong number of rows")
-            except VeilError as exc:
-                log.warning("batch query failed template=%s code=%s", template.id, exc.error_code)
-                for ln in group:
-                    ln.error = exc  # the events stay charged: the outcome is uncertain
-                continue
-            for ln, row in zip(group, rows, strict=True):
-                ln.outcome = decide(template, row[1:], ln.claim)
+        # The groups' queries run side by side, as many at once as the executor has workers.
+        parallel = min(len(groups), len(self.executor.worker_pids()))
+        if parallel < 2:
+            for group in groups.values():
+                self._execute_group(group)
+            return
+        with ThreadPoolExecutor(parallel, thread_name_prefix="veil-batch-query") as pool:
+            for done in [pool.submit(self._execute_group, g) for g in groups.values()]:
+                done.result()
+
+    def _execute_group(self, group: list[_Line]) -> None:
+        """The outcomes of a batch's lines on one template version: one engine query."""
+        template, version = group[0].template, group[0].version
+        assert template is not None and version is not None
+        subjects = [ln.request.subject for ln in group if ln.request]
+        try:
+            sql, params = template_batch_query(
+                template, version.policy, subjects, [ln.claim for ln in group]
+            )
+            with leased(self.vault, version) as workspace:
+                rows = self.executor.run(workspace, sql, params)
+            if len(rows) != len(group):
+                raise ExecutionFailed("the batch query returned the wrong number of rows")
+        except VeilError as exc:
+            log.warning("batch query failed template=%s code=%s", template.id, exc.error_code)
+            for ln in group:
+                ln.failed = exc  # charged all the same: the outcome is uncertain
+            return
+        for ln, row in zip(group, rows, strict=True):
+            ln.outcome = decide(template, row[1:], ln.claim)
 
     def _decoy(self, line: _Line) -> None:
         """The refusal path's stand-in for the answer path: the same template query for a
@@ -1062,42 +1338,64 @@ class VerificationService:
             claim = template.claim.minimum
         try:
             sql, params = template_query(template, version.policy, DECOY_SUBJECT, claim)
-            self.executor.run(version.path, sql, params)
+            with leased(self.vault, version) as workspace:
+                self.executor.run(workspace, sql, params)
         except VeilError:
             pass
         self.keys.current.sign(b"veil.decoy")
 
     # -- receipts --------------------------------------------------------------------------------
 
-    def _issue(self, member: Member, lines: list[_Line], at: datetime) -> None:
-        """Receipts for the answered lines: stored ones again (own sticky repeats), new ones
-        built, signed (in chunks, by the signer pool for large batches) and stored in one
-        transaction."""
-        stored_ids = [ln.receipt_id for ln in lines if ln.ok and ln.stored and ln.receipt_id]
-        stored = self._stored_documents(stored_ids)
-        issued = at.replace(microsecond=0)
-        issued_at = format_time(issued)
+    def _documents(
+        self,
+        member: Member,
+        lines: list[_Line],
+        at: datetime,
+        stored: Mapping[str, dict[str, object]],
+    ) -> list[_SignJob]:
+        """Give every answered line its receipt: the stored one for the tenant's own repeat (or
+        the one made for an earlier line of this call), else a new document, sent to be signed
+        (in chunks, by the signer pool for large batches); :meth:`_signatures` collects the
+        signatures. A line whose signed document still has its receipt id and outcome keeps
+        it: the answer transaction calls this again after a changed decision, and re-signs
+        only what changed."""
+        issued_at = format_time(at.replace(microsecond=0))
+        made: dict[str, dict[str, object]] = {}  # receipt id -> document made in this call
         chunk: list[tuple[_Line, dict[str, object], str]] = []
-        jobs: list[tuple[list[tuple[_Line, dict[str, object], str]], Future[list[bytes]]]] = []
+        jobs: list[_SignJob] = []
         first = True
         for line in lines:
-            if not line.ok or line.receipt_id is None:
+            if not line.ok or line.failed is not None or line.receipt_id is None:
+                line.document = line.signed = None
                 continue
-            earlier = stored.get(line.receipt_id)
-            if line.stored and earlier is not None:  # asked before, or earlier in this batch
-                line.document = earlier  # (its signature is filled in below if it is new)
+            earlier = stored.get(line.receipt_id) or made.get(line.receipt_id)
+            if line.stored and earlier is not None:  # asked before, or earlier in this call
+                line.document, line.signed = earlier, None  # (a new one is signed below)
                 line.outcome = str(earlier["outcome"])
+                continue
+            kept = line.document
+            if (
+                line.signed is not None
+                and kept is not None
+                and kept["receipt_id"] == line.receipt_id
+                and kept["outcome"] == line.outcome
+            ):
+                made[line.receipt_id] = kept
                 continue
             document, message = self._document(line, member, issued_at, checked=first)
             first = False
-            line.document = stored[line.receipt_id] = document
+            line.document = made[line.receipt_id] = document
+            line.signed = None
             chunk.append((line, document, message))
             if len(chunk) >= CHUNK:
                 jobs.append((chunk, self.signer.submit([m.encode() for _, _, m in chunk])))
                 chunk = []
         if chunk:
             jobs.append((chunk, self.signer.submit([m.encode() for _, _, m in chunk])))
-        new_rows: list[dict[str, Any]] = []
+        return jobs
+
+    def _signatures(self, jobs: list[_SignJob]) -> None:
+        """Wait for the signatures of :meth:`_documents`' jobs and put them in the documents."""
         for job, future in jobs:
             try:
                 signatures = future.result()
@@ -1108,53 +1406,14 @@ class VerificationService:
             for (line, document, message), raw in zip(job, signatures, strict=True):
                 signature = b64url_encode(raw)
                 document["signature"] = signature
-                new_rows.append(
-                    {
-                        "id": line.receipt_id,
-                        "tenant_id": member.tenant_id,
-                        "subject_ref": line.subject_ref,
-                        "template_id": document["template_id"],
-                        "template_version": document["template_version"],
-                        "consent_id": document["consent_id"],
-                        "outcome": line.outcome,
-                        "issued_at": issued,
-                        "document": f'{message[:-1]},"signature":"{signature}"}}',
-                        "status": "valid",
-                    }
-                )
-        if not new_rows:
-            return
-        try:
-            with self.engine.begin() as con:
-                con.execute(_INSERT_RECEIPTS, new_rows)
-        except IntegrityError:
-            # Two identical requests raced after an earlier run failed: keep the stored receipt.
-            self._store_one_by_one(new_rows, lines)
+                line.signed = f'{message[:-1]},"signature":"{signature}"}}'
 
-    def _store_one_by_one(self, rows: list[dict[str, Any]], lines: list[_Line]) -> None:
-        by_id = {ln.receipt_id: ln for ln in lines if ln.receipt_id}
-        for row in rows:
-            try:
-                with self.engine.begin() as con:
-                    con.execute(insert(receipts), [row])
-            except IntegrityError:
-                existing = self._stored_documents([row["id"]])
-                line = by_id[row["id"]]
-                if row["id"] in existing:
-                    line.document = existing[row["id"]]
-                    line.outcome = str(line.document["outcome"])
-
-    def _stored_documents(self, ids: Sequence[str]) -> dict[str, dict[str, object]]:
+    @staticmethod
+    def _stored_documents(con: Connection, ids: Sequence[str]) -> dict[str, dict[str, object]]:
         found: dict[str, dict[str, object]] = {}
-        if not ids:
-            return found
-        with self.engine.connect() as con:
-            for chunk in _chunks(sorted(set(ids))):
-                rows = con.execute(
-                    select(receipts.c.id, receipts.c.document).where(receipts.c.id.in_(chunk))
-                )
-                for row in rows:
-                    found[row.id] = json.loads(row.document)
+        for chunk in _chunks(sorted(set(ids))):
+            for row in con.execute(_STORED_DOCUMENTS, {"ids": list(chunk)}):
+                found[row.id] = json.loads(row.document)
         return found
 
     def _document(
@@ -1197,7 +1456,7 @@ class VerificationService:
         # A receipt is a flat object with ASCII member names, strings, integers and nulls:
         # sorted-key compact JSON is exactly its RFC 8785 form (receipts.signing_input), at a
         # fraction of the cost. Tests check that issued receipts verify strictly.
-        message = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        message = _SIGNING_JSON.encode(document)
         return document, message
 
     # -- reading receipts ------------------------------------------------------------------------
@@ -1259,11 +1518,70 @@ class VerificationService:
                     .where(r.id == receipt_id)
                     .values(status="revoked", revoked_at=now(), reason=reason.value)
                 )
+            audit.append(
+                con,
+                audit.Event(
+                    "verification",
+                    "receipt.revoke",
+                    refs={"receipt": receipt_id, "reason": reason.value},
+                ),
+            )
             after = con.execute(
                 select(r.id, r.status, r.revoked_at, r.reason).where(r.id == receipt_id)
             ).one()
         log.info("receipt revoked id=%s reason=%s", receipt_id, reason.value)
         return _status(after)
+
+
+def _audit_event(lines: list[_Line], events: list[dict[str, Any]]) -> audit.Event:
+    """The audit entry of one answer transaction: a single verification's ids and code, or a
+    batch's counts; subjects and claims only sealed (docs/audit.md)."""
+    cost = {
+        "bits_milli": sum(e["bits_charged"] for e in events),
+        "quota": sum(e["quota_units"] for e in events),
+    }
+    per_line = [
+        [
+            ln.index,
+            ln.request.subject if ln.request else None,
+            ln.request.claim if ln.request else None,
+            ln.request.consent if ln.request else None,
+            ln.receipt_id,
+            ln.error.error_code if ln.error is not None else "ok",
+        ]
+        for ln in lines
+    ]
+    if len(lines) == 1:
+        (line,) = lines
+        code = line.error.error_code if line.error is not None else "ok"
+        template = line.template
+        return audit.Event(
+            "verification",
+            "verification.decide",
+            code=code,
+            refs={
+                "template": template.id if template else None,
+                "template_version": template.version if template else None,
+                "consent": line.request.consent if line.request else None,
+                "purpose": line.request.purpose if line.request else None,
+                "receipt": line.receipt_id,
+                "subject_ref": line.subject_ref or None,
+                "repeat": line.stored,
+            },
+            cost=cost,
+            sealed={"subject": per_line[0][1], "claim": per_line[0][2]},
+        )
+    codes: dict[str, int] = defaultdict(int)
+    for row in per_line:
+        codes[str(row[5])] += 1
+    return audit.Event(
+        "verification",
+        "verification.batch",
+        refs={"lines": len(lines), "codes": dict(codes)},
+        cost=cost,
+        # [index, subject, claim, consent, receipt, code] per line
+        sealed={"lines": per_line},
+    )
 
 
 def _covers(consent: _Held, member: Member, line: _Line, request: VerifyRequest) -> bool:
@@ -1295,6 +1613,33 @@ def _salt(text: str | None) -> bytes:
 
 def _short(error: VeilError) -> dict[str, Any]:
     return {"code": error.error_code, "status": error.status, "detail": error.detail}
+
+
+def _summary(lines: list[_Line]) -> dict[str, int]:
+    answered = sum(1 for line in lines if line.error is None)
+    return {"lines": len(lines), "answered": answered, "refused": len(lines) - answered}
+
+
+def _json(value: object) -> str:
+    return _COMPACT_JSON.encode(value)
+
+
+def _receipt_row(member: Member, line: _Line, issued: datetime) -> dict[str, Any]:
+    """The ``receipts`` row of a line's new receipt (its document, signed, as stored)."""
+    document = line.document
+    assert document is not None and line.signed is not None
+    return {
+        "id": line.receipt_id,
+        "tenant_id": member.tenant_id,
+        "subject_ref": line.subject_ref,
+        "template_id": document["template_id"],
+        "template_version": document["template_version"],
+        "consent_id": document["consent_id"],
+        "outcome": line.outcome,
+        "issued_at": issued,
+        "document": line.signed,
+        "status": "valid",
+    }
 
 
 def _receipt_view(row: Any) -> dict[str, Any]:

@@ -324,6 +324,20 @@ def test_only_single_selects_run(executor: Executor, workspace: Path) -> None:
     assert not (workspace.parent / "out.csv").exists()
 
 
+def test_a_repeated_statement_is_checked_and_bound_afresh(
+    executor: Executor, workspace: Path
+) -> None:
+    """Workers keep the statements they parsed, per workspace: the same text again is still
+    refused if it is not one SELECT, and binds its own parameters every time."""
+    sql = "SELECT count(*) FROM people WHERE region = ?"
+    for _ in range(3):
+        with pytest.raises(ExecutionFailed):
+            executor.run(workspace, "SELECT 1; SELECT 2")
+        for region, expected in (("r0", ROWS // 3), ("r9", 0), ("r2", ROWS // 3)):
+            assert executor.run(workspace, sql, [region]) == [(expected,)]
+    assert executor.healthy()
+
+
 def test_connection_state_does_not_leak_between_requests(tmp_path: Path, workspace: Path) -> None:
     """One worker, so the second request surely lands where the first ran."""
     reference = duckdb.connect()

@@ -14,7 +14,9 @@ from starlette.concurrency import run_in_threadpool
 
 from sandbox.access import MemberRole
 from sandbox.api.deps import MemberDep, ServicesDep
-from sandbox.errors import InvalidRequest, VeilError
+from sandbox.api.responses import verification as views
+from sandbox.api.responses.base import ViewRoute
+from sandbox.errors import InvalidRequest, PayloadTooLarge, VeilError
 from sandbox.verification import (
     MAX_BATCH_LINES,
     MAX_CONSENT_USES,
@@ -25,7 +27,7 @@ from sandbox.verification import (
     parse_request,
 )
 
-router = APIRouter(prefix="/v1", tags=["verification"])
+router = APIRouter(prefix="/v1", tags=["verification"], route_class=ViewRoute)
 
 MAX_BATCH_BYTES = 32 * 2**20
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first.")]
@@ -102,13 +104,13 @@ class QuotaBody(BaseModel):
 # -- templates and keys --------------------------------------------------------------------------
 
 
-@router.get("/templates")
+@router.get("/templates", response_model=views.TemplateList)
 def list_templates(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """Every published template version: question, claim, outcomes, limits."""
     return {"templates": services.verification.list_templates()}
 
 
-@router.get("/templates/{template_id}")
+@router.get("/templates/{template_id}", response_model=views.TemplateDetail)
 def get_template(
     template_id: str,
     member: MemberDep,
@@ -119,7 +121,7 @@ def get_template(
     return services.verification.template(template_id, version)
 
 
-@router.get("/keys")
+@router.get("/keys", response_model=views.KeyDocument)
 def public_keys(services: ServicesDep) -> dict[str, Any]:
     """The receipt signing keys, current and retired: public, no key needed."""
     return services.verification.keys_document()
@@ -128,13 +130,13 @@ def public_keys(services: ServicesDep) -> dict[str, Any]:
 # -- consents ------------------------------------------------------------------------------------
 
 
-@router.post("/consents", status_code=201)
+@router.post("/consents", status_code=201, response_model=views.Consent)
 def create_consent(body: ConsentBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """A subject authorises one tenant to verify one claim with one template version."""
     return services.verification.create_consent(member, body.request())
 
 
-@router.get("/consents")
+@router.get("/consents", response_model=views.ConsentList)
 def list_consents(member: MemberDep, services: ServicesDep, limit: Limit = 100) -> dict[str, Any]:
     """A subject's own consents; a verifier's tenant's; everything for admins and auditors."""
     return {"consents": services.verification.list_consents(member, limit)}
@@ -149,7 +151,7 @@ def revoke_consent(consent_id: str, member: MemberDep, services: ServicesDep) ->
 # -- verifications -------------------------------------------------------------------------------
 
 
-@router.post("/verifications")
+@router.post("/verifications", response_model=views.Verification)
 def verify(body: VerificationBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """One verification: the outcome and its signed receipt, never a value."""
     return services.verification.verify(member, body.request())
@@ -184,31 +186,35 @@ _BATCH_DOC: dict[str, Any] = {
 }
 
 
-@router.post("/verifications/batch", openapi_extra=_BATCH_DOC)
+@router.post(
+    "/verifications/batch",
+    openapi_extra=_BATCH_DOC,
+    responses={200: {"model": views.BatchResult}},
+)
 async def verify_batch(request: Request, member: MemberDep, services: ServicesDep) -> Response:
     """Up to 50,000 verifications (JSON ``{"requests": [...]}`` or CSV with a header line): one
     result per line in input order, an outcome and receipt or a per-line error."""
     member.require(MemberRole.VERIFIER)  # before reading a large body
-    lines = _batch_lines(
-        await _body(request), request.headers.get("content-type", "application/json")
-    )
-    result = await run_in_threadpool(services.verification.verify_batch, member, lines)
-    return Response(
-        json.dumps(result, separators=(",", ":"), ensure_ascii=False),
-        media_type="application/json",
-    )
+    body = await _body(request)
+    content_type = request.headers.get("content-type", "application/json")
+
+    def answer() -> str:  # parsing a large body too is work for a thread, not the event loop
+        lines = _batch_lines(body, content_type)
+        return services.verification.verify_batch_json(member, lines)
+
+    return Response(await run_in_threadpool(answer), media_type="application/json")
 
 
 async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
-        raise InvalidRequest(f"a batch body has at most {MAX_BATCH_BYTES} bytes")
+        raise PayloadTooLarge(f"a batch body has at most {MAX_BATCH_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BATCH_BYTES:
-            raise InvalidRequest(f"a batch body has at most {MAX_BATCH_BYTES} bytes")
+            raise PayloadTooLarge(f"a batch body has at most {MAX_BATCH_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -247,25 +253,25 @@ def _batch_lines(body: bytes, content_type: str) -> list[VerifyRequest | VeilErr
 # -- receipts ------------------------------------------------------------------------------------
 
 
-@router.get("/receipts")
+@router.get("/receipts", response_model=views.ReceiptList)
 def list_receipts(member: MemberDep, services: ServicesDep, limit: Limit = 100) -> dict[str, Any]:
     """A subject: every receipt about it, whoever asked. A verifier: its tenant's."""
     return {"receipts": services.verification.list_receipts(member, limit)}
 
 
-@router.get("/receipts/{receipt_id}")
+@router.get("/receipts/{receipt_id}", response_model=views.ReceiptView)
 def get_receipt(receipt_id: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """The signed receipt and its status."""
     return services.verification.get_receipt(member, receipt_id)
 
 
-@router.get("/receipts/{receipt_id}/status")
+@router.get("/receipts/{receipt_id}/status", response_model=views.ReceiptStatus)
 def receipt_status(receipt_id: str, services: ServicesDep) -> dict[str, Any]:
     """``valid`` or ``revoked`` (with the reason): public, for anyone holding the receipt."""
     return services.verification.receipt_status(receipt_id)
 
 
-@router.post("/receipts/{receipt_id}/revoke")
+@router.post("/receipts/{receipt_id}/revoke", response_model=views.ReceiptStatus)
 def revoke_receipt(
     receipt_id: str, body: RevokeBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
@@ -276,7 +282,7 @@ def revoke_receipt(
 # -- quotas --------------------------------------------------------------------------------------
 
 
-@router.put("/tenants/{tenant}/verification-quotas/{template_id}")
+@router.put("/tenants/{tenant}/verification-quotas/{template_id}", response_model=views.Quota)
 def set_quota(
     tenant: str, template_id: str, body: QuotaBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from policies.templates import load_templates
-from sandbox import api, keystore, store
-from sandbox.api import problems
+from sandbox import api, audit, catalog, keystore, store
+from sandbox.api import openapi, problems
+from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
+from sandbox.api.guard import Guard, GuardMiddleware
+from sandbox.audit_checkpoint import Checkpointer, run_checkpoints
 from sandbox.config import Settings
 from sandbox.executor import Executor, ExecutorLimits
 from sandbox.queries import QueryService
 from sandbox.signing import Signer
+from sandbox.vault import Vault
 from sandbox.verification import VerificationService
 
 
@@ -27,7 +33,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         templates = load_templates(settings.templates_path)  # a bad file: refuse to start
         keys, zone_secret = keystore.open_keys(settings.keys_path)
+        master_keys = keystore.master_keys(settings.keys_path)  # wrong permissions: refuse
         engine = store.connect(settings.state_url)
+        # The audit log: entries in the same transactions as the changes they record.
+        audit_keys = keystore.audit_keys(settings.keys_path)
+        audit_log = audit.AuditLog(engine, audit_keys)
+        audit.attach(engine, audit_log)
+        audit_log.prepare()
+        checkpoints = asyncio.create_task(
+            run_checkpoints(Checkpointer(engine, audit_keys.signing, settings.audit_checkpoint_s))
+        )
         executor = Executor(
             ExecutorLimits(
                 workers=settings.workers,
@@ -39,12 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.temp_dir,
         )
         executor.start()  # refuses to serve if a worker's lockdown self-test fails
+        # Stored workspaces are sealed; each current version is decrypted once into RAM.
+        vault = Vault(master_keys, settings.runtime_dir)
+        vault.warm_in_background(lambda: catalog.list_current(engine))
         signer = Signer(keys.current, settings.signing_processes)
         app.state.services = Services(
             settings=settings,
             engine=engine,
             executor=executor,
-            queries=QueryService(engine, executor, settings),
+            vault=vault,
+            queries=QueryService(engine, executor, settings, vault),
             verification=VerificationService(
                 engine,
                 executor,
@@ -53,13 +72,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 zone_secret,
                 envelope_ms=settings.verification_envelope_ms,
                 signer=signer,
+                vault=vault,
             ),
         )
         try:
             yield
         finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
             signer.close()
             executor.close()
+            vault.close()  # after the workers: removes every decrypted copy
             engine.dispose()
 
     app = FastAPI(
@@ -69,5 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(GuardMiddleware, guard=Guard(settings))  # rate and body limits
+    app.add_middleware(AuditMiddleware)  # outermost: refusals by the guard are recorded too
     app.include_router(api.router)
+    openapi.install(app)  # problem responses declared on every operation
     return app

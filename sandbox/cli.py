@@ -28,7 +28,7 @@ def serve(
     """Run the HTTP API. Options override the VEIL_* environment."""
     import uvicorn
 
-    from sandbox import store
+    from sandbox import keystore, store
     from sandbox.config import Settings
     from sandbox.demo import KEYS_FILE, build_demo
     from server import create_app
@@ -40,7 +40,8 @@ def serve(
     if demo:
         engine = store.connect(settings.state_url)
         typer.echo(f"Building the demo zone in {data_dir} (first run only)…")
-        keys = build_demo(engine, data_dir, seed=seed)
+        master_keys = keystore.master_keys(settings.keys_path)
+        keys = build_demo(engine, data_dir, seed=seed, master_keys=master_keys)
         engine.dispose()
         typer.echo(f"Demo API keys (also in {data_dir / KEYS_FILE}):")
         for role, key in keys.items():
@@ -105,11 +106,14 @@ def _target(data_dir: Path | None, url: str | None, key: str | None) -> Any:
 
 def local_settings(data_dir: Path | None) -> Any:
     """Settings for work on an existing data directory (``--data-dir`` or VEIL_DATA_DIR)."""
+    from sandbox import audit
     from sandbox.config import Settings
 
     settings = Settings.model_validate({"data_dir": data_dir} if data_dir else {})
     if not settings.data_dir.exists():
         raise typer.BadParameter(f"no data directory {settings.data_dir}", param_hint="--data-dir")
+    # Changes made through it are the local administrator's: recorded in the audit log.
+    audit.record_local_changes(settings.state_url, settings.keys_path)
     return settings
 
 
@@ -279,7 +283,9 @@ def ledger_command(
 # --- receipts and receipt keys ---------------------------------------------------------------
 
 receipt_app = typer.Typer(no_args_is_help=True, help="Verification receipts.")
-keys_app = typer.Typer(no_args_is_help=True, help="Receipt signing keys (not API keys: `key`).")
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Signing, audit HMAC and master keys (not API keys: `key`)."
+)
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(keys_app, name="keys")
 
@@ -353,9 +359,14 @@ def _fetch_json(url: str, path: str) -> Any:
 
 
 @keys_app.command("rotate")
-def keys_rotate(data_dir: DataDir = None) -> None:
-    """Retire the current receipt signing key (it stays published) and start a new one.
-    Restart running servers to sign with the new key."""
+def keys_rotate(
+    data_dir: DataDir = None,
+    which: Annotated[
+        str, typer.Option(help="receipt | audit (checkpoint signing) | audit-hmac | master | all.")
+    ] = "receipt",
+) -> None:
+    """Retire the current key (receipt signing by default) and start a new one; old keys stay,
+    so what they signed, MAC'd or wrapped still checks. Restart running servers to use it."""
     import json
 
     from sandbox import keystore
@@ -363,6 +374,11 @@ def keys_rotate(data_dir: DataDir = None) -> None:
     from sandbox.receipts import key_id, public_key_document
 
     settings = Settings.model_validate({"data_dir": data_dir} if data_dir else {})
+    if which != "receipt":
+        from sandbox.cli_audit import rotate_keys
+
+        typer.echo(json.dumps(rotate_keys(settings.keys_path, which), indent=2))
+        return
     ring = keystore.rotate(settings.keys_path)
     typer.echo(json.dumps(public_key_document(ring), indent=2))
     typer.echo(f"current key: {key_id(ring.current)}", err=True)
@@ -382,4 +398,4 @@ def keys_show(data_dir: DataDir = None) -> None:
     typer.echo(json.dumps(public_key_document(ring), indent=2))
 
 
-from sandbox import cli_onboarding  # noqa: E402,F401  (registers its commands)
+from sandbox import cli_audit, cli_onboarding, cli_vault  # noqa: E402,F401  (register commands)

@@ -53,6 +53,39 @@ class Settings(BaseSettings):
     load_quota_bytes: int | None = Field(
         None, ge=1, description="Largest source one load may read, in bytes (unset: free disk)."
     )
+    audit_checkpoint_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Seconds between signed audit checkpoints (written also when nothing "
+        "happened; one per interval across all server processes).",
+    )
+    # API hardening (sandbox/limits.py, sandbox/api/guard.py): every limit is per server process.
+    rate_limit_per_s: float = Field(
+        1000.0,
+        ge=0,
+        description="Requests per second per API key (no key: per client address); 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        2000, ge=1, le=1_000_000, description="Requests a caller may make at once (bucket size)."
+    )
+    tenant_concurrency: int = Field(
+        256, ge=0, le=100_000, description="In-flight requests per tenant; 0: no limit."
+    )
+    max_body_bytes: int = Field(
+        32 * 2**20, ge=1024, le=2**31, description="Largest request body, in bytes."
+    )
+    max_sql_chars: int = Field(
+        10_000, ge=100, le=1_000_000, description="Longest SQL text of a query, in characters."
+    )
+    max_sql_depth: int = Field(
+        32, ge=1, le=200, description="Deepest bracket nesting of a query's SQL text."
+    )
+    runtime_dir: Path | None = Field(
+        None,
+        description="Where decrypted workspaces live while served (a fresh 0700 directory per "
+        "process inside it); default: /dev/shm (RAM), else the system temp directory.",
+    )
     host: str = Field("127.0.0.1", description="Bind address of `veil serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `veil serve`.")
 

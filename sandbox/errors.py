@@ -20,6 +20,7 @@ from policies.leakage import (
     VerificationRefused,
 )
 from policies.templates import InvalidClaim
+from sandbox.masterkey import KeyFileExposed, MasterKeyError
 from sandbox.receipts import (
     BadSignature,
     MalformedReceipt,
@@ -29,6 +30,7 @@ from sandbox.receipts import (
 )
 
 __all__ = [
+    "AuditNotCheckpointed",
     "BadSignature",
     "BudgetExhausted",
     "ClaimChangeRefused",
@@ -40,21 +42,31 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidClaim",
     "InvalidRequest",
+    "KeyFileExposed",
     "LeakageCapReached",
     "LockdownError",
     "MalformedReceipt",
+    "MasterKeyError",
     "NoGrant",
     "NotCanonicalizable",
     "NotFound",
+    "PayloadTooLarge",
     "PolicyError",
     "QueryRejected",
+    "RateLimited",
     "ReceiptError",
     "ServiceUnavailable",
+    "SqlTooDeep",
+    "SqlTooLong",
     "TenantQuotaExceeded",
+    "Throttled",
+    "TooManyConcurrent",
     "Unauthorized",
     "UnknownKey",
     "VeilError",
     "VerificationRefused",
+    "WorkspaceIntegrityError",
+    "WorkspaceNotSealed",
 ]
 
 
@@ -124,6 +136,31 @@ class ServiceUnavailable(VeilError):
     title = "Service unavailable"
 
 
+class AuditNotCheckpointed(Conflict):
+    """An inclusion proof was asked for an entry that no checkpoint covers yet (or before the
+    first checkpoint): ask again after the next one (docs/audit.md)."""
+
+    code = "audit_not_checkpointed"
+    title = "Audit entry not yet checkpointed"
+
+
+class WorkspaceIntegrityError(VeilError):
+    """A stored (sealed) workspace does not open: altered, cut short, not a sealed file, or
+    sealed for another dataset version. Nothing of it is served (docs/security.md)."""
+
+    code = "workspace_integrity"
+    status = 500
+    title = "Stored workspace failed its integrity check"
+
+
+class WorkspaceNotSealed(WorkspaceIntegrityError):
+    """A stored workspace is a plain DuckDB file from before encryption at rest: refused until
+    ``veil workspaces seal`` encrypts it."""
+
+    code = "workspace_not_sealed"
+    title = "Stored workspace is not encrypted"
+
+
 class ConsentRefused(VeilError):
     """No valid consent covers a verification request. One code, one status and one detail for
     every cause — no consent, another tenant's, another template's, expired, revoked, used up, a
@@ -137,3 +174,48 @@ class ConsentRefused(VeilError):
 
     def __init__(self) -> None:
         super().__init__(self.DETAIL)
+
+
+class PayloadTooLarge(VeilError):
+    """A request body over ``VEIL_MAX_BODY_BYTES`` (or a route's own cap): refused before it is
+    read whole."""
+
+    code = "payload_too_large"
+    status = 413
+    title = "Request body too large"
+
+
+class Throttled(VeilError):
+    """Refused for load, not for what was asked: the same request may succeed after
+    ``retry_after`` seconds (sent as the ``Retry-After`` header too)."""
+
+    status = 429
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class RateLimited(Throttled):
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class TooManyConcurrent(Throttled):
+    code = "too_many_concurrent"
+    title = "Too many concurrent requests"
+
+
+class SqlTooLong(InvalidRequest):
+    """SQL text over ``VEIL_MAX_SQL_CHARS``: refused at the edge, before the gate parses it."""
+
+    code = "sql_too_long"
+    title = "SQL too long"
+
+
+class SqlTooDeep(InvalidRequest):
+    """SQL nested deeper than ``VEIL_MAX_SQL_DEPTH`` brackets: refused at the edge, before the
+    gate parses it."""
+
+    code = "sql_too_deep"
+    title = "SQL nested too deeply"

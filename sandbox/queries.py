@@ -21,17 +21,19 @@ from policies.accounting import (
     PICO,
     Accounting,
     InvalidBudget,
-    delta_to_pico,
     epsilon_to_rho_micro,
+    request_delta_to_pico,
     to_micro,
 )
 from policies.gate.plan import QueryPlan, row_cap_sql
-from sandbox import budgets, catalog, ledger
+from sandbox import audit, budgets, catalog, ledger
 from sandbox.access import Member, MemberRole
 from sandbox.config import Settings
+from sandbox.errors import VeilError
 from sandbox.executor import Executor
 from sandbox.ledger import ChargeState
 from sandbox.noise import Calibration, Cell, calibrate, expected_accuracy, release
+from sandbox.vault import Vault, leased
 
 log = logging.getLogger("veil.queries")
 
@@ -56,10 +58,16 @@ class _Prepared:
 
 
 class QueryService:
-    def __init__(self, engine: Engine, executor: Executor, settings: Settings) -> None:
+    """``vault`` decrypts sealed workspaces (the app always has one); without it, version paths
+    are plain workspace files (tools and tests that build their own)."""
+
+    def __init__(
+        self, engine: Engine, executor: Executor, settings: Settings, vault: Vault | None = None
+    ) -> None:
         self.engine = engine
         self.executor = executor
         self.settings = settings
+        self.vault = vault
         self._row_caps: dict[tuple[str, int], frozenset[str]] = {}
 
     def within_row_caps(self, version: catalog.DatasetVersion, *, measure: bool) -> frozenset[str]:
@@ -67,13 +75,14 @@ class QueryService:
 
         Measured once per version and process, and only once a charge is reserved (``measure``):
         before that nothing reads data. Until measured, and for a table that breaks its cap,
-        the row-cap window stays in the SQL.
+        the row cap stays in the SQL (a row count per unit, and a window over the units above it).
         """
         key = (version.dataset, version.version)
         if key not in self._row_caps:
             if not measure:
                 return frozenset()
-            rows = self.executor.run(version.path, row_cap_sql(version.policy))
+            with leased(self.vault, version) as workspace:
+                rows = self.executor.run(workspace, row_cap_sql(version.policy))
             caps = {t.name: t.max_rows_per_unit for t in version.policy.tables}
             self._row_caps[key] = frozenset(
                 str(name) for name, most in rows if int(str(most)) <= caps[str(name)]
@@ -82,11 +91,14 @@ class QueryService:
 
     def prepare(self, member: Member, request: QueryRequest) -> _Prepared:
         """Everything before the data: auth, grant, gate, plan and price. Charges nothing."""
+        # The request's audit entry keeps the SQL text (sealed), also when the gate refuses it.
+        audit.annotate(dataset=request.dataset, sealed={"sql": request.sql})
         member.require(MemberRole.ANALYST)
         version = catalog.current(self.engine, request.dataset)
         grant = ledger.grant_for(self.engine, member.tenant_id, request.dataset)
         budget = _budget_micro(request, grant.accounting)
         delta = request.delta if request.delta is not None else self.settings.default_delta
+        delta_pico = request_delta_to_pico(delta)  # a cap: rounded down, sub-pico refused
         checked = gate.check(gate.parse(request.sql), version.policy)
         plan = gate.plan(
             checked,
@@ -94,7 +106,7 @@ class QueryService:
             salt=version.salt,
             within_row_caps=self.within_row_caps(version, measure=False),
         )
-        calibration = calibrate(plan, budget, grant.accounting, delta_to_pico(delta))
+        calibration = calibrate(plan, budget, grant.accounting, delta_pico)
         digest = hashlib.sha256(
             "\n".join(
                 [
@@ -161,14 +173,16 @@ class QueryService:
                     p.checked, p.version.policy, salt=p.version.salt, within_row_caps=caps
                 )
             params = list(plan.params)
-            rows = self.executor.run(p.version.path, plan.sql, params)
-            histograms = {
-                q.name: self.executor.run(p.version.path, q.histogram_sql, params)
-                for q in plan.quantiles
-            }
+            with leased(self.vault, p.version) as workspace:
+                rows = self.executor.run(workspace, plan.sql, params)
+                histograms = {
+                    q.name: self.executor.run(workspace, q.histogram_sql, params)
+                    for q in plan.quantiles
+                }
             released = release(plan, p.calibration, rows, histograms)
-        except BaseException:
-            ledger.settle(self.engine, reservation.charge_id, ChargeState.FAILED)
+        except BaseException as exc:
+            code = exc.error_code if isinstance(exc, VeilError) else "internal_error"
+            ledger.settle(self.engine, reservation.charge_id, ChargeState.FAILED, error_code=code)
             raise
         answer = {
             "query_id": reservation.charge_id,

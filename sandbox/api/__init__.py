@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from sandbox.api import datasets, health, ledger, onboarding, queries, tenants, verification
+from sandbox.api import (
+    audit,
+    datasets,
+    health,
+    ledger,
+    onboarding,
+    queries,
+    tenants,
+    verification,
+)
 
 router = APIRouter()
 router.include_router(health.router)
@@ -12,5 +21,6 @@ router.include_router(tenants.router)
 router.include_router(ledger.router)
 router.include_router(verification.router)
 router.include_router(onboarding.router)
+router.include_router(audit.router)
 
 __all__ = ["router"]

@@ -166,6 +166,16 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/datasets/{dataset}/issues/{number}/resolve"): Rule(
         STAFF, body={"kind": "no_change"}, gate_only=True
     ),
+    # the audit log (tests/security/test_audit_api.py has the outcomes): auditors and admins
+    # read and verify it; only auditors may ask for sealed members (decrypt=true).
+    ("GET", "/v1/audit"): Rule(ZONE_WIDE),
+    ("GET", "/v1/audit/entries/{seq}"): Rule(ZONE_WIDE),
+    # a proof answers 409 (audit_not_checkpointed) until a checkpoint covers the entry
+    ("GET", "/v1/audit/entries/{seq}/proof"): Rule(ZONE_WIDE, gate_only=True),
+    ("GET", "/v1/audit/checkpoints"): Rule(ZONE_WIDE),
+    ("GET", "/v1/audit/consistency"): Rule(ZONE_WIDE),
+    ("GET", "/v1/audit/keys"): Rule(ZONE_WIDE),
+    ("GET", "/v1/audit/verify"): Rule(ZONE_WIDE),
 }
 
 
@@ -267,6 +277,7 @@ def _path(template: str, target: TenantObjects, engine: Engine, mismatch: Tenant
         "provider": "no-such-provider",
         "version": "1",
         "number": "1",
+        "seq": "1",
     }
     if "{key_id}" in template:  # a fresh key each call: a DELETE can succeed only once
         values["key_id"], _ = access.issue_key(engine, mismatch.target_member)

@@ -4,22 +4,14 @@ against a running server (``--url`` / ``--key``), with an Idempotency-Key."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from connectors.base import Progress
 from sandbox.cli import app
 from sandbox.cli_onboarding import _follow
 from sandbox.client import Client
-from sandbox.config import Settings
-from server import create_app
 from tests.api.test_onboarding import POLICY, ROWS, ZONE, write_csv
 
 SUBJECT = "91110108MA01ABCD2X"
@@ -61,33 +53,6 @@ def test_issues_on_a_data_directory(data_dir: Path, tmp_path: Path) -> None:
         app, ["issue", "answer", "firms", "1", "--answer", "x", "--idempotency-key", "k", *dd]
     )
     assert refused.exit_code == 2  # an Idempotency-Key means something only with --url
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture()
-def live(settings: Settings) -> Iterator[str]:
-    """A real server on a free port (uvicorn in a thread)."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_load_and_issues_against_a_server(

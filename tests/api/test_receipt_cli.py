@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -118,33 +112,6 @@ def test_keys_rotate_keeps_old_receipts_verifiable(
     shown = CliRunner().invoke(app, ["keys", "show", "--data-dir", str(data_dir)])
     assert shown.exit_code == 0
     assert {k["key_id"] for k in json.loads(shown.output)["keys"]} == set(public)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture()
-def live(settings: Settings) -> Iterator[str]:
-    """A real server on a free port (uvicorn in a thread)."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_receipt_verify_against_a_server_with_status(

@@ -9,7 +9,6 @@ fail. S3: moto's server mode on a free local port, one per session.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from policies.loader import parse_policy
 from policies.model import Policy, Table
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,13 +86,6 @@ def policy() -> Policy:
 @pytest.fixture()
 def table(policy: Policy) -> Table:
     return policy.tables[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _unavailable(reason: str) -> None:

@@ -16,8 +16,9 @@ from connectors.errors import SourceError
 from connectors.load import ingest
 from connectors.postgres import PostgresConnector, check_read_only
 from policies.model import Policy, Table
+from tests.conftest import free_port
 
-from .conftest import GOOD_ROWS, free_port
+from .conftest import GOOD_ROWS
 from .test_files import read_error, rows
 
 

@@ -15,8 +15,9 @@ import pytest
 from connectors import connect
 from connectors.load import ingest
 from policies.model import Policy, Table
+from tests.conftest import free_port
 
-from .conftest import GOOD_CSV, GOOD_ROWS, HEADER, free_port
+from .conftest import GOOD_CSV, GOOD_ROWS, HEADER
 from .test_files import good_arrow, read_error, rows
 
 KEYS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}

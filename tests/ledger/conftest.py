@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from sandbox import access, ledger, store
 from sandbox.access import MemberRole
 from sandbox.demo import build_demo
 from sandbox.store import datasets, now, zones
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LEDGER_DEMO_ROWS = 20_000
@@ -171,13 +171,6 @@ def count_sql(day: int) -> str:
 
 
 # -- real servers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_pids(pid: int) -> list[int]:

@@ -341,7 +341,9 @@ def test_a_changed_byte_in_any_chunk_is_detected(tmp_path: Path) -> None:
     keys = ring()
     _, stored = sealed_sample(tmp_path, 5 * CHUNK + 123, keys)
     original = stored.read_bytes()
-    for index, offset in enumerate(chunk_offsets(stored)):
+    offsets = chunk_offsets(stored)
+    assert len(offsets) == 6  # five full chunks and a short last one: none goes unchecked
+    for index, offset in enumerate(offsets):
         altered = bytearray(original)
         altered[offset + 100] ^= 0x01
         stored.write_bytes(bytes(altered))

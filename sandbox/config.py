@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from policies.gate.parse import MAX_SQL_CHARS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VEIL_", extra="forbid", frozen=True)
@@ -76,7 +78,10 @@ class Settings(BaseSettings):
         32 * 2**20, ge=1024, le=2**31, description="Largest request body, in bytes."
     )
     max_sql_chars: int = Field(
-        10_000, ge=100, le=1_000_000, description="Longest SQL text of a query, in characters."
+        MAX_SQL_CHARS,
+        ge=100,
+        le=MAX_SQL_CHARS,  # the gate's own cap: the edge can only refuse earlier, never admit more
+        description="Longest SQL text of a query, in characters.",
     )
     max_sql_depth: int = Field(
         32, ge=1, le=200, description="Deepest bracket nesting of a query's SQL text."

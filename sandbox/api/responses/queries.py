@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from sandbox.api.responses.base import View
+from sandbox.api.responses.tenants import GrantFigures
 
 Number = int | float
 
@@ -15,23 +16,10 @@ class MemberBudget(View):
     remaining: float
 
 
-class Budget(View):
+class Budget(GrantFigures):
     dataset: str
     grant: str
-    accounting: str
-    unit: str
-    total: float
-    spent: float
-    remaining: float
-    delta_total: float
-    delta_spent: float
-    delta_remaining: float
-    per_query_cap: float
-    refresh: str
-    next_refresh: str | None
     member_budget: MemberBudget | None = None
-    spent_as_epsilon: float | None = None
-    total_as_epsilon: float | None = None
     queries_left_at: dict[str, int] = Field(
         description="How many more queries the budget buys at a few example costs."
     )

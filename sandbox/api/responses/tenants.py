@@ -48,10 +48,9 @@ class IssuedKey(View):
     api_key: str
 
 
-class Grant(View):
-    id: str
-    tenant: str
-    dataset: str
+class GrantFigures(View):
+    """A grant's budget in plain numbers: what a grant and a member's budget view share."""
+
     accounting: str
     unit: str
     total: float
@@ -65,6 +64,12 @@ class Grant(View):
     next_refresh: str | None
     spent_as_epsilon: float | None = None
     total_as_epsilon: float | None = None
+
+
+class Grant(GrantFigures):
+    id: str
+    tenant: str
+    dataset: str
 
 
 class GrantList(View):

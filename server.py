@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from policies.templates import load_templates
 from sandbox import api, audit, catalog, keystore, store
+from sandbox.access import KeyCache
 from sandbox.api import openapi, problems
 from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 signer=signer,
                 vault=vault,
             ),
+            key_cache=KeyCache(engine, settings.auth_cache_s),
         )
         try:
             yield

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +20,7 @@ from sqlalchemy import Engine, select, update
 
 from sandbox import audit
 from sandbox.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from sandbox.store import api_keys, members, now, tenants
+from sandbox.store import api_keys, members, now, snapshot, tenants
 
 KEY_PREFIX = "veil_"
 SUBJECT_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
@@ -283,9 +285,59 @@ def authenticate(engine: Engine, authorization: str | None) -> Member:
         .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
     )
     with engine.connect() as con:
-        row = con.execute(query).first()
+        row = snapshot(con).execute(query).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
     return Member(
         row.id, row.tenant_id, row.name, MemberRole(row.role), row.subject_id, key_id=row.key_id
     )
+
+
+class KeyCache:
+    """Recently authenticated API keys, so that a busy caller's requests skip the state store.
+
+    An entry lives ``ttl_s`` seconds (0: no cache). Keys revoked through this process are
+    forgotten at once; a key revoked by another process still works here until its entry
+    expires. Only successes are kept, under the key's hash; unknown keys always ask the store
+    (and the rate limit on 401s bounds how often)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, engine: Engine, ttl_s: float) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[Member, float]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, authorization: str | None) -> Member | None:
+        """The member behind ``authorization`` if it is cached and fresh (no I/O)."""
+        if self.ttl_s <= 0 or not authorization or not authorization.startswith("Bearer "):
+            return None
+        digest = hash_key(authorization.removeprefix("Bearer ").strip())
+        with self._lock:
+            entry = self._entries.get(digest)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def authenticate(self, authorization: str | None) -> Member:
+        """:func:`authenticate`, from the cache when possible."""
+        found = self.cached(authorization)
+        if found is not None:
+            return found
+        found = authenticate(self.engine, authorization)
+        if self.ttl_s > 0:
+            assert authorization is not None  # authenticate refused a missing header
+            digest = hash_key(authorization.removeprefix("Bearer ").strip())
+            with self._lock:
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[digest] = (found, time.monotonic() + self.ttl_s)
+        return found
+
+    def forget(self, key_id: str) -> None:
+        """Drop the cached entry of ``key_id`` (just revoked)."""
+        with self._lock:
+            for digest, (member, _) in list(self._entries.items()):
+                if member.key_id == key_id:
+                    del self._entries[digest]

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="Pad every single verification answer and consent refusal to at least this "
         "many milliseconds (0: no padding; the refusal path runs a decoy query instead).",
     )
+    auth_cache_s: float = Field(
+        2.0,
+        ge=0,
+        le=300,
+        description="Seconds a successfully checked API key is remembered by a server process "
+        "(0: check every request against the state store).",
+    )
     signing_processes: int = Field(
         2,
         ge=0,

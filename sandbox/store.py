@@ -2,7 +2,9 @@
 
 Embedded default is SQLite in the data directory, in WAL mode with ``synchronous=FULL`` and every
 transaction opened with ``BEGIN IMMEDIATE`` (writers serialise up front instead of failing on
-upgrade). A PostgreSQL URL uses the same code path.
+upgrade), except on a connection marked ``SNAPSHOT`` (:func:`snapshot`): a transaction that only
+reads opens with a plain ``BEGIN``, takes no write lock, and sees one consistent snapshot (WAL).
+A PostgreSQL URL uses the same code path.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Connection,
     Boolean,
     Column,
     DateTime,
@@ -309,7 +312,17 @@ def _sqlite_durability(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reads_only = connection.get_execution_options().get(SNAPSHOT, False)
+        connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+SNAPSHOT = "veil_snapshot"  # execution option: this connection's transactions only read
+
+
+def snapshot(connection: Connection, reads_only: bool = True) -> Connection:
+    """Mark ``connection``'s next transactions as read-only (SQLite: no write lock); a write
+    inside one fails with SQLite's own error. ``reads_only=False`` lifts the mark."""
+    return connection.execution_options(**{SNAPSHOT: reads_only})
 
 
 # Modules that define tables on this metadata (imported here so that it holds the whole schema).

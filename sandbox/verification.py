@@ -73,7 +73,7 @@ from policies.templates import (
     template_batch_query,
     template_query,
 )
-from sandbox import audit, catalog
+from sandbox import audit, catalog, store
 from sandbox.access import SUBJECT_ID, ZONE_WIDE, Member, MemberRole, get_tenant, new_id
 from sandbox.errors import (
     ConsentRefused,
@@ -750,6 +750,17 @@ class VerificationService:
     def verify(self, member: Member, request: VerifyRequest) -> dict[str, object]:
         """One verification: ``{"outcome", "receipt"}``, or a typed refusal. Answers and
         refusals alike take at least the configured envelope."""
+        line = self._single(member, request)
+        return {"outcome": line.outcome, "receipt": line.document}
+
+    def verify_json(self, member: Member, request: VerifyRequest) -> str:
+        """:meth:`verify`'s answer as compact JSON text (what the HTTP API sends): a new receipt
+        goes in as the very text that was signed and stored."""
+        line = self._single(member, request)
+        receipt = line.signed or _json(line.document)
+        return f'{{"outcome":{_json(line.outcome)},"receipt":{receipt}}}'
+
+    def _single(self, member: Member, request: VerifyRequest) -> _Line:
         member.require(MemberRole.VERIFIER)
         started = time.monotonic()
         try:
@@ -757,7 +768,7 @@ class VerificationService:
             if line.error is not None:
                 raise line.error
             assert line.document is not None and line.outcome is not None
-            return {"outcome": line.outcome, "receipt": line.document}
+            return line
         finally:
             self._pad(started)
 
@@ -891,14 +902,21 @@ class VerificationService:
     # -- the decision: read, then answer -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self, session: Connection | None) -> Iterator[Connection]:
-        """A transaction on the call's own connection (SQLite) or on a pooled one."""
+    def _transaction(
+        self, session: Connection | None, *, reads_only: bool = False
+    ) -> Iterator[Connection]:
+        """A transaction on the call's own connection (SQLite) or on a pooled one;
+        ``reads_only``: one that takes no write lock (the read, see :func:`store.snapshot`)."""
         if session is None:
             with self.engine.begin() as con:
                 yield con
-        else:
+            return
+        store.snapshot(session, reads_only)
+        try:
             with session.begin():
                 yield session
+        finally:
+            store.snapshot(session, False)
 
     def _data_version(self, con: Connection) -> int | None:
         """SQLite's count of commits by other connections, as seen by ``con`` (None elsewhere:
@@ -923,7 +941,7 @@ class VerificationService:
         holds, in one transaction that writes nothing. Returns the datasets whose current
         version is not cached yet instead, having decided nothing."""
         live = [line for line in lines if line.ok]
-        with self._transaction(session) as con:
+        with self._transaction(session, reads_only=True) as con:
             missing = self._pin(con, live)
             if missing:
                 return missing

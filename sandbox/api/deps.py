@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
 from sandbox import audit
-from sandbox.access import Member, authenticate
+from sandbox.access import KeyCache, Member
 from sandbox.api.guard import enter_tenant
 from sandbox.config import Settings
 from sandbox.executor import Executor
@@ -26,19 +27,26 @@ class Services:
     vault: Vault
     queries: QueryService
     verification: VerificationService
+    key_cache: KeyCache
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """Async (it does no I/O): a sync dependency would cost a trip through the thread pool."""
     found: Services = request.app.state.services
     return found
 
 
-def member(
+async def member(
     request: Request,
     # documented as the OpenAPI bearer scheme (sandbox/api/openapi.py), not as a parameter
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Member:
-    found = authenticate(services(request).engine, authorization)
+    """The caller. A recently seen key is answered from the process's key cache without
+    leaving the event loop; otherwise the state store is asked from a worker thread."""
+    cache: KeyCache = request.app.state.services.key_cache
+    found = cache.cached(authorization)
+    if found is None:
+        found = await to_thread.run_sync(cache.authenticate, authorization)
     audit.identify(  # who, and on which route, for the audit log
         found.id,
         found.tenant_id,

@@ -152,9 +152,10 @@ def revoke_consent(consent_id: str, member: MemberDep, services: ServicesDep) ->
 
 
 @router.post("/verifications", response_model=views.Verification)
-def verify(body: VerificationBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def verify(body: VerificationBody, member: MemberDep, services: ServicesDep) -> Response:
     """One verification: the outcome and its signed receipt, never a value."""
-    return services.verification.verify(member, body.request())
+    text = services.verification.verify_json(member, body.request())
+    return Response(text, media_type="application/json")
 
 
 _BATCH_DOC: dict[str, Any] = {

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from fastapi.testclient import TestClient
 
+from sandbox import access, store
+from sandbox.config import Settings
+from server import create_app
 from tests.conftest import auth
 
 
@@ -43,6 +49,7 @@ def test_admin_creates_tenant_member_and_grant_and_the_key_works(client, keys):
 
 def test_revoked_key_is_refused(client, keys):
     key, tenant, _ = new_analyst(client, keys["admin"], epsilon=2.0)
+    assert client.get("/v1/budgets", headers=auth(key)).status_code == 200  # now in the key cache
     members = client.get(f"/v1/tenants/{tenant['id']}/members", headers=auth(keys["admin"]))
     member_id = members.json()["members"][0]["id"]
     listing = client.get(
@@ -128,3 +135,24 @@ def test_ledger_csv_for_auditors_only(client, keys):
     assert response.headers["content-type"].startswith("text/csv")
     assert response.text.splitlines()[0].startswith("time,entry,id")
     assert client.get("/v1/ledger", headers=auth(keys["analyst"])).status_code == 403
+
+
+@pytest.mark.parametrize("ttl", [0.0, 2.0])
+def test_key_revoked_by_another_process_stops_working_within_the_cache_time(
+    settings: Settings, keys: dict[str, str], ttl: float
+) -> None:
+    """A revocation this process did not make reaches it when the key's cache entry expires
+    (at once with ``auth_cache_s=0``)."""
+    settings = settings.model_copy(update={"auth_cache_s": ttl})
+    with TestClient(create_app(settings)) as client:
+        key, _, _ = new_analyst(client, keys["admin"], epsilon=2.0)
+        elsewhere = store.connect(settings.state_url)  # as another process would
+        member = access.authenticate(elsewhere, f"Bearer {key}")
+        assert member.key_id is not None
+        assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
+        access.revoke_key(elsewhere, member.id, member.key_id)
+        if ttl:
+            assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
+            time.sleep(ttl + 0.1)
+        assert client.get("/v1/budgets", headers=auth(key)).status_code == 401
+        elsewhere.dispose()

@@ -380,8 +380,9 @@ def main() -> None:
         port = _free_port()
         command = [sys.executable, __file__, "--serve", str(data_dir), str(port), str(args.workers)]
         if args.profile:  # py-spy: the server and its executor workers, sampled from outside
-            command = [str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--rate", "500", "--format",
-                       "raw", "-o", str(args.profile), "--", *command]  # fmt: skip
+            spy = str(Path(sys.executable).parent / "py-spy")
+            command = [spy, "record", "--subprocesses", "--rate", "500", "--format", "raw",
+                       "-o", str(args.profile), "--", *command]  # fmt: skip
         server = subprocess.Popen(command, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {keys['verifier']}"}

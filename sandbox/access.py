@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -199,6 +200,8 @@ def revoke_key(engine: Engine, member_id: str, key_id: str) -> None:
         )
         if done.rowcount:
             audit.append(con, _key_event(con, "key.revoke", member_id, key_id))
+    for cache in list(_CACHES):  # committed: no cache in this process may still admit it
+        cache.forget(key_id)
     if done.rowcount == 0:
         raise NotFound(f"no active key {key_id!r}")
 
@@ -293,13 +296,16 @@ def authenticate(engine: Engine, authorization: str | None) -> Member:
     )
 
 
+_CACHES: weakref.WeakSet[KeyCache] = weakref.WeakSet()  # this process's, for revoke_key
+
+
 class KeyCache:
     """Recently authenticated API keys, so that a busy caller's requests skip the state store.
 
-    An entry lives ``ttl_s`` seconds (0: no cache). Keys revoked through this process are
-    forgotten at once; a key revoked by another process still works here until its entry
-    expires. Only successes are kept, under the key's hash; unknown keys always ask the store
-    (and the rate limit on 401s bounds how often)."""
+    An entry lives ``ttl_s`` seconds (0: no cache). A key revoked in this process
+    (:func:`revoke_key`) is forgotten by every cache at once; a key revoked by another process
+    still works here until its entry expires. Only successes are kept, under the key's hash;
+    unknown keys always ask the store (and the rate limit on 401s bounds how often)."""
 
     MAX_ENTRIES = 10_000
 
@@ -308,6 +314,7 @@ class KeyCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[Member, float]] = {}
         self._lock = threading.Lock()
+        _CACHES.add(self)
 
     def cached(self, authorization: str | None) -> Member | None:
         """The member behind ``authorization`` if it is cached and fresh (no I/O)."""
@@ -336,7 +343,7 @@ class KeyCache:
         return found
 
     def forget(self, key_id: str) -> None:
-        """Drop the cached entry of ``key_id`` (just revoked)."""
+        """Drop the cached entry of ``key_id`` (just revoked, see :func:`revoke_key`)."""
         with self._lock:
             for digest, (member, _) in list(self._entries.items()):
                 if member.key_id == key_id:

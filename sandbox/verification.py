@@ -53,7 +53,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -412,9 +411,6 @@ _STORED_DOCUMENTS = select(receipts.c.id, receipts.c.document).where(
 _OVERRIDES = select(verification_quotas.c.template_id, verification_quotas.c.quota).where(
     verification_quotas.c.tenant_id == bindparam("tenant")
 )
-_INSERT_EVENTS = insert(verification_events)
-_INSERT_ALERTS = insert(alerts)
-_INSERT_RECEIPTS = insert(receipts)
 _BUMP_USES = (
     update(consents)
     .where(_c.id.in_(bindparam("ids", expanding=True)))
@@ -603,7 +599,7 @@ class VerificationService:
             out.append(consent.public(at))
         if rows:
             with self.engine.begin() as con:
-                con.execute(insert(consents), rows)
+                store.insert_many(con, consents, rows)
                 audit.append(
                     con,
                     audit.Event(
@@ -1031,10 +1027,10 @@ class VerificationService:
                 jobs = self._documents(member, lines, at, state.stored)
             ctx = state.ctx
             if ctx.events:
-                con.execute(_INSERT_EVENTS, ctx.events)
+                store.insert_many(con, verification_events, ctx.events)
             self._bump_uses(con, ctx)
             if ctx.alerts:
-                con.execute(_INSERT_ALERTS, ctx.alerts)
+                store.insert_many(con, alerts, ctx.alerts)
             self._signatures(jobs)
             issued = at.replace(microsecond=0)
             new_receipts = [
@@ -1043,7 +1039,7 @@ class VerificationService:
                 if line.ok and line.failed is None and line.signed is not None
             ]
             if new_receipts:
-                con.execute(_INSERT_RECEIPTS, new_receipts)
+                store.insert_many(con, receipts, new_receipts)
             for line in state.lines:
                 if line.ok and line.failed is not None:
                     line.error, line.document = line.failed, None

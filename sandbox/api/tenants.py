@@ -102,7 +102,6 @@ def revoke_key(
     tenant: str, member_id: str, key_id: str, member: MemberDep, services: ServicesDep
 ) -> None:
     admin.revoke_key(services.engine, member, tenant, member_id, key_id)
-    services.key_cache.forget(key_id)
 
 
 @router.post("/tenants/{tenant}/grants", status_code=201, response_model=views.Grant)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from sandbox import access, store
 from sandbox.config import Settings
@@ -150,7 +151,12 @@ def test_key_revoked_by_another_process_stops_working_within_the_cache_time(
         member = access.authenticate(elsewhere, f"Bearer {key}")
         assert member.key_id is not None
         assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
-        access.revoke_key(elsewhere, member.id, member.key_id)
+        with elsewhere.begin() as con:  # what revoke_key does, in a process without our caches
+            con.execute(
+                update(store.api_keys)
+                .where(store.api_keys.c.id == member.key_id)
+                .values(revoked_at=store.now())
+            )
         if ttl:
             assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
             time.sleep(ttl + 0.1)

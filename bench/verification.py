@@ -219,6 +219,7 @@ def _round(
             raise SystemExit(f"unexpected {status} (expected {expect})")
         return elapsed
 
+    wire.close()  # the server drops a connection idle for 5 s (the batches): reopen, unmeasured
     load_before = _load()
     fsync = _fsync_ms(data_dir)
     for body in take(args.warmup):

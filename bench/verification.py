@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/verification.py [--rows 1000000] [--singles 1000] [--warmup 100]
         [--batch-lines 10000] [--batches 2] [--runs 1] [--workers 2]
-        [--out bench/results/verification.json]
+        [--out bench/results/verification.json] [--keep] [--profile FILE]
 
 What it does:
 
@@ -15,7 +15,8 @@ What it does:
    workers, access log off) and waits until ``/healthz`` is ready;
 4. ``--runs`` rounds on that server, each:
 
-   a. single verifications, one at a time over one keep-alive connection: ``--warmup``
+   a. single verifications, one at a time over one keep-alive ``http.client`` connection
+      (a bare client, so that the figures are the server's): ``--warmup``
       unmeasured, then ``--singles`` authenticated ``GET /v1/templates/ENT_STATUS`` (the floor:
       HTTP, API key, audit entry), then ``--singles`` answers, each a *new* question (a new
       enterprise or template: the full path — consent, leakage decision, executor, signature,
@@ -28,6 +29,8 @@ On a shared host other processes' CPU and disk use inflate every figure, so each
 the load average before and after, the median fsync time of the data directory's disk (every
 answer waits for one durable commit), and the CPU seconds the server and its worker processes
 spent (from ``/proc``; a figure the host's load barely moves).
+
+``--profile FILE`` runs the server and its workers under py-spy (raw flame-graph samples).
 
 Results go to ``--out`` (JSON: one entry per round, and the best of the rounds) and are printed.
 Targets (issue 4, 2-core machine): single p50 < 5 ms and p99 < 20 ms with a warm server; a

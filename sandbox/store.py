@@ -257,6 +257,17 @@ alerts = Table(
     Index("ix_alerts_created", "created_at"),
 )
 
+# Quota units a tenant used per template and UTC hour, written with each answer: a quota window's
+# complete hours are summed from here, so counting a tenant's use does not grow with it.
+verification_quota_use = Table(
+    "verification_quota_use",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("template_id", String(64), primary_key=True),
+    Column("hour", BigInteger, primary_key=True),  # hours since 1970-01-01T00:00Z
+    Column("units", Integer, nullable=False),
+)
+
 # Per-tenant overrides of a template's quota (answers per template id per window).
 verification_quotas = Table(
     "verification_quotas",

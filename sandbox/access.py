@@ -314,6 +314,7 @@ class KeyCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[Member, float]] = {}
         self._lock = threading.Lock()
+        self._forgotten = 0  # revocations seen: a lookup that overlapped one is not kept
         _CACHES.add(self)
 
     def cached(self, authorization: str | None) -> Member | None:
@@ -332,11 +333,15 @@ class KeyCache:
         found = self.cached(authorization)
         if found is not None:
             return found
+        with self._lock:
+            forgotten = self._forgotten
         found = authenticate(self.engine, authorization)
         if self.ttl_s > 0:
             assert authorization is not None  # authenticate refused a missing header
             digest = hash_key(authorization.removeprefix("Bearer ").strip())
             with self._lock:
+                if self._forgotten != forgotten:
+                    return found  # read before a revocation committed: not for later requests
                 if len(self._entries) >= self.MAX_ENTRIES:
                     self._entries.clear()
                 self._entries[digest] = (found, time.monotonic() + self.ttl_s)
@@ -345,6 +350,7 @@ class KeyCache:
     def forget(self, key_id: str) -> None:
         """Drop the cached entry of ``key_id`` (just revoked, see :func:`revoke_key`)."""
         with self._lock:
+            self._forgotten += 1
             for digest, (member, _) in list(self._entries.items()):
                 if member.key_id == key_id:
                     del self._entries[digest]

@@ -61,7 +61,7 @@ def test_the_hourly_use_counts_exactly_the_windows_events(
     client, keys = zone
     model = _answered(client, keys)
     rng = random.Random(7)
-    times = _spread(engine_of(client), model, rng) + [model["at"].replace(tzinfo=UTC)]
+    times = [*_spread(engine_of(client), model, rng), model["at"].replace(tzinfo=UTC)]
     starts = [at + timedelta(microseconds=d) for at in rng.sample(times, 60) for d in (-1, 0, 1)]
     starts += [datetime.fromtimestamp(quota_hour(at) * 3600, UTC) for at in rng.sample(times, 20)]
     starts += [datetime(2026, 11, 19, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)]

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
@@ -272,39 +269,12 @@ def test_cli_verify_checkpoint_proof_rotate_and_tampering(
     assert "entry 2: entry_columns_mismatch" in still.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture()
-def live(settings: Settings) -> Iterator[tuple[str, Settings]]:
-    """A real server on a free port (uvicorn in a thread)."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", settings
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def test_an_auditor_verifies_a_live_server_independently(
-    live: tuple[str, Settings], keys: dict[str, str]
+    live: str, settings: Settings, keys: dict[str, str]
 ) -> None:
     import httpx
 
-    url, settings = live
+    url = live  # the shared fixture (tests/conftest.py), serving ``settings``
     with httpx.Client(base_url=url, timeout=60) as http:
         http.post("/v1/queries", json=QUERY, headers=auth(keys["analyst"]))
         tenant = http.post(

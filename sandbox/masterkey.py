@@ -94,6 +94,7 @@ def write_private(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)  # whatever the umask took away from the mode above
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

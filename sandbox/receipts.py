@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from policies.errors import InvalidRequest, VeilError
-from sandbox.masterkey import check_private
+from sandbox.masterkey import check_private, write_private
 
 __all__ = [
     "MIN_SALT_BYTES",
@@ -418,22 +418,6 @@ def generate_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, mode 0600, atomically (replaces ``path``)."""
     pem = key.private_bytes(
@@ -441,7 +425,7 @@ def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_private(path, pem)
+    write_private(path, pem)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -56,6 +56,7 @@ from sandbox.errors import (
     WorkspaceNotSealed,
 )
 from sandbox.masterkey import MasterKeyRing
+from sandbox.workspace import fsync_dir
 
 __all__ = [
     "CHUNK_SIZE",
@@ -221,7 +222,7 @@ def seal(
         os.replace(tmp, stored)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(stored.parent)
+    fsync_dir(stored.parent)
 
 
 def read_header(handle: BinaryIO, where: str) -> Header:
@@ -327,15 +328,6 @@ def open_sealed(
             plain.unlink(missing_ok=True)
         raise
     return written
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # -- the runtime directory and the vault -----------------------------------------------------

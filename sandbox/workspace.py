@@ -32,6 +32,7 @@ __all__ = [
     "ParquetScan",
     "TableSource",
     "build_workspace",
+    "fsync_dir",
     "open_locked",
     "parse_size",
     "table_schemas",
@@ -104,7 +105,7 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a rename durable; not every platform lets a directory be opened, hence best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
@@ -199,7 +200,7 @@ def build_workspace(
         finally:
             con.close()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         _remove_db_files(tmp)
         raise

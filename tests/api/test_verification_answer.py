@@ -82,6 +82,24 @@ def twin(client: TestClient, executor: Executor | None = None) -> Racing:
     )
 
 
+def three_lines(client: TestClient, keys: dict[str, str], subject: str) -> list[VerifyRequest]:
+    """A batch of three consented questions on ``subject`` (no claim, a choice, a number)."""
+    lines = []
+    for template, claim in (("ENT_STATUS", None), ("ENT_AGE", 1), ("TAX_CONTINUITY", 6)):
+        consent, salt = grant(client, keys, template, claim)
+        lines.append(
+            VerifyRequest(
+                template=template,
+                subject=subject,
+                consent=consent,
+                purpose=PURPOSE,
+                claim=claim,
+                salt=salt.hex() if claim is not None else None,
+            )
+        )
+    return lines
+
+
 def member(client: TestClient, key: str) -> Member:
     return authenticate(engine_of(client), f"Bearer {key}")
 
@@ -153,19 +171,7 @@ def test_an_answer_is_one_commit(client, keys):
         assert service(client).verify(verifier, request) == answer  # sticky: same receipt
     assert count[0] <= 1  # the audit entry, if the app keeps a log
 
-    lines = []
-    for template, claim in (("ENT_STATUS", None), ("ENT_AGE", 1), ("TAX_CONTINUITY", 6)):
-        consent, salt = grant(client, keys, template, claim)
-        lines.append(
-            VerifyRequest(
-                template=template,
-                subject=subject,
-                consent=consent,
-                purpose=PURPOSE,
-                claim=claim,
-                salt=salt.hex() if claim is not None else None,
-            )
-        )
+    lines = three_lines(client, keys, subject)
     with write_commits(engine) as count:
         batch = service(client).verify_batch(verifier, lines)
     assert batch["summary"] == {"lines": 3, "answered": 3, "refused": 0}
@@ -243,19 +249,7 @@ def test_a_consent_revoked_meanwhile_refuses_the_answer(client, keys):
 
 def test_a_batch_line_answered_meanwhile_gets_that_receipt(client, keys):
     verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
-    lines = []
-    for template, claim in (("ENT_STATUS", None), ("ENT_AGE", 1), ("TAX_CONTINUITY", 6)):
-        consent, salt = grant(client, keys, template, claim)
-        lines.append(
-            VerifyRequest(
-                template=template,
-                subject=subject,
-                consent=consent,
-                purpose=PURPOSE,
-                claim=claim,
-                salt=salt.hex() if claim is not None else None,
-            )
-        )
+    lines = three_lines(client, keys, subject)
     first: dict[str, object] = {}
     racing = twin(client)
     racing.race = lambda: first.update(service(client).verify(verifier, lines[1]))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from policies.templates import load_templates
 from sandbox import api, audit, catalog, keystore, store
@@ -18,11 +19,20 @@ from sandbox.api.deps import Services
 from sandbox.api.guard import Guard, GuardMiddleware
 from sandbox.audit_checkpoint import Checkpointer, run_checkpoints
 from sandbox.config import Settings
+from sandbox.errors import NotFound
 from sandbox.executor import Executor, ExecutorLimits
+from sandbox.facts import FactsIndex
 from sandbox.queries import QueryService
 from sandbox.signing import Signer
 from sandbox.vault import Vault
 from sandbox.verification import VerificationService
+
+
+def _current(engine: Engine, dataset: str) -> catalog.DatasetVersion | None:
+    try:
+        return catalog.current(engine, dataset)
+    except NotFound:
+        return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         vault = Vault(master_keys, settings.runtime_dir)
         vault.warm_in_background(lambda: catalog.list_current(engine))
         signer = Signer(keys.current, settings.signing_processes)
+        facts = FactsIndex(executor, vault, settings.verification_index_max_subjects)
+        latest = {t.id: t for t in templates}  # in version order: the last one stays
+        facts.warm(latest.values(), lambda dataset: _current(engine, dataset))
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -74,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 envelope_ms=settings.verification_envelope_ms,
                 signer=signer,
                 vault=vault,
+                facts=facts,
             ),
             key_cache=KeyCache(engine, settings.auth_cache_s),
         )
@@ -84,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints
             signer.close()
+            facts.close()  # before the executor: a build in progress uses it
             executor.close()
             vault.close()  # after the workers: removes every decrypted copy
             engine.dispose()

@@ -69,6 +69,8 @@ __all__ = [
     "template_batch_sql",
     "template_query",
     "template_sql",
+    "template_subjects_sql",
+    "template_tables",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -1012,6 +1014,26 @@ def bind_batch(
         else:
             bound.append(p)
     return bound
+
+
+def template_tables(template: Template) -> tuple[str, ...]:
+    """The tables ``template``'s query reads, in name order."""
+    return tuple(sorted(_KINDS[template.kind].columns))
+
+
+def template_subjects_sql(template: Template, policy: Policy) -> str:
+    """One page of the subjects that have a record in a table ``template`` reads, in order:
+    parameters ``(after, limit)``, the subjects greater than ``after``. Every other subject's
+    facts are those of a subject with no record at all."""
+    check_template(template, policy)
+    unit = policy.privacy_unit
+    union = " UNION ".join(
+        f"SELECT {unit} AS subject FROM {table}" for table in template_tables(template)
+    )
+    return (
+        f"SELECT DISTINCT subject FROM ({union}) WHERE subject IS NOT NULL AND subject > ? "
+        "ORDER BY subject LIMIT ?"
+    )
 
 
 def template_batch_query(

@@ -45,6 +45,14 @@ class Settings(BaseSettings):
         description="Pad every single verification answer and consent refusal to at least this "
         "many milliseconds (0: no padding; the refusal path runs a decoy query instead).",
     )
+    verification_index_max_subjects: int = Field(
+        2_000_000,
+        ge=0,
+        le=100_000_000,
+        description="Index every subject's template facts on a dataset's current version, in "
+        "memory, when it has at most this many subjects, so that an answer is a lookup rather "
+        "than a query (0: never; every answer runs its template query).",
+    )
     auth_cache_s: float = Field(
         2.0,
         ge=0,

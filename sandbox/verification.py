@@ -45,7 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import (
     Connection,
@@ -86,6 +86,7 @@ from sandbox.errors import (
     VeilError,
 )
 from sandbox.executor import Executor
+from sandbox.facts import ABSENT_SUBJECT, FactsIndex
 from sandbox.receipts import (
     MIN_SALT_BYTES,
     KeyRing,
@@ -130,7 +131,7 @@ MAX_CONSENT_USES: Final = 100_000
 MAX_SALT_BYTES: Final = 64
 PURPOSE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 OBJECT_ID: Final = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-DECOY_SUBJECT: Final = "0" * 18  # never a subject: the refusal path's decoy query reads nothing
+DECOY_SUBJECT: Final = ABSENT_SUBJECT  # never a subject: the refusal path's decoy reads nothing
 _HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
 _LOCK_NAMESPACE: Final = 7_370_001  # PostgreSQL advisory locks: (namespace, key)
 _SUBJECT_BUCKETS: Final = 1024
@@ -571,10 +572,12 @@ class VerificationService:
         envelope_ms: float = 0.0,
         signer: Signer | None = None,
         vault: Vault | None = None,
+        facts: FactsIndex | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
         self.vault = vault  # decrypts sealed workspaces; None: version paths are plain files
+        self.facts = facts  # answers from the facts index when built; None: always a query
         self.templates = templates
         self.keys = keys
         self.key_id = keys.current_id
@@ -583,6 +586,10 @@ class VerificationService:
         self.envelope_s = envelope_ms / 1000.0
         self._postgres = engine.dialect.name == "postgresql"
         self._versions: dict[tuple[str, int], catalog.DatasetVersion] = {}
+
+    def index_state(self) -> Literal["off", "building", "ready"]:
+        """The facts index's state (:meth:`sandbox.facts.FactsIndex.state`)."""
+        return "off" if self.facts is None else self.facts.state()
 
     # -- templates and keys --------------------------------------------------------------------
 
@@ -1342,7 +1349,8 @@ class VerificationService:
         todo = [ln for ln in lines if ln.ok and ln.outcome is None]
         if not todo:
             return
-        if single:
+        todo = [line for line in todo if not self._indexed(line)]
+        if single and todo:
             (line,) = todo
             assert line.template is not None and line.version is not None
             assert line.request is not None
@@ -1370,6 +1378,19 @@ class VerificationService:
         with ThreadPoolExecutor(parallel, thread_name_prefix="veil-batch-query") as pool:
             for done in [pool.submit(self._execute_group, g) for g in groups.values()]:
                 done.result()
+
+    def _indexed(self, line: _Line) -> bool:
+        """Decide ``line`` from the facts index if its index is built (see
+        :mod:`sandbox.facts`)."""
+        if self.facts is None:
+            return False
+        assert line.template is not None and line.version is not None
+        assert line.request is not None
+        found = self.facts.get(line.template, line.version, line.request.subject, line.claim)
+        if found is None:
+            return False
+        line.outcome = decide(line.template, found, line.claim)
+        return True
 
     def _execute_group(self, group: list[_Line]) -> None:
         """The outcomes of a batch's lines on one template version: one engine query."""
@@ -1404,6 +1425,12 @@ class VerificationService:
             claim = template.claim.choices[0]
         elif template.claim.type == ClaimType.NUMBER:
             claim = template.claim.minimum
+        if (
+            self.facts is not None
+            and self.facts.get(template, version, DECOY_SUBJECT, claim) is not None
+        ):
+            self.keys.current.sign(b"veil.decoy")  # the answer path was a lookup too
+            return
         try:
             sql, params = template_query(template, version.policy, DECOY_SUBJECT, claim)
             with leased(self.vault, version) as workspace:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from sandbox.api.responses.base import View
 
 KeyValue = str | int | float | bool
@@ -64,3 +68,7 @@ class DatasetList(View):
 
 class Health(View):
     status: str
+    facts_index: Literal["off", "building", "ready"] = Field(
+        description="The verification facts index (docs/verification.md#performance): "
+        "``building`` while answers may still run their template queries."
+    )

@@ -1,0 +1,150 @@
+"""The facts index (sandbox/facts.py): on the demo zone, every template's indexed facts are
+exactly what its single-subject query returns, for subjects with records and without; an answer
+comes from a built index without the executor; a dataset with more subjects than allowed is not
+indexed and answers through the query."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from policies.templates import Template, load_templates, template_query, template_subjects_sql
+from sandbox import catalog, keystore, store
+from sandbox.catalog import DatasetVersion
+from sandbox.config import Settings
+from sandbox.executor import Executor, ExecutorLimits
+from sandbox.facts import ABSENT_SUBJECT, FactsIndex, index_claims
+from sandbox.vault import Vault, leased
+from server import create_app
+from tests.api.test_verification import ask, grant
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "templates"
+SAMPLE = 40  # subjects per template and claim checked against the single query
+
+
+@dataclass(frozen=True)
+class Zone:
+    executor: Executor
+    vault: Vault
+    version: DatasetVersion
+    workspace: Path  # the decrypted copy
+
+    def index(self, max_subjects: int) -> FactsIndex:
+        return FactsIndex(self.executor, self.vault, max_subjects)
+
+
+@pytest.fixture()
+def zone(data_dir: Path) -> Iterator[Zone]:
+    settings = Settings(data_dir=data_dir)
+    engine = store.connect(settings.state_url)
+    version = catalog.current(engine, "enterprise")
+    engine.dispose()
+    with (
+        Executor(ExecutorLimits(workers=1, threads=1), data_dir / "tmp") as executor,
+        Vault(keystore.master_keys(settings.keys_path), settings.runtime_dir) as vault,
+        leased(vault, version) as workspace,
+    ):
+        yield Zone(executor, vault, version, workspace)
+
+
+def built(index: FactsIndex, templates: list[Template], version: DatasetVersion) -> None:
+    index.warm(templates, lambda dataset: version)
+    deadline = time.monotonic() + 120
+    while index.state() == "building":
+        assert time.monotonic() < deadline, "the index was not built in time"
+        time.sleep(0.05)
+
+
+def test_indexed_facts_are_the_single_query_facts(zone):
+    executor, version = zone.executor, zone.version
+    templates = list(load_templates(TEMPLATES))
+    index = zone.index(1_000_000)
+    try:
+        built(index, templates, version)
+        for template in templates:
+            assert index.ready(template, version), template.id
+            claims = index_claims(template, version)
+            assert claims is not None
+            sql = template_subjects_sql(template, version.policy)
+            subjects = [r[0] for r in executor.run(zone.workspace, sql, ["", 100_000])]
+            step = max(1, len(subjects) // SAMPLE)
+            asked = [*subjects[::step], ABSENT_SUBJECT, "91110000NOSUCHONE1", subjects[-1]]
+            for claim in claims:
+                used = claim if claim is not None else _any_claim(template)
+                for subject in asked:
+                    single = template_query(template, version.policy, subject, used)
+                    (row,) = executor.run(zone.workspace, *single)
+                    found = index.get(template, version, subject, used)
+                    assert found == tuple(row), (template.id, claim, subject)
+    finally:
+        index.close()
+
+
+def _any_claim(template: Template) -> int | None:
+    """A claim the template accepts, for templates whose facts do not depend on it."""
+    if template.claim.choices:
+        return template.claim.choices[0]
+    return template.claim.minimum
+
+
+def test_numeric_claims_read_by_the_query_are_not_indexed(zone):
+    """Only a finite set of claims can be indexed ahead; every demo template qualifies."""
+    version = zone.version
+    for template in load_templates(TEMPLATES):
+        claims = index_claims(template, version)
+        assert claims is not None
+        if claims != [None]:
+            assert claims == list(template.claim.choices)
+
+
+def test_too_many_subjects_means_no_index(zone):
+    version = zone.version
+    templates = list(load_templates(TEMPLATES))
+    index = zone.index(10)
+    try:
+        built(index, templates, version)
+        assert index.state() == "ready"  # nothing left to build
+        for template in templates:
+            assert not index.ready(template, version)
+            assert index.get(template, version, ABSENT_SUBJECT, _any_claim(template)) is None
+    finally:
+        index.close()
+
+
+def test_off_means_no_index(zone):
+    version = zone.version
+    index = zone.index(0)
+    template = next(iter(load_templates(TEMPLATES)))
+    assert index.state() == "off"
+    assert index.get(template, version, ABSENT_SUBJECT, _any_claim(template)) is None
+    index.close()
+
+
+def _ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 120
+    while client.get("/healthz").json()["facts_index"] == "building":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_answers_come_from_the_built_index(data_dir, keys):
+    """With the index built, a verification answers even with every executor worker gone."""
+    with TestClient(create_app(Settings(data_dir=data_dir, worker_threads=1))) as client:
+        _ready(client)
+        assert client.get("/healthz").json() == {"status": "ok", "facts_index": "ready"}
+        consent, _ = grant(client, keys, "ENT_STATUS")
+        client.app.state.services.executor.close()  # type: ignore[attr-defined]
+        answer = ask(client, keys["verifier"], "ENT_STATUS", consent, keys["subject_id"])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outcome"] == "yes"
+
+
+def test_healthz_says_off_when_indexing_is_off(data_dir):
+    settings = Settings(data_dir=data_dir, worker_threads=1, verification_index_max_subjects=0)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json() == {"status": "ok", "facts_index": "off"}

@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(GuardMiddleware, guard=Guard(settings))  # rate and body limits
     app.add_middleware(AuditMiddleware)  # outermost: refusals by the guard are recorded too
-    app.include_router(api.router)
+    for router in api.routers:
+        app.include_router(router)
     openapi.install(app)  # problem responses declared on every operation
     return app

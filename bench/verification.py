@@ -385,8 +385,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--serve", str(data_dir), str(port), str(args.workers)]
         if args.profile:  # py-spy: the server and its executor workers, sampled from outside
             spy = str(Path(sys.executable).parent / "py-spy")
-            command = [spy, "record", "--subprocesses", "--rate", "500", "--format", "raw",
-                       "-o", str(args.profile), "--", *command]  # fmt: skip
+            command = [spy, "record", "--subprocesses", "--threads", "--rate", "500",
+                       "--format", "raw", "-o", str(args.profile), "--", *command]  # fmt: skip
         server = subprocess.Popen(command, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {keys['verifier']}"}
@@ -399,10 +399,11 @@ def main() -> None:
             return chunk
 
         with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 600
             while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
+                try:  # warm: the executor ready and the facts index built
+                    health = http.get("/healthz")
+                    if health.status_code == 200 and health.json()["facts_index"] != "building":
                         break
                 except httpx.TransportError:
                     pass

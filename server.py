@@ -70,8 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         vault.warm_in_background(lambda: catalog.list_current(engine))
         signer = Signer(keys.current, settings.signing_processes)
         facts = FactsIndex(executor, vault, settings.verification_index_max_subjects)
-        latest = {t.id: t for t in templates}  # in version order: the last one stays
-        facts.warm(latest.values(), lambda dataset: _current(engine, dataset))
+        facts.warm(templates.latest.values(), lambda dataset: _current(engine, dataset))
         app.state.services = Services(
             settings=settings,
             engine=engine,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum, StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -428,10 +429,19 @@ class TemplateSet:
             if found is None:
                 raise NotFound("no such template version", template=template_id[:64])
             return found
-        versions = [t for (tid, _), t in self.templates.items() if tid == template_id]
-        if not versions:
+        latest = self.latest.get(template_id)
+        if latest is None:
             raise NotFound("no such template", template=template_id[:64])
-        return max(versions, key=lambda t: t.version)
+        return latest
+
+    @cached_property
+    def latest(self) -> Mapping[str, Template]:
+        """Each template's latest version, by id (asked for on every request line)."""
+        found: dict[str, Template] = {}
+        for (template_id, version), template in self.templates.items():
+            if template_id not in found or found[template_id].version < version:
+                found[template_id] = template
+        return found
 
     def __iter__(self) -> Iterator[Template]:
         return iter(self.templates.values())

@@ -22,7 +22,9 @@ allowed claim; a numeric claim that the SQL reads cannot be, so such a template 
 Facts are held as Arrow columns (8 or 16 bytes a value) beside one subject → position map per
 dataset version and set of tables. An index is looked up without a lock; until it is built,
 :meth:`FactsIndex.get` says so (``None``) and asks for the build, and the caller runs the query.
-Indexes of other versions of a dataset are dropped when one of its versions is indexed.
+Indexing a version drops the indexes of the dataset's older versions, and an older version is
+not indexed after a newer one. A build that fails (no worker free in time, too many subjects) is
+tried again a minute later at the earliest.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 
 ABSENT_SUBJECT: Final = "0" * 18  # never a subject: stands for "no record at all"
 _PAGE: Final = 50_000  # subjects per page and per batch query (under the executor's row cap)
+_RETRY_S: Final = 60.0  # a build that failed (or found too many subjects) is tried again after
 
 Facts = tuple[object, ...]
 IndexKey = tuple[str, int, str, int, Claim]  # template id, version, dataset, version, claim
@@ -102,8 +106,9 @@ class FactsIndex:
         self._tables: dict[IndexKey, _Table] = {}
         self._universes: dict[_Universe, dict[str, int]] = {}
         self._wanted: set[IndexKey] = set()  # queued or being built
-        self._skipped: set[IndexKey] = set()  # not indexable: never queued again
+        self._failed: dict[IndexKey, float] = {}  # not built: when (tried again _RETRY_S later)
         self._never: set[tuple[str, int, str, int]] = set()  # templates not indexable
+        self._newest: dict[str, int] = {}  # dataset -> its newest version indexed
         self._too_big: set[_Universe] = set()
         self._claim_read: dict[tuple[str, int, str, int], bool] = {}  # see index_key
         self._lock = threading.Lock()
@@ -136,9 +141,13 @@ class FactsIndex:
         table = self._tables.get(key)
         if table is not None:
             return table.get(subject)
-        if key not in self._wanted and key not in self._skipped and key[:4] not in self._never:
+        if key not in self._wanted and key[:4] not in self._never and not self._failing(key):
             self.want(template, version)
         return None
+
+    def _failing(self, key: IndexKey) -> bool:
+        failed = self._failed.get(key)
+        return failed is not None and time.monotonic() - failed < _RETRY_S
 
     def state(self) -> Literal["off", "building", "ready"]:
         """``building`` while a build is queued or running."""
@@ -163,9 +172,11 @@ class FactsIndex:
             if claims is None:
                 self._never.add((template.id, template.version, version.dataset, version.version))
                 return
+            if version.version < self._newest.get(version.dataset, 0):
+                return  # an older version, asked for while the current one took over
             for claim in claims:
                 key = self.index_key(template, version, claim)
-                if key in self._tables or key in self._wanted or key in self._skipped:
+                if key in self._tables or key in self._wanted or self._failing(key):
                     continue
                 self._wanted.add(key)
                 self._todo.put((template, version, claim))
@@ -225,12 +236,15 @@ class FactsIndex:
             with self._lock:
                 self._wanted.discard(key)
                 if table is None:
-                    self._skipped.add(key)
+                    self._failed[key] = time.monotonic()
                     continue
-                for other in [k for k in self._tables if k[2] == key[2] and k[3] != key[3]]:
-                    del self._tables[other]  # another version of the dataset
-                for old in [u for u in self._universes if u[0] == key[2] and u[1] != key[3]]:
-                    del self._universes[old]
+                self._failed.pop(key, None)
+                dataset, number = key[2], key[3]
+                self._newest[dataset] = max(number, self._newest.get(dataset, 0))
+                for old in [k for k in self._tables if k[2] == dataset and k[3] < number]:
+                    del self._tables[old]  # an older version of the dataset
+                for gone in [u for u in self._universes if u[0] == dataset and u[1] < number]:
+                    del self._universes[gone]
                 self._tables[key] = table
 
     def _build(self, template: Template, version: DatasetVersion, claim: Claim) -> _Table | None:

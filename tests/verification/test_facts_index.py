@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -148,3 +148,22 @@ def test_healthz_says_off_when_indexing_is_off(data_dir):
     settings = Settings(data_dir=data_dir, worker_threads=1, verification_index_max_subjects=0)
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").json() == {"status": "ok", "facts_index": "off"}
+
+
+def test_a_newer_version_replaces_the_older_ones(zone):
+    """Indexing version 2 drops version 1's indexes, and version 1 is not indexed again."""
+    templates = [next(iter(load_templates(TEMPLATES)))]
+    older = replace(zone.version, path=zone.workspace)  # the decrypted copy, read as is
+    newer = replace(older, version=older.version + 1)
+    index = FactsIndex(zone.executor, None, 1_000_000)
+    try:
+        built(index, templates, older)
+        assert index.ready(templates[0], older)
+        built(index, templates, newer)
+        assert index.ready(templates[0], newer)
+        assert not index.ready(templates[0], older)
+        built(index, templates, older)  # asked for again, e.g. by a request pinned before
+        assert not index.ready(templates[0], older)
+        assert index.get(templates[0], older, ABSENT_SUBJECT, _any_claim(templates[0])) is None
+    finally:
+        index.close()

@@ -66,12 +66,11 @@ __all__ = [
     "load_template",
     "load_templates",
     "parse_template",
+    "subjects_sql",
     "template_batch_query",
     "template_batch_sql",
     "template_query",
     "template_sql",
-    "template_subjects_sql",
-    "template_tables",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -1026,20 +1025,15 @@ def bind_batch(
     return bound
 
 
-def template_tables(template: Template) -> tuple[str, ...]:
-    """The tables ``template``'s query reads, in name order."""
-    return tuple(sorted(_KINDS[template.kind].columns))
-
-
-def template_subjects_sql(template: Template, policy: Policy) -> str:
-    """One page of the subjects that have a record in a table ``template`` reads, in order:
-    parameters ``(after, limit)``, the subjects greater than ``after``. Every other subject's
-    facts are those of a subject with no record at all."""
-    check_template(template, policy)
+def subjects_sql(policy: Policy) -> str:
+    """One page of the subjects that have a record in any table of ``policy``'s dataset, in
+    order: parameters ``(after, limit)``, the subjects greater than ``after``. Every other
+    subject's facts, on any template, are those of a subject with no record at all."""
     unit = policy.privacy_unit
-    union = " UNION ".join(
-        f"SELECT {unit} AS subject FROM {table}" for table in template_tables(template)
-    )
+    tables = [t.name for t in policy.tables if t.column(unit) is not None]
+    if not tables:
+        raise ValueError(f"no table of {policy.dataset} has the privacy unit column")
+    union = " UNION ".join(f"SELECT {unit} AS subject FROM {table}" for table in tables)
     return (
         f"SELECT DISTINCT subject FROM ({union}) WHERE subject IS NOT NULL AND subject > ? "
         "ORDER BY subject LIMIT ?"

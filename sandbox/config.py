@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         "many milliseconds (0: no padding; the refusal path runs a decoy query instead).",
     )
     verification_index_max_subjects: int = Field(
-        2_000_000,
+        1_000_000,
         ge=0,
         le=100_000_000,
         description="Index every subject's template facts on a dataset's current version, in "

@@ -8,9 +8,9 @@ subject on it can be computed once, in bulk, and an answer becomes a lookup.
 How an index is built (on one background thread, through the locked-down executor like any
 other template query):
 
-1. the subjects that have a record in a table the template reads, a page at a time
-   (:func:`~policies.templates.template_subjects_sql`); more than ``max_subjects`` and the
-   template is not indexed on that version (its questions keep running one query each);
+1. the subjects that have a record in any of the dataset's tables, a page at a time
+   (:func:`~policies.templates.subjects_sql`), once per dataset version; more than
+   ``max_subjects`` and the version is not indexed (its questions keep running one query each);
 2. their facts with the template's own batch query (:func:`~policies.templates.template_batch_sql`,
    the query a batch runs), a chunk of subjects at a time: the same SQL, so the same facts;
 3. the facts of a subject with no record (the batch query for the decoy subject), which every
@@ -19,12 +19,12 @@ other template query):
 A template whose SQL reads the claim (years of age, months of continuity) is indexed once per
 allowed claim; a numeric claim that the SQL reads cannot be, so such a template is not indexed.
 
-Facts are held as Arrow columns (8 or 16 bytes a value) beside one subject → position map per
-dataset version and set of tables. An index is looked up without a lock; until it is built,
-:meth:`FactsIndex.get` says so (``None``) and asks for the build, and the caller runs the query.
-Indexing a version drops the indexes of the dataset's older versions, and an older version is
-not indexed after a newer one. A build that fails (no worker free in time, too many subjects) is
-tried again a minute later at the earliest.
+Facts are held as Arrow columns (integers in the narrowest type that holds them, sums as
+16-byte decimals) beside one subject → position map per dataset version. An index is looked up
+without a lock; until it is built, :meth:`FactsIndex.get` says so (``None``) and asks for the
+build, and the caller runs the query. Indexing a version drops the indexes of the dataset's older
+versions, and an older version is not indexed after a newer one. A build that fails (no worker
+free in time, too many subjects) is tried again a minute later at the earliest.
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ from policies.templates import (
     Slot,
     Template,
     bind_batch,
+    subjects_sql,
     template_batch_sql,
-    template_subjects_sql,
-    template_tables,
 )
 from sandbox.catalog import DatasetVersion
 from sandbox.errors import VeilError
@@ -62,7 +61,7 @@ _RETRY_S: Final = 60.0  # a build that failed (or found too many subjects) is tr
 
 Facts = tuple[object, ...]
 IndexKey = tuple[str, int, str, int, Claim]  # template id, version, dataset, version, claim
-_Universe = tuple[str, int, tuple[str, ...]]  # dataset, version, tables
+_Universe = tuple[str, int]  # dataset, version
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ class FactsIndex:
                 self._tables[key] = table
 
     def _build(self, template: Template, version: DatasetVersion, claim: Claim) -> _Table | None:
-        positions = self._universe(template, version)
+        positions = self._universe(version)
         if positions is None:
             return None
         sql, params = template_batch_sql(template, version.policy)
@@ -270,17 +269,17 @@ class FactsIndex:
             (absent,) = self.executor.run(
                 workspace, sql, bind_batch(params, [ABSENT_SUBJECT], [claim])
             )
-        arrays = tuple(pa.array(values) for values in columns or [])
+        arrays = tuple(_compact(values) for values in columns or [])
         return _Table(positions=positions, columns=arrays, absent=tuple(absent[1:]))
 
-    def _universe(self, template: Template, version: DatasetVersion) -> dict[str, int] | None:
-        """Subject → position for the tables ``template`` reads (shared by the templates that
-        read the same tables); ``None`` past ``max_subjects``."""
-        key: _Universe = (version.dataset, version.version, template_tables(template))
+    def _universe(self, version: DatasetVersion) -> dict[str, int] | None:
+        """Subject → position on ``version`` (shared by its templates); ``None`` past
+        ``max_subjects``."""
+        key: _Universe = (version.dataset, version.version)
         found = self._universes.get(key)
         if found is not None or key in self._too_big:
             return found
-        sql = template_subjects_sql(template, version.policy)
+        sql = subjects_sql(version.policy)
         subjects: list[str] = []
         after = ""
         with leased(self.vault, version) as workspace:
@@ -305,3 +304,16 @@ class FactsIndex:
         with self._lock:
             self._universes[key] = positions
         return positions
+
+
+def _compact(values: list[object]) -> pa.Array:
+    """One fact column: integers in the narrowest signed type that holds them (counts of
+    months or records take one or two bytes), anything else as Arrow infers it."""
+    column = pa.array(values)
+    if pa.types.is_integer(column.type) and len(column):
+        low, high = min(values), max(values)  # type: ignore[type-var]
+        for narrow in (pa.int8(), pa.int16(), pa.int32()):
+            bits = narrow.bit_width - 1
+            if -(2**bits) <= low and high < 2**bits:
+                return column.cast(narrow)
+    return column

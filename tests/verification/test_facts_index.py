@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from policies.templates import Template, load_templates, template_query, template_subjects_sql
+from policies.templates import Template, load_templates, subjects_sql, template_query
 from sandbox import catalog, keystore, store
 from sandbox.catalog import DatasetVersion
 from sandbox.config import Settings
@@ -70,7 +70,7 @@ def test_indexed_facts_are_the_single_query_facts(zone):
             assert index.ready(template, version), template.id
             claims = index_claims(template, version)
             assert claims is not None
-            sql = template_subjects_sql(template, version.policy)
+            sql = subjects_sql(version.policy)
             subjects = [r[0] for r in executor.run(zone.workspace, sql, ["", 100_000])]
             step = max(1, len(subjects) // SAMPLE)
             asked = [*subjects[::step], ABSENT_SUBJECT, "91110000NOSUCHONE1", subjects[-1]]

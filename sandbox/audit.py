@@ -50,6 +50,7 @@ from sandbox.audit_keys import AuditKeys
 from sandbox.audit_store import audit_data_keys, audit_entries, audit_head
 from sandbox.errors import MasterKeyError
 from sandbox.receipts import MAX_SAFE_INTEGER, NotCanonicalizable, b64url_decode, b64url_encode
+from sandbox.statements import Prepared
 from sandbox.store import now
 
 __all__ = [
@@ -184,13 +185,13 @@ def annotate(*, sealed: Mapping[str, Any] | None = None, **refs: Any) -> None:
 # Entries
 # ---------------------------------------------------------------------------------------------
 
-_LOCK_HEAD = (
+_LOCK_HEAD = Prepared(
     select(audit_head.c.seq, audit_head.c.hash)
     .where(audit_head.c.id == _HEAD_ID)
     .with_for_update()  # PostgreSQL: appends queue here; SQLite: BEGIN IMMEDIATE did it
 )
 _INSERT_ENTRY = audit_entries.insert()
-_MOVE_HEAD = (
+_MOVE_HEAD = Prepared(
     update(audit_head)
     .where(audit_head.c.id == _HEAD_ID)
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
@@ -371,7 +372,7 @@ class AuditLog:
         envelope = self._seal(self._data_key(con), sealed) if sealed else None
         actor = self._actor(ctx)
         at = now()
-        head = con.execute(_LOCK_HEAD).first()
+        head = _LOCK_HEAD.execute(con).first()
         if head is None:  # a store built without the migration's head row
             con.execute(audit_head.insert().values(id=_HEAD_ID, seq=0, hash=GENESIS))
             seq, prev = 1, GENESIS
@@ -415,7 +416,7 @@ class AuditLog:
                 "mac": mac,
             },
         )
-        con.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest.hex()})
+        _MOVE_HEAD.execute(con, {"new_seq": seq, "new_hash": digest.hex()})
         if ctx is not None and entry.primary:
             with self._lock:
                 self._pending.setdefault(con, []).append(ctx)

@@ -12,15 +12,17 @@ What it does:
    consents the requests need: one per (enterprise, template), granted by the enterprise to the
    demo bank, and lifts the bank's per-template quota so that the quota does not cut the batch;
 3. starts a real server in a subprocess (uvicorn, ``create_app``, ``--workers`` executor
-   workers, access log off) and waits until ``/healthz`` is ready;
+   workers, access log off) and waits until ``/healthz`` is ready and says the verification
+   facts index is built (a warm server);
 4. ``--runs`` rounds on that server, each:
 
    a. single verifications, one at a time over one keep-alive ``http.client`` connection
       (a bare client, so that the figures are the server's): ``--warmup``
       unmeasured, then ``--singles`` authenticated ``GET /v1/templates/ENT_STATUS`` (the floor:
       HTTP, API key, audit entry), then ``--singles`` answers, each a *new* question (a new
-      enterprise or template: the full path — consent, leakage decision, executor, signature,
-      the answer's commit), then as many consent refusals (the decoy path) and sticky repeats;
+      enterprise or template: the full path — consent, leakage decision, the subject's facts
+      (from the facts index), signature, the answer's commit), then as many consent refusals
+      (the decoy path) and sticky repeats;
    b. a warm-up batch of 1,000 lines (CSV; the first one starts the receipt signer pool), then
       ``--batches`` batches of ``--batch-lines`` lines (JSON, then CSV alternately), every line
       a new question on a distinct enterprise, cycling through the seven templates.

@@ -190,7 +190,7 @@ _LOCK_HEAD = Prepared(
     .where(audit_head.c.id == _HEAD_ID)
     .with_for_update()  # PostgreSQL: appends queue here; SQLite: BEGIN IMMEDIATE did it
 )
-_INSERT_ENTRY = audit_entries.insert()
+_INSERT_ENTRY = Prepared(audit_entries.insert())  # every column, given on each call
 _MOVE_HEAD = Prepared(
     update(audit_head)
     .where(audit_head.c.id == _HEAD_ID)
@@ -400,8 +400,8 @@ class AuditLog:
         digest = hashlib.sha256(text).digest()
         mac = self.keys.hmac.mac(self.keys.hmac.current_id, digest)
         assert mac is not None
-        con.execute(
-            _INSERT_ENTRY,
+        _INSERT_ENTRY.execute(
+            con,
             {
                 "seq": seq,
                 "at": at,

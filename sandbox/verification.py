@@ -432,7 +432,10 @@ def _add_use(insert: Any) -> Insert:
     )
 
 
-_ADD_USE: Final = {"sqlite": _add_use(sqlite.insert), "postgresql": _add_use(postgresql.insert)}
+_ADD_USE: Final = {
+    "sqlite": Prepared(_add_use(sqlite.insert)),
+    "postgresql": Prepared(_add_use(postgresql.insert)),
+}
 
 
 def quota_hour(at: datetime) -> int:
@@ -465,8 +468,9 @@ def add_quota_use(con: Connection, events: Sequence[Mapping[str, Any]]) -> None:
         {"tenant_id": tenant, "template_id": template, "hour": hour, "units": units}
         for (tenant, template, hour), units in counts.items()
     ]
-    if rows:
-        con.execute(_ADD_USE[con.dialect.name], rows)
+    statement = _ADD_USE[con.dialect.name]
+    for row in rows:  # one per tenant, template and hour: one or a few
+        statement.execute(con, row)
 
 
 _CURRENT_VERSIONS = Prepared(

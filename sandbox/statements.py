@@ -16,8 +16,9 @@ execution only:
   PostgreSQL);
 - runs it on the DB-API cursor of the connection's current transaction.
 
-Driver errors come out unwrapped (``sqlite3.Error``, ``psycopg.Error``), and no SQLAlchemy
-statement events fire: use it for statements nothing catches and nothing listens to.
+A driver error comes out wrapped the way ``Connection.execute`` wraps it (``IntegrityError``,
+``OperationalError``, …, without the parameters). No SQLAlchemy statement events fire: use it
+for statements nothing listens to.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from sqlalchemy import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import Select
@@ -106,7 +108,12 @@ class Prepared:
         )
         cursor = con.connection.cursor()
         try:
-            cursor.execute(plan.sql, args)
+            try:
+                cursor.execute(plan.sql, args)
+            except dialect.loaded_dbapi.Error as exc:  # as Connection.execute raises it
+                raise DBAPIError.instance(
+                    plan.sql, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                ) from exc
             rows: list[Any] = []
             if plan.row is not None:
                 make, results = plan.row, plan.results

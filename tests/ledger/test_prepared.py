@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from sandbox import store
 from sandbox.statements import Prepared
@@ -86,5 +88,21 @@ def test_prepared_statements_match_connection_execute(
             con.execute(tenants.insert(), [r._asdict() for r in before])
             assert con.execute(RENAME, {"ids": asked, "new": "renamed"}).rowcount == changed
             assert con.execute(select(tenants).order_by(_t.id)).all() == after_fast
+    finally:
+        engine.dispose()
+
+
+def test_driver_errors_come_out_as_sqlalchemy_errors(state_url: str) -> None:
+    """Callers that catch ``IntegrityError`` see the same exception either way."""
+    engine = _engine(state_url)
+    insert = Prepared(tenants.insert())
+    row = {"id": "dup", "name": "a", "kind": "bank", "purpose_class": "commercial",
+           "created_at": datetime(2026, 1, 1, tzinfo=UTC)}  # fmt: skip
+    try:
+        with engine.begin() as con:
+            con.execute(tenants.delete())
+            insert.execute(con, row)
+        with pytest.raises(IntegrityError), engine.begin() as con:
+            insert.execute(con, row)
     finally:
         engine.dispose()

@@ -99,6 +99,13 @@ def state_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
     return f"sqlite:///{(tmp_path / 'data' / 'state.db').resolve()}"
 
 
+def connect_store(state_url: str) -> Engine:
+    """The state store at ``state_url`` (a SQLite file's directory made first), migrated."""
+    if state_url.startswith("sqlite:///"):
+        Path(state_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return store.connect(state_url)
+
+
 # -- demo zone and tenants ----------------------------------------------------------------------
 
 

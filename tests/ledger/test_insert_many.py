@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from sandbox import store
 from sandbox.store import tenants
+from tests.ledger.conftest import connect_store
 
 ROW = st.fixed_dictionaries(
     {
@@ -25,18 +25,12 @@ ROW = st.fixed_dictionaries(
 )
 
 
-def _engine(state_url: str) -> Engine:
-    if state_url.startswith("sqlite:///"):
-        Path(state_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return store.connect(state_url)
-
-
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(rows=st.lists(ROW, min_size=1, max_size=20))
 def test_insert_many_stores_what_the_orm_insert_stores(state_url: str, rows: list[dict]) -> None:
-    engine = _engine(state_url)
+    engine = connect_store(state_url)
     try:
         with engine.begin() as con:
             con.execute(tenants.delete())
@@ -54,7 +48,7 @@ def test_insert_many_stores_what_the_orm_insert_stores(state_url: str, rows: lis
 
 
 def test_insert_many_refuses_rows_with_other_columns(state_url: str) -> None:
-    engine = _engine(state_url)
+    engine = connect_store(state_url)
     at = datetime.now(UTC) - timedelta(days=1)
     row = {"id": "t1", "name": "a", "kind": "bank", "purpose_class": "commercial", "created_at": at}
     try:

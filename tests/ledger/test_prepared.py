@@ -5,17 +5,16 @@ literals compiled into the statement, NULLs and row counts."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from sandbox import store
 from sandbox.statements import Prepared
 from sandbox.store import tenants
+from tests.ledger.conftest import connect_store
 
 MOMENT = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -38,12 +37,6 @@ RENAME = (
 )
 
 
-def _engine(state_url: str) -> Engine:
-    if state_url.startswith("sqlite:///"):
-        Path(state_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return store.connect(state_url)
-
-
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -56,7 +49,7 @@ def _engine(state_url: str) -> Engine:
 def test_prepared_statements_match_connection_execute(
     state_url: str, created: list[datetime], asked: list[str], at: datetime, cap: int
 ) -> None:
-    engine = _engine(state_url)
+    engine = connect_store(state_url)
     read, count, rename = Prepared(READ), Prepared(COUNT), Prepared(RENAME)
     try:
         with engine.begin() as con:
@@ -94,7 +87,7 @@ def test_prepared_statements_match_connection_execute(
 
 def test_driver_errors_come_out_as_sqlalchemy_errors(state_url: str) -> None:
     """Callers that catch ``IntegrityError`` see the same exception either way."""
-    engine = _engine(state_url)
+    engine = connect_store(state_url)
     insert = Prepared(tenants.insert())
     row = {"id": "dup", "name": "a", "kind": "bank", "purpose_class": "commercial",
            "created_at": datetime(2026, 1, 1, tzinfo=UTC)}  # fmt: skip

@@ -255,6 +255,8 @@ class FactsIndex:
         columns: list[list[object]] | None = None
         with leased(self.vault, version) as workspace:
             for start in range(0, len(subjects), _PAGE):
+                if self._closed:  # shutting down: not worth the rest of a large build
+                    return None
                 chunk = subjects[start : start + _PAGE]
                 rows = self.executor.run(
                     workspace, sql, bind_batch(params, chunk, [claim] * len(chunk))

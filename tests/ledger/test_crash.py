@@ -91,6 +91,11 @@ def _reserved(engine: Engine, grant_id: str) -> list[str]:
     return [r.id for r in rows]
 
 
+# The verification facts index builds on the executor's only worker when a server starts; a
+# test that kills "the worker busy with the query" must not find it busy with that instead.
+NO_INDEX = {"VEIL_VERIFICATION_INDEX_MAX_SUBJECTS": "0"}
+
+
 class Killer(threading.Thread):
     """SIGKILLs ``victim()`` once ``grant_id`` has a reserved charge and ``worker`` is busy."""
 
@@ -136,7 +141,13 @@ def test_executor_worker_killed_mid_query_fails_the_charge_and_keeps_it_spent(
 ) -> None:
     engine = store.connect(f"sqlite:///{(crash_dir / 'state.db').resolve()}")
     analyst = new_analyst(engine, budget_micro=BUDGET_MICRO, cap_micro=COST_MICRO)
-    settings = Settings(data_dir=crash_dir, workers=1, worker_threads=1, query_timeout_s=60)
+    settings = Settings(
+        data_dir=crash_dir,
+        workers=1,
+        worker_threads=1,
+        query_timeout_s=60,
+        verification_index_max_subjects=0,  # see NO_INDEX
+    )
     body = {"dataset": "enterprise", "sql": SLOW_SQL, "epsilon": EPSILON}
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -210,6 +221,7 @@ def test_server_killed_mid_query_keeps_the_reservation_after_restart(
     body = {"dataset": "enterprise", "sql": SLOW_SQL, "epsilon": EPSILON}
     first = Server(crash_dir, tmp_path / "server-1.log", database_url=database_url, workers=1)
     second = Server(crash_dir, tmp_path / "server-2.log", database_url=database_url, workers=1)
+    first.env.update(NO_INDEX)
     try:
         first.start()
         (worker,) = _executor_workers(first.pid)

@@ -69,6 +69,7 @@ class DatasetList(View):
 class Health(View):
     status: str
     facts_index: Literal["off", "building", "ready"] = Field(
-        description="The verification facts index (docs/verification.md#performance): "
-        "``building`` while answers may still run their template queries."
+        description="The verification facts index (docs/verification.md, 'How a template is "
+        "answered'): `building` while answers may still run their template queries, `ready`, "
+        "or `off`."
     )

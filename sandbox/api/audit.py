@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox import audit, audit_checkpoint, audit_verify
-from sandbox.access import MemberRole
+from sandbox.access import Member, MemberRole
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
 from sandbox.api.responses import audit as views
@@ -45,6 +45,20 @@ def _log(services: Any) -> AuditLog:
     if found is None:
         raise ServiceUnavailable("the audit log is not configured")
     return found
+
+
+def _reader_log(member: Member, services: Any, decrypt: bool) -> AuditLog:
+    """The audit log, for a reader (an auditor, when it asks to decrypt)."""
+    member.require(*READERS)
+    if decrypt:
+        member.require(MemberRole.AUDITOR)
+    return _log(services)
+
+
+def _decrypt(log: AuditLog, rows: list[dict[str, Any]]) -> None:
+    """Open the rows' sealed members, and record that they were read."""
+    _unseal(log, rows)
+    _record_decrypt(log, rows)
 
 
 def _unseal(log: AuditLog, rows: list[dict[str, Any]]) -> None:
@@ -93,15 +107,11 @@ def list_entries(
     ] = False,
 ) -> dict[str, Any]:
     """Audit entries in ``seq`` order: the canonical body as ``entry``, its hash and MAC."""
-    member.require(*READERS)
-    if decrypt:
-        member.require(MemberRole.AUDITOR)
-    log = _log(services)
+    log = _reader_log(member, services, decrypt)
     with services.engine.connect() as con:
         rows = audit.read_entries(con, after=after, limit=limit, kind=kind, tenant=tenant)
     if decrypt:
-        _unseal(log, rows)
-        _record_decrypt(log, rows)
+        _decrypt(log, rows)
     return {"entries": rows, "next": rows[-1]["seq"] if len(rows) == limit else None}
 
 
@@ -109,17 +119,13 @@ def list_entries(
 def get_entry(
     seq: Seq, member: MemberDep, services: ServicesDep, decrypt: bool = False
 ) -> dict[str, Any]:
-    member.require(*READERS)
-    if decrypt:
-        member.require(MemberRole.AUDITOR)
-    log = _log(services)
+    log = _reader_log(member, services, decrypt)
     with services.engine.connect() as con:
         rows = audit.read_entries(con, after=seq - 1, limit=1)
     if not rows or rows[0]["seq"] != seq:
         raise NotFound(f"no audit entry {seq}")
     if decrypt:
-        _unseal(log, rows)
-        _record_decrypt(log, rows)
+        _decrypt(log, rows)
     return rows[0]
 
 

@@ -345,7 +345,8 @@ def test_an_entry_rolls_back_with_its_transaction(env: Env) -> None:
     assert env.verify().ok
 
 
-def test_a_charge_and_its_entry_commit_together(env: Env) -> None:
+def analyst_grant(env: Env) -> tuple[str, str, str]:
+    """A tenant, an analyst member and a grant of 1 ε on the seeded dataset ``ds``."""
     seed_catalog(env.engine)
     tenant = access.create_tenant(env.engine, "T", "research", "public_welfare")
     member, _ = access.create_member(env.engine, tenant, "a", MemberRole.ANALYST)
@@ -358,6 +359,11 @@ def test_a_charge_and_its_entry_commit_together(env: Env) -> None:
         delta_pico=0,
         per_query_cap_micro=500_000,
     )
+    return tenant, member, grant_id
+
+
+def test_a_charge_and_its_entry_commit_together(env: Env) -> None:
+    tenant, member, grant_id = analyst_grant(env)
     grant = ledger.grant_by_id(env.engine, grant_id)
     reservation = ledger.reserve(env.engine, grant, member, "qh", 1, 100_000, 0, None)
     with env.engine.connect() as con:
@@ -395,18 +401,7 @@ if __name__ == "__main__":
 def test_a_process_killed_inside_the_charge_leaves_neither_charge_nor_entry(
     env: Env, state_url: str, tmp_path: Path
 ) -> None:
-    seed_catalog(env.engine)
-    tenant = access.create_tenant(env.engine, "T", "research", "public_welfare")
-    member, _ = access.create_member(env.engine, tenant, "a", MemberRole.ANALYST)
-    grant_id = ledger.create_grant(
-        env.engine,
-        tenant,
-        "ds",
-        Accounting.PURE,
-        budget_micro=1_000_000,
-        delta_pico=0,
-        per_query_cap_micro=500_000,
-    )
+    _, member, grant_id = analyst_grant(env)
     with env.engine.connect() as con:
         before = con.execute(select(func.count()).select_from(audit_entries)).scalar_one()
     script = tmp_path / "killed_reserve.py"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from fractions import Fraction
 
-from policies.errors import InvalidRequest
+from policies.errors import InvalidBudget
 
 MICRO = 1_000_000
 PICO = 10**12
@@ -27,9 +27,6 @@ class Accounting(StrEnum):
     ZCDP = "zcdp"  # ρ-zCDP, discrete Gaussian; budget in micro-ρ
 
 
-class InvalidBudget(InvalidRequest):
-    code = "invalid_budget"
-    title = "Invalid privacy parameter"
 
 
 def to_micro(value: float, name: str = "epsilon") -> int:

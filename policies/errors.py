@@ -8,6 +8,7 @@ One handler in the HTTP layer renders any ``VeilError`` as RFC 9457 problem JSON
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
 
 
@@ -87,3 +88,63 @@ class QueryRejected(VeilError):
     @property
     def error_code(self) -> str:
         return self.rule
+
+
+class Refusal(StrEnum):
+    LEAKAGE_CAP = "leakage_cap"
+    TENANT_QUOTA = "tenant_quota"
+    CLAIM_CHANGE = "claim_change"
+
+
+class VerificationRefused(VeilError):
+    """Refused from request history alone; nothing was run or charged. Says which rule, never
+    which tenant asked before or what was claimed."""
+
+    status = 429
+    title = "Verification refused"
+    reason: ClassVar[Refusal]
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.default_detail, reason=self.reason.value)
+
+    default_detail: ClassVar[str] = ""
+
+    @property
+    def error_code(self) -> str:
+        return self.reason.value
+
+
+class LeakageCapReached(VerificationRefused):
+    reason = Refusal.LEAKAGE_CAP
+    title = "Leakage cap reached for this subject"
+    default_detail = (
+        "this subject's attribute has been verified as often as the template allows in its "
+        "window; try again after the window"
+    )
+
+
+class TenantQuotaExceeded(VerificationRefused):
+    reason = Refusal.TENANT_QUOTA
+    title = "Verification quota exceeded"
+    default_detail = "the tenant's quota for this template is used up for the current window"
+
+
+class ClaimChangeRefused(VerificationRefused):
+    status = 409
+    reason = Refusal.CLAIM_CHANGE
+    title = "Claim differs from an earlier claim"
+    default_detail = (
+        "a different claim on this subject and attribute was verified in the current window"
+    )
+
+
+class InvalidClaim(InvalidRequest):
+    """A claim that the template does not accept. Names the rule, never echoes the value."""
+
+    code = "invalid_claim"
+    title = "Invalid claim"
+
+
+class InvalidBudget(InvalidRequest):
+    code = "invalid_budget"
+    title = "Invalid privacy parameter"

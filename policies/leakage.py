@@ -31,20 +31,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import ClassVar
 
-from policies.errors import VeilError
+from policies.errors import (
+    ClaimChangeRefused,
+    LeakageCapReached,
+    Refusal,
+    TenantQuotaExceeded,
+    VerificationRefused,
+)
 from policies.templates import Template
 
 __all__ = [
-    "ClaimChangeRefused",
-    "LeakageCapReached",
     "LeakageDecision",
-    "Refusal",
-    "TenantQuotaExceeded",
     "VerificationEvent",
-    "VerificationRefused",
     "VerificationRequest",
     "check_request",
     "count_quota",
@@ -53,10 +52,6 @@ __all__ = [
 ]
 
 
-class Refusal(StrEnum):
-    LEAKAGE_CAP = "leakage_cap"
-    TENANT_QUOTA = "tenant_quota"
-    CLAIM_CHANGE = "claim_change"
 
 
 @dataclass(frozen=True)
@@ -125,46 +120,12 @@ class LeakageDecision:
         return _ERRORS[self.reason]()
 
 
-class VerificationRefused(VeilError):
-    """Refused from request history alone; nothing was run or charged. Says which rule, never
-    which tenant asked before or what was claimed."""
-
-    status = 429
-    title = "Verification refused"
-    reason: ClassVar[Refusal]
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(detail or self.default_detail, reason=self.reason.value)
-
-    default_detail: ClassVar[str] = ""
-
-    @property
-    def error_code(self) -> str:
-        return self.reason.value
 
 
-class LeakageCapReached(VerificationRefused):
-    reason = Refusal.LEAKAGE_CAP
-    title = "Leakage cap reached for this subject"
-    default_detail = (
-        "this subject's attribute has been verified as often as the template allows in its "
-        "window; try again after the window"
-    )
 
 
-class TenantQuotaExceeded(VerificationRefused):
-    reason = Refusal.TENANT_QUOTA
-    title = "Verification quota exceeded"
-    default_detail = "the tenant's quota for this template is used up for the current window"
 
 
-class ClaimChangeRefused(VerificationRefused):
-    status = 409
-    reason = Refusal.CLAIM_CHANGE
-    title = "Claim differs from an earlier claim"
-    default_detail = (
-        "a different claim on this subject and attribute was verified in the current window"
-    )
 
 
 _ERRORS: dict[Refusal, type[VerificationRefused]] = {

@@ -33,7 +33,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
-from policies.errors import InvalidRequest, NotFound, PolicyError
+from policies.errors import InvalidClaim, InvalidRequest, NotFound, PolicyError
 from policies.loader import read_toml
 from policies.model import ColumnType, Policy
 
@@ -49,7 +49,6 @@ __all__ = [
     "Claim",
     "ClaimSpec",
     "ClaimType",
-    "InvalidClaim",
     "Kind",
     "Outcome",
     "OutcomeKind",
@@ -731,11 +730,6 @@ class _Reader:
 # ---------------------------------------------------------------------------------------------
 
 
-class InvalidClaim(InvalidRequest):
-    """A claim that the template does not accept. Names the rule, never echoes the value."""
-
-    code = "invalid_claim"
-    title = "Invalid claim"
 
 
 def check_claim(template: Template, claim: object) -> Claim:

@@ -12,14 +12,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from policies.accounting import (
-    MICRO,
-    PICO,
-    Accounting,
-    InvalidBudget,
-    request_delta_to_pico,
-    to_micro,
-)
+from policies.accounting import MICRO, PICO, Accounting, request_delta_to_pico, to_micro
+from policies.errors import InvalidBudget
 from sandbox import access, budgets, catalog, ledger
 from sandbox.access import Member, MemberRole
 from sandbox.errors import InvalidRequest

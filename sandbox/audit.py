@@ -48,8 +48,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from sandbox.audit_keys import AuditKeys
 from sandbox.audit_store import audit_data_keys, audit_entries, audit_head
-from sandbox.errors import MasterKeyError
-from sandbox.receipts import MAX_SAFE_INTEGER, NotCanonicalizable, b64url_decode, b64url_encode
+from sandbox.errors import MasterKeyError, NotCanonicalizable
+from sandbox.receipts import MAX_SAFE_INTEGER, b64url_decode, b64url_encode
 from sandbox.statements import Prepared
 from sandbox.store import now
 

@@ -33,7 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from sandbox.masterkey import KEY_BYTES, KEY_ID, MasterKeyError, MasterKeyRing, check_private
+from sandbox.errors import MasterKeyError
+from sandbox.masterkey import KEY_BYTES, KEY_ID, MasterKeyRing, check_private
 from sandbox.masterkey import write_private as _write_private
 from sandbox.receipts import KeyRing
 

@@ -36,7 +36,8 @@ from sandbox.audit import GENESIS, canonical_body, format_at
 from sandbox.audit_checkpoint import checkpoint_problem
 from sandbox.audit_keys import AuditKeys, HmacRing
 from sandbox.audit_store import audit_checkpoints, audit_entries, audit_head
-from sandbox.receipts import NotCanonicalizable, canonical_json
+from sandbox.errors import NotCanonicalizable
+from sandbox.receipts import canonical_json
 
 __all__ = [
     "CheckpointRow",

@@ -7,26 +7,16 @@ place to look up a code.
 from __future__ import annotations
 
 from policies.errors import (
+    ClaimChangeRefused,
+    InvalidClaim,
     InvalidRequest,
+    LeakageCapReached,
     NotFound,
     PolicyError,
     QueryRejected,
-    VeilError,
-)
-from policies.leakage import (
-    ClaimChangeRefused,
-    LeakageCapReached,
     TenantQuotaExceeded,
+    VeilError,
     VerificationRefused,
-)
-from policies.templates import InvalidClaim
-from sandbox.masterkey import KeyFileExposed, MasterKeyError
-from sandbox.receipts import (
-    BadSignature,
-    MalformedReceipt,
-    NotCanonicalizable,
-    ReceiptError,
-    UnknownKey,
 )
 
 __all__ = [
@@ -219,3 +209,48 @@ class SqlTooDeep(InvalidRequest):
 
     code = "sql_too_deep"
     title = "SQL nested too deeply"
+
+
+class MasterKeyError(VeilError):
+    """The master key ring is missing, malformed, or cannot open a wrapped key."""
+
+    code = "master_key_error"
+    status = 500
+    title = "Master key error"
+
+
+class KeyFileExposed(MasterKeyError):
+    """A key file or key directory is readable or writable by group or others, or not ours."""
+
+    code = "key_file_exposed"
+    title = "Key file permissions too open"
+
+
+class ReceiptError(VeilError):
+    """A receipt that does not verify. ``code`` says why; the detail never echoes a field."""
+
+    status = 422
+    title = "Receipt does not verify"
+
+
+class MalformedReceipt(ReceiptError):
+    code = "receipt_malformed"
+    status = 400
+    title = "Malformed receipt"
+
+
+class UnknownKey(ReceiptError):
+    code = "receipt_unknown_key"
+    title = "Receipt signed with an unknown key"
+
+
+class BadSignature(ReceiptError):
+    code = "receipt_bad_signature"
+    title = "Receipt signature does not verify"
+
+
+class NotCanonicalizable(InvalidRequest):
+    """A value outside the canonical-JSON subset (a float, a large integer, a lone surrogate…)."""
+
+    code = "not_canonical_json"
+    title = "Value has no canonical JSON form"

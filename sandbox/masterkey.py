@@ -34,13 +34,11 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from policies.errors import VeilError
+from sandbox.errors import KeyFileExposed, MasterKeyError
 
 __all__ = [
     "ENV_VAR",
     "KEY_BYTES",
-    "KeyFileExposed",
-    "MasterKeyError",
     "MasterKeyRing",
     "check_private",
     "load_master_keys",
@@ -56,19 +54,8 @@ CURRENT_FILE: Final = "current"
 KEY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class MasterKeyError(VeilError):
-    """The master key ring is missing, malformed, or cannot open a wrapped key."""
-
-    code = "master_key_error"
-    status = 500
-    title = "Master key error"
 
 
-class KeyFileExposed(MasterKeyError):
-    """A key file or key directory is readable or writable by group or others, or not ours."""
-
-    code = "key_file_exposed"
-    title = "Key file permissions too open"
 
 
 def check_private(path: Path) -> None:

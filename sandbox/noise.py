@@ -79,7 +79,7 @@ def calibrate(
     names = [s.name for s in plan.statistics] + [q.name for q in plan.quantiles]
     shares = dict(zip(names, split(budget_micro, [1] * len(names)), strict=True))
     if min(shares.values(), default=1) < 1:
-        from policies.accounting import InvalidBudget
+        from policies.errors import InvalidBudget
 
         raise InvalidBudget("the budget is too small to split over this query's statistics")
     mechanisms: dict[str, Mechanism] = {}
@@ -152,7 +152,7 @@ def _threshold(
 ) -> Mechanism:
     """Partition selection: noisy counts, released only above a threshold met with prob ≤ δ."""
     if delta_pico <= 0:
-        from policies.accounting import InvalidBudget
+        from policies.errors import InvalidBudget
 
         raise InvalidBudget("grouping by keys that are not public needs a delta above zero")
     linf = 1 if stat.kind == StatKind.COUNT_UNITS else plan.row_cap
@@ -202,7 +202,7 @@ def _quantile(q: QuantileStatistic, share: int, accounting: Accounting) -> Mecha
     """
     parts = split(share, [QUANTILE_POINT_SHARE, 1, 1])
     if min(parts) < 1:
-        from policies.accounting import InvalidBudget
+        from policies.errors import InvalidBudget
 
         raise InvalidBudget("the budget is too small to split over this query's quantiles")
     levels = (q.q, WORST_LEVEL, WORST_LEVEL)

@@ -20,11 +20,11 @@ from policies.accounting import (
     MICRO,
     PICO,
     Accounting,
-    InvalidBudget,
     epsilon_to_rho_micro,
     request_delta_to_pico,
     to_micro,
 )
+from policies.errors import InvalidBudget
 from policies.gate.plan import QueryPlan, row_cap_sql
 from sandbox import audit, budgets, catalog, ledger
 from sandbox.access import Member, MemberRole

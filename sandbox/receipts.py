@@ -33,19 +33,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from policies.errors import InvalidRequest, VeilError
+from policies.errors import InvalidRequest
+from sandbox.errors import BadSignature, MalformedReceipt, NotCanonicalizable, UnknownKey
 from sandbox.masterkey import check_private, write_private
 
 __all__ = [
     "MIN_SALT_BYTES",
     "RECEIPT_FIELDS",
-    "BadSignature",
     "KeyRing",
-    "MalformedReceipt",
-    "NotCanonicalizable",
     "Receipt",
-    "ReceiptError",
-    "UnknownKey",
     "b64url_decode",
     "b64url_encode",
     "canonical_json",
@@ -86,34 +82,14 @@ _MAX_TEXT = 256
 # ---------------------------------------------------------------------------------------------
 
 
-class ReceiptError(VeilError):
-    """A receipt that does not verify. ``code`` says why; the detail never echoes a field."""
-
-    status = 422
-    title = "Receipt does not verify"
 
 
-class MalformedReceipt(ReceiptError):
-    code = "receipt_malformed"
-    status = 400
-    title = "Malformed receipt"
 
 
-class UnknownKey(ReceiptError):
-    code = "receipt_unknown_key"
-    title = "Receipt signed with an unknown key"
 
 
-class BadSignature(ReceiptError):
-    code = "receipt_bad_signature"
-    title = "Receipt signature does not verify"
 
 
-class NotCanonicalizable(InvalidRequest):
-    """A value outside the canonical-JSON subset (a float, a large integer, a lone surrogate…)."""
-
-    code = "not_canonical_json"
-    title = "Value has no canonical JSON form"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_quantile_costs_its_share_at_every_level() -> None:
 
 
 def test_budget_too_small_to_split_is_refused() -> None:
-    from policies.accounting import InvalidBudget
+    from policies.errors import InvalidBudget
 
     query_plan = planned("SELECT COUNT(*), AVG(revenue) FROM tax")
     with pytest.raises(InvalidBudget):

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 
-from policies.leakage import ClaimChangeRefused
+from policies.errors import ClaimChangeRefused
 from policies.templates import load_templates
 from sandbox import store
 from sandbox.access import Member, authenticate

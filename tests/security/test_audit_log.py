@@ -38,8 +38,8 @@ from sandbox.audit_checkpoint import (
 from sandbox.audit_keys import AuditKeys, load_hmac_ring
 from sandbox.audit_store import audit_checkpoints, audit_data_keys, audit_entries, audit_head
 from sandbox.audit_verify import Report, verify
-from sandbox.errors import AuditNotCheckpointed, KeyFileExposed, MasterKeyError
-from sandbox.receipts import KeyRing, NotCanonicalizable, canonical_json, generate_key
+from sandbox.errors import AuditNotCheckpointed, KeyFileExposed, MasterKeyError, NotCanonicalizable
+from sandbox.receipts import KeyRing, canonical_json, generate_key
 from tests.ledger import conftest as ledger_fixtures
 from tests.ledger.conftest import seed_catalog
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from policies.accounting import InvalidBudget, request_delta_to_pico
+from policies.accounting import request_delta_to_pico
+from policies.errors import InvalidBudget
 from tests.conftest import auth
 from tests.security.conftest import HostileService
 

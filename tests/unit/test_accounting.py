@@ -13,7 +13,6 @@ from policies.accounting import (
     MAX_DELTA,
     MICRO,
     PICO,
-    InvalidBudget,
     ceil_micro,
     delta_to_pico,
     epsilon_to_rho_micro,
@@ -24,7 +23,7 @@ from policies.accounting import (
     split,
     to_micro,
 )
-from policies.errors import InvalidRequest
+from policies.errors import InvalidBudget, InvalidRequest
 
 TIGHT = Fraction(1, 10**9)  # relative slack allowed between a mechanism's cost and its share
 

@@ -10,12 +10,11 @@ import pyarrow as pa
 import pytest
 
 from connectors.synthetic import generate
-from policies.errors import InvalidRequest
+from policies.errors import InvalidClaim, InvalidRequest
 from policies.loader import load_policy
 from policies.model import Policy
 from policies.templates import (
     ClaimType,
-    InvalidClaim,
     Kind,
     Slot,
     Template,

@@ -21,12 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from policies.errors import ClaimChangeRefused, LeakageCapReached, Refusal, TenantQuotaExceeded
 from policies.leakage import (
-    ClaimChangeRefused,
-    LeakageCapReached,
     LeakageDecision,
-    Refusal,
-    TenantQuotaExceeded,
     VerificationEvent,
     VerificationRequest,
     check_request,

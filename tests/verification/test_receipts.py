@@ -15,14 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from policies.errors import InvalidRequest
+from sandbox.errors import BadSignature, MalformedReceipt, NotCanonicalizable, UnknownKey
 from sandbox.receipts import (
     RECEIPT_FIELDS,
-    BadSignature,
     KeyRing,
-    MalformedReceipt,
-    NotCanonicalizable,
     Receipt,
-    UnknownKey,
     b64url_decode,
     b64url_encode,
     canonical_json,

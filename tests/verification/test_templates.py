@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pytest
 
 from connectors.synthetic import generate
-from policies.errors import NotFound, PolicyError
+from policies.errors import InvalidClaim, NotFound, PolicyError
 from policies.loader import load_policy
 from policies.model import Policy
 from policies.templates import (
@@ -27,7 +27,6 @@ from policies.templates import (
     NO_MATCH,
     YES,
     ClaimType,
-    InvalidClaim,
     Kind,
     OutcomeKind,
     Slot,

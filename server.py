@@ -11,21 +11,25 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from policies.templates import load_templates
-from sandbox import api, audit, catalog, keystore, store
-from sandbox.access import KeyCache
+from sandbox import api, catalog
+from sandbox.access.keys import KeyCache
 from sandbox.api import openapi, problems
 from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
 from sandbox.api.guard import Guard, GuardMiddleware
-from sandbox.audit_checkpoint import Checkpointer, run_checkpoints
+from sandbox.audit import log as audit
+from sandbox.audit.checkpoint import Checkpointer, run_checkpoints
 from sandbox.config import Settings
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import NotFound
-from sandbox.executor import Executor, ExecutorLimits
-from sandbox.facts import FactsIndex
+from sandbox.keys import directory as keystore
 from sandbox.queries import QueryService
-from sandbox.signing import Signer
-from sandbox.vault import Vault
-from sandbox.verification import VerificationService
+from sandbox.store import db
+from sandbox.vault.decrypted import Vault
+from sandbox.verification.facts import FactsIndex
+from sandbox.verification.service import VerificationService
+from sandbox.verification.signer import Signer
 
 
 def _current(engine: Engine, dataset: str) -> catalog.DatasetVersion | None:
@@ -45,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         templates = load_templates(settings.templates_path)  # a bad file: refuse to start
         keys, zone_secret = keystore.open_keys(settings.keys_path)
         master_keys = keystore.master_keys(settings.keys_path)  # wrong permissions: refuse
-        engine = store.connect(settings.state_url)
+        engine = db.connect(settings.state_url)
         # The audit log: entries in the same transactions as the changes they record.
         audit_keys = keystore.audit_keys(settings.keys_path)
         audit_log = audit.AuditLog(engine, audit_keys)

@@ -1,7 +1,7 @@
 """The audit log's costs on the embedded SQLite store (WAL, ``synchronous=FULL``).
 
-1. What an entry adds to a ledger charge: charges per second (``ledger.reserve`` then
-   ``ledger.settle``, one thread) on an engine without and with an audit log attached. With it,
+1. What an entry adds to a ledger charge: charges per second (``charges.reserve`` then
+   ``charges.settle``, one thread) on an engine without and with an audit log attached. With it,
    every charge writes two entries (``query.charge`` with the sealed SQL, ``query.settle``) inside
    the same two transactions, so the number of commits does not change.
 2. Appends alone: entries per second, one sealed entry per transaction; and the CPU time of an
@@ -33,11 +33,16 @@ from typing import Any
 from sqlalchemy import Engine
 
 from policies.accounting import Accounting
-from sandbox import access, audit, keystore, ledger, store
-from sandbox.access import MemberRole
-from sandbox.audit_checkpoint import Checkpointer, inclusion
-from sandbox.audit_verify import verify
-from sandbox.store import datasets, now, zones
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
+from sandbox.audit import log as audit
+from sandbox.audit.checkpoint import Checkpointer, inclusion
+from sandbox.audit.verify import verify
+from sandbox.clock import now
+from sandbox.keys import directory as keystore
+from sandbox.ledger import grants
+from sandbox.store import db
+from sandbox.store.schema import datasets, zones
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "audit.json"
@@ -46,10 +51,10 @@ SQL = "SELECT industry, COUNT(*) AS n FROM registry GROUP BY industry"
 
 def _engine(directory: Path) -> Engine:
     directory.mkdir(parents=True, exist_ok=True)
-    return store.connect(f"sqlite:///{(directory / 'state.db').resolve()}")
+    return db.connect(f"sqlite:///{(directory / 'state.db').resolve()}")
 
 
-def _grant(engine: Engine) -> tuple[ledger.Grant, str]:
+def _grant(engine: Engine) -> tuple[grants.Grant, str]:
     with engine.begin() as con:
         con.execute(
             zones.insert().values(
@@ -57,9 +62,9 @@ def _grant(engine: Engine) -> tuple[ledger.Grant, str]:
             )
         )
         con.execute(datasets.insert().values(id="ds", zone_id="z", title="d", created_at=now()))
-    tenant = access.create_tenant(engine, "Bench", "research", "public_welfare")
-    member, _ = access.create_member(engine, tenant, "analyst", MemberRole.ANALYST)
-    grant_id = ledger.create_grant(
+    tenant = tenants.create_tenant(engine, "Bench", "research", "public_welfare")
+    member, _ = members.create_member(engine, tenant, "analyst", MemberRole.ANALYST)
+    grant_id = grants.create_grant(
         engine,
         tenant,
         "ds",
@@ -68,7 +73,7 @@ def _grant(engine: Engine) -> tuple[ledger.Grant, str]:
         delta_pico=0,
         per_query_cap_micro=10**6,
     )
-    return ledger.grant_by_id(engine, grant_id), member
+    return grants.grant_by_id(engine, grant_id), member
 
 
 def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[str, Any]:
@@ -86,8 +91,8 @@ def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[
         started = time.perf_counter()
         for _ in range(charges):
             t0 = time.perf_counter()
-            reservation = ledger.reserve(engine, grant, member, "qh", 1, 1000, 0, None)
-            ledger.settle(engine, reservation.charge_id, ledger.ChargeState.RELEASED, {"n": 1})
+            reservation = charges.reserve(engine, grant, member, "qh", 1, 1000, 0, None)
+            charges.settle(engine, reservation.charge_id, charges.ChargeState.RELEASED, {"n": 1})
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
     finally:

@@ -63,17 +63,19 @@ from typing import Any
 
 import duckdb
 
-from connectors.synthetic import write_parquet
+from connectors.sink import build_workspace
 from policies import gate
 from policies.accounting import Accounting, to_micro
 from policies.gate.plan import row_cap_sql
 from policies.loader import load_policy
-from sandbox.executor import Executor, ExecutorLimits
+from sandbox.demo.synthetic import write_parquet
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
+from sandbox.engine.workspace import parse_size
 from sandbox.noise import calibrate, release
-from sandbox.workspace import build_workspace, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICY = ROOT / "sandbox" / "demo" / "enterprise.toml"
+POLICY = ROOT / "sandbox" / "demo" / "data" / "enterprise.toml"
 SALT = 0x5EED_1234
 EPSILON = 1.0
 DELTA_PICO = 10**5  # δ = 1e-7

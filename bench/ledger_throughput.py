@@ -2,7 +2,7 @@
 
 Each client is a process (``--mode processes``, like server workers) or a thread of one process
 (``--mode threads``, like one server's request threads) with its own state-store engine, calling
-``ledger.reserve`` then ``ledger.settle(released, answer)`` in a loop for ``--seconds``. Two
+``reserve`` then ``settle(released, answer)`` in a loop for ``--seconds``. Two
 scenarios:
 
 - ``shared``: every client spends from ONE grant (a hot row: the worst case, every reservation
@@ -47,9 +47,13 @@ import sqlalchemy
 from sqlalchemy import Engine, create_engine, text
 
 from policies.accounting import Accounting
-from sandbox import access, ledger, store
-from sandbox.access import MemberRole
-from sandbox.store import datasets, now, zones
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
+from sandbox.clock import now
+from sandbox.ledger import grants
+from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
+from sandbox.store import db
+from sandbox.store.schema import datasets, zones
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ledger_throughput.json"
@@ -93,18 +97,16 @@ class Run:
 
 def _client_loop(url: str, grant_id: str, member_id: str, seconds: float) -> dict[str, Any]:
     """Reserve + settle in a loop for ``seconds``; returns counts and latencies (ms)."""
-    engine = store.connect(url)
-    grant = ledger.grant_by_id(engine, grant_id)
+    engine = db.connect(url)
+    grant = grants.grant_by_id(engine, grant_id)
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter()
     deadline = start + seconds
     while (t0 := time.perf_counter()) < deadline:
         try:
-            reservation = ledger.reserve(
-                engine, grant, member_id, "q" * 64, 1, COST_MICRO, 0, None, None
-            )
-            ledger.settle(engine, reservation.charge_id, ledger.ChargeState.RELEASED, ANSWER)
+            reservation = reserve(engine, grant, member_id, "q" * 64, 1, COST_MICRO, 0, None, None)
+            settle(engine, reservation.charge_id, ChargeState.RELEASED, ANSWER)
         except Exception as exc:  # counted, never hidden: a run with errors is reported as such
             errors += 1
             print(f"  client error: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -119,7 +121,7 @@ def _process_client(
     url: str, grant_id: str, member_id: str, seconds: float, barrier: Any, results: Any
 ) -> None:
     # Warm up (imports, engine, migrations check) before the start line.
-    store.connect(url).dispose()
+    db.connect(url).dispose()
     barrier.wait()
     results.put(_client_loop(url, grant_id, member_id, seconds))
 
@@ -143,8 +145,8 @@ def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
             )
 
     def tenant_with_grant() -> tuple[str, str]:
-        tenant = access.create_tenant(engine, "bench", "research", "public_welfare")
-        grant = ledger.create_grant(
+        tenant = tenants.create_tenant(engine, "bench", "research", "public_welfare")
+        grant = grants.create_grant(
             engine,
             tenant,
             DATASET,
@@ -159,18 +161,18 @@ def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
     if scenario == "shared":
         tenant, grant = tenant_with_grant()
         for _ in range(clients):
-            member, _ = access.create_member(engine, tenant, "bench", MemberRole.ANALYST)
+            member, _ = members.create_member(engine, tenant, "bench", MemberRole.ANALYST)
             pairs.append((grant, member))
     else:
         for _ in range(clients):
             tenant, grant = tenant_with_grant()
-            member, _ = access.create_member(engine, tenant, "bench", MemberRole.ANALYST)
+            member, _ = members.create_member(engine, tenant, "bench", MemberRole.ANALYST)
             pairs.append((grant, member))
     return pairs
 
 
 def _run(url: str, backend: str, mode: str, scenario: str, clients: int, seconds: float) -> Run:
-    engine = store.connect(url)
+    engine = db.connect(url)
     pairs = _seed(engine, clients, scenario)
     outcomes: list[dict[str, Any]] = []
     if mode == "processes":
@@ -207,9 +209,9 @@ def _run(url: str, backend: str, mode: str, scenario: str, clients: int, seconds
     latencies = sorted(x for o in outcomes for x in o["latencies"])
     consistent = True
     for grant in {g for g, _ in pairs}:
-        check = ledger.consistency(engine, grant)
+        check = consistency(engine, grant)
         consistent &= check.ok
-    counted = sum(ledger.consistency(engine, g).charged_micro for g in {g for g, _ in pairs})
+    counted = sum(consistency(engine, g).charged_micro for g in {g for g, _ in pairs})
     consistent &= counted == charges * COST_MICRO
     engine.dispose()
     return Run(
@@ -247,7 +249,7 @@ def sqlite_store(work_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         info = {
             "sqlite_version": sqlite3.sqlite_version,
-            "settings": "WAL, synchronous=FULL, BEGIN IMMEDIATE (sandbox.store)",
+            "settings": "WAL, synchronous=FULL, BEGIN IMMEDIATE (sandbox.store.schema)",
             "filesystem": _filesystem(directory),
         }
         yield f"sqlite:///{directory / 'state.db'}", info

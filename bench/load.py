@@ -3,7 +3,7 @@
     .venv/bin/python bench/load.py [--rows 1000000] [--repeat 5] [--cluster] [--keep DIR]
 
 The demo enterprise tables are generated (``rows`` = rows of ``tax``) with
-``connectors.synthetic.write_parquet``; the tax table is also written as CSV by DuckDB. Each file
+``sandbox.demo.synthetic.write_parquet``; the tax table is also written as CSV by DuckDB. Each file
 is then loaded two ways, each in a fresh subprocess so that its peak memory is its own:
 
 - veil: ``connectors.load.ingest`` with the demo policy's ``tax`` table (the checks against the
@@ -76,7 +76,7 @@ def measure(method: str, fmt: str, source: Path, workdir: Path) -> dict[str, Any
         rows = int(row[0])
         con.close()
     else:
-        text = (ROOT / "sandbox" / "demo" / "enterprise.toml").read_text(encoding="utf-8")
+        text = (ROOT / "sandbox" / "demo" / "data" / "enterprise.toml").read_text(encoding="utf-8")
         policy = parse_policy(text, "enterprise.toml")
         tax = policy.table("tax")
         assert tax is not None
@@ -141,7 +141,7 @@ def prepare(rows: int, workdir: Path) -> dict[str, Path]:
 def generate(rows: int, workdir: Path) -> None:
     import duckdb
 
-    from connectors import synthetic
+    from sandbox.demo import synthetic
 
     started = time.perf_counter()
     paths = synthetic.write_parquet(workdir / "parquet", rows)

@@ -27,10 +27,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors import synthetic  # noqa: E402
-from sandbox.masterkey import MasterKeyRing  # noqa: E402
-from sandbox.vault import Vault, open_sealed, runtime_root, seal  # noqa: E402
-from sandbox.workspace import build_workspace  # noqa: E402
+from connectors.sink import build_workspace  # noqa: E402
+from sandbox.demo import synthetic  # noqa: E402
+from sandbox.keys.master import MasterKeyRing  # noqa: E402
+from sandbox.vault.decrypted import Vault, runtime_root  # noqa: E402
+from sandbox.vault.sealed import open_sealed, seal  # noqa: E402
 
 
 class _Version:

@@ -65,13 +65,14 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors import synthetic as demo_data  # noqa: E402
 from policies.templates import ClaimType, Template, load_templates  # noqa: E402
-from sandbox import keystore, store  # noqa: E402
 from sandbox.config import Settings  # noqa: E402
-from sandbox.demo import build_demo  # noqa: E402
-from sandbox.receipts import commit, subject_ref  # noqa: E402
-from sandbox.verification import ConsentRequest, VerificationService  # noqa: E402
+from sandbox.demo import synthetic as demo_data  # noqa: E402
+from sandbox.demo.build import build_demo  # noqa: E402
+from sandbox.keys import directory as keystore  # noqa: E402
+from sandbox.store import db  # noqa: E402
+from sandbox.verification.receipts import commit, subject_ref  # noqa: E402
+from sandbox.verification.service import ConsentRequest, VerificationService  # noqa: E402
 
 PURPOSE = "credit_underwriting"
 SALT = bytes(range(16))
@@ -329,7 +330,7 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         settings = Settings(data_dir=data_dir)
-        engine = store.connect(settings.state_url)
+        engine = db.connect(settings.state_url)
         keys = build_demo(engine, data_dir, rows=args.rows)
         build_s = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:  # the data directory keeps no plain sources

@@ -29,7 +29,7 @@ from connectors.errors import InvalidSource, MissingUnitColumn, SchemaMismatch, 
 from policies.model import ColumnType, Role, Table
 
 if TYPE_CHECKING:
-    from sandbox.workspace import ParquetScan
+    from connectors.sink import ParquetScan
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",

@@ -72,8 +72,8 @@ from connectors.errors import (
     SourceUnreachable,
     TypeConversion,
 )
+from connectors.sink import ParquetScan
 from policies.model import ColumnType, Table
-from sandbox.workspace import ParquetScan
 
 __all__ = ["COMMON_OPTIONS", "CSV_OPTIONS", "CsvOptions", "FileConnector"]
 

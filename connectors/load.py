@@ -2,7 +2,7 @@
 
 :func:`ingest` is the whole onboarding step for one version. It checks the size against the disk
 quota before reading anything, streams every table through its connector into a new DuckDB file
-(``sandbox.workspace.build_workspace``; local Parquet that needs no conversion is read by DuckDB
+(``connectors.sink.build_workspace``; local Parquet that needs no conversion is read by DuckDB
 directly), profiles what was written, applies the quality rules and only then moves the file to
 ``workspace``. On any failure — a bad source, a failed rule — nothing
 exists at ``workspace`` that was not there before, and the raised ``SourceError`` carries the
@@ -45,9 +45,9 @@ from connectors.quality import (
     evaluate_rules,
     profile_workspace,
 )
+from connectors.sink import ParquetScan, TableSource, build_workspace
 from policies.errors import VeilError
 from policies.model import Policy, Table
-from sandbox.workspace import ParquetScan, TableSource, build_workspace
 
 __all__ = ["Source", "ingest", "sources_for"]
 

@@ -27,8 +27,6 @@ class Accounting(StrEnum):
     ZCDP = "zcdp"  # ρ-zCDP, discrete Gaussian; budget in micro-ρ
 
 
-
-
 def to_micro(value: float, name: str = "epsilon") -> int:
     """A requested ε (or ρ) in micro-units; refuses NaN, infinities, non-positive, huge."""
     if isinstance(value, bool) or not isinstance(value, int | float):

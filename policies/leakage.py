@@ -52,16 +52,15 @@ __all__ = [
 ]
 
 
-
-
 @dataclass(frozen=True)
 class VerificationEvent:
     """One answered verification, as the leakage ledger stores it (never the outcome's facts).
 
     ``claim_commitment`` identifies the claim *value* deterministically within the zone, so that
     two requests with the same claim compare equal even when their consents used different salts:
-    the runtime passes a zone-keyed fingerprint (``sandbox.receipts.claim_fingerprint``), not the
-    per-consent salted commitment printed on receipts. ``None`` for templates without a claim.
+    the runtime passes a zone-keyed fingerprint
+    (``sandbox.verification.receipts.claim_fingerprint``), not the per-consent salted commitment
+    printed on receipts. ``None`` for templates without a claim.
     ``bits_charged`` is in millibits; ``sticky`` marks a repeat answered at no bit cost;
     ``quota_units`` is what the answer took from the tenant's quota (0 for its own repeats).
     """
@@ -118,14 +117,6 @@ class LeakageDecision:
         if self.reason is None:
             raise ValueError("the request was allowed")
         return _ERRORS[self.reason]()
-
-
-
-
-
-
-
-
 
 
 _ERRORS: dict[Refusal, type[VerificationRefused]] = {

@@ -730,8 +730,6 @@ class _Reader:
 # ---------------------------------------------------------------------------------------------
 
 
-
-
 def check_claim(template: Template, claim: object) -> Claim:
     """Validate a requester's claim against the template; returns it as a :data:`Claim`."""
     spec = template.claim

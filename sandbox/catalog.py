@@ -16,9 +16,10 @@ from sqlalchemy import Engine, select, update
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from sandbox import audit
+from sandbox.audit import log as audit
+from sandbox.clock import now
 from sandbox.errors import Conflict, NotFound
-from sandbox.store import datasets, now, versions, zones
+from sandbox.store.schema import datasets, versions, zones
 
 
 @dataclass(frozen=True)

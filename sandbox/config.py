@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     def templates_path(self) -> Path:
         if self.templates_dir is not None:
             return self.templates_dir
-        return Path(__file__).parent / "demo" / "templates"
+        return Path(__file__).parent / "demo" / "data" / "templates"
 
     @property
     def workspace_dir(self) -> Path:

@@ -29,22 +29,16 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import (
-    Column,
-    DateTime,
     Engine,
-    ForeignKey,
-    Integer,
-    String,
-    Table,
-    Text,
     delete,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
+from sandbox.clock import now
 from sandbox.errors import Conflict, IdempotencyKeyReused
-from sandbox.store import metadata, now
+from sandbox.store.schema import MAX_IDEMPOTENCY_KEY_CHARS, idempotent_requests
 
 __all__ = [
     "MAX_KEY_CHARS",
@@ -57,26 +51,12 @@ __all__ = [
     "request_hash",
 ]
 
-MAX_KEY_CHARS: Final = 128
+MAX_KEY_CHARS: Final = MAX_IDEMPOTENCY_KEY_CHARS
 
 
 class KeyState(StrEnum):
     PENDING = "pending"
     DONE = "done"
-
-
-idempotent_requests = Table(
-    "idempotent_requests",
-    metadata,
-    Column("member_id", String(64), ForeignKey("members.id"), primary_key=True),
-    Column("key", String(MAX_KEY_CHARS), primary_key=True),
-    Column("request_hash", String(64), nullable=False),  # method, path and body it was used for
-    Column("state", String(16), nullable=False),  # pending | done
-    Column("status", Integer, nullable=True),  # the response, once done
-    Column("response", Text, nullable=True),  # JSON
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("completed_at", DateTime(timezone=True), nullable=True),
-)
 
 
 @dataclass(frozen=True)

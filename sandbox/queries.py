@@ -26,14 +26,16 @@ from policies.accounting import (
 )
 from policies.errors import InvalidBudget
 from policies.gate.plan import QueryPlan, row_cap_sql
-from sandbox import audit, budgets, catalog, ledger
-from sandbox.access import Member, MemberRole
+from sandbox import catalog
+from sandbox.access.model import Member, MemberRole
+from sandbox.audit import log as audit
 from sandbox.config import Settings
+from sandbox.engine.executor import Executor
 from sandbox.errors import VeilError
-from sandbox.executor import Executor
-from sandbox.ledger import ChargeState
+from sandbox.ledger import budgets, charges, grants
+from sandbox.ledger.charges import ChargeState
 from sandbox.noise import Calibration, Cell, calibrate, expected_accuracy, release
-from sandbox.vault import Vault, leased
+from sandbox.vault.decrypted import Vault, leased
 
 log = logging.getLogger("veil.queries")
 
@@ -50,7 +52,7 @@ class QueryRequest:
 @dataclass(frozen=True)
 class _Prepared:
     version: catalog.DatasetVersion
-    grant: ledger.Grant
+    grant: grants.Grant
     checked: gate.CheckedQuery
     plan: QueryPlan
     calibration: Calibration
@@ -95,7 +97,7 @@ class QueryService:
         audit.annotate(dataset=request.dataset, sealed={"sql": request.sql})
         member.require(MemberRole.ANALYST)
         version = catalog.current(self.engine, request.dataset)
-        grant = ledger.grant_for(self.engine, member.tenant_id, request.dataset)
+        grant = grants.grant_for(self.engine, member.tenant_id, request.dataset)
         budget = _budget_micro(request, grant.accounting)
         delta = request.delta if request.delta is not None else self.settings.default_delta
         delta_pico = request_delta_to_pico(delta)  # a cap: rounded down, sub-pico refused
@@ -130,7 +132,7 @@ class QueryService:
             "expected_ci95_half_width": expected_accuracy(prepared.plan, prepared.calibration),
             "budget": _budget(
                 prepared.grant,
-                ledger.member_budget(self.engine, prepared.grant.id, member.id),
+                grants.member_budget(self.engine, prepared.grant.id, member.id),
                 prepared.calibration.cost_micro,
             ),
             "affordable": _affordable(prepared.grant, prepared.calibration),
@@ -141,14 +143,16 @@ class QueryService:
     ) -> dict[str, Any]:
         request_hash = _request_hash(request)
         if idempotency_key is not None:
-            previous = ledger.previous_answer(self.engine, member.id, idempotency_key, request_hash)
+            previous = charges.previous_answer(
+                self.engine, member.id, idempotency_key, request_hash
+            )
             if previous is not None:
                 return previous
         p = self.prepare(member, request)
-        cached = ledger.cached_answer(self.engine, member.tenant_id, p.query_hash)
+        cached = charges.cached_answer(self.engine, member.tenant_id, p.query_hash)
         if cached is not None:
             return _from_cache(cached, p.grant)
-        reservation = ledger.reserve(
+        reservation = charges.reserve(
             self.engine,
             p.grant,
             member.id,
@@ -182,7 +186,7 @@ class QueryService:
             released = release(plan, p.calibration, rows, histograms)
         except BaseException as exc:
             code = exc.error_code if isinstance(exc, VeilError) else "internal_error"
-            ledger.settle(self.engine, reservation.charge_id, ChargeState.FAILED, error_code=code)
+            charges.settle(self.engine, reservation.charge_id, ChargeState.FAILED, error_code=code)
             raise
         answer = {
             "query_id": reservation.charge_id,
@@ -197,7 +201,7 @@ class QueryService:
             ),
             "cached": False,
         }
-        ledger.settle(self.engine, reservation.charge_id, ChargeState.RELEASED, answer)
+        charges.settle(self.engine, reservation.charge_id, ChargeState.RELEASED, answer)
         return answer
 
 
@@ -222,7 +226,7 @@ def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:
     return epsilon_to_rho_micro(to_micro(request.epsilon))
 
 
-def _affordable(grant: ledger.Grant, calibration: Calibration) -> bool:
+def _affordable(grant: grants.Grant, calibration: Calibration) -> bool:
     """Whether a run would pass the per-query cap and the budget left now."""
     return (
         calibration.cost_micro <= grant.per_query_cap_micro
@@ -254,14 +258,14 @@ def _cost(calibration: Calibration) -> dict[str, Any]:
 
 
 def _budget(
-    grant: ledger.Grant, member_budget: ledger.MemberBudget | None, cost_micro: int
+    grant: grants.Grant, member_budget: grants.MemberBudget | None, cost_micro: int
 ) -> dict[str, Any]:
     view = budgets.describe(grant, member_budget)
     view["queries_left_at_this_cost"] = budgets.queries_left(grant, member_budget, cost_micro)
     return view
 
 
-def _from_cache(answer: dict[str, Any], grant: ledger.Grant) -> dict[str, Any]:
+def _from_cache(answer: dict[str, Any], grant: grants.Grant) -> dict[str, Any]:
     """The stored noisy answer again, at no cost: the same release, so no new privacy loss."""
     cost = dict(answer["cost"])
     unit = "epsilon" if grant.accounting == Accounting.PURE else "rho"

@@ -12,9 +12,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from sandbox import store
 from sandbox.config import Settings
-from sandbox.demo import build_demo
+from sandbox.demo.build import build_demo
+from sandbox.store import db
 from server import create_app
 
 DEMO_TEST_ROWS = 36_000  # about 1,300 enterprises: enough for real answers, quick to build
@@ -23,7 +23,7 @@ DEMO_TEST_ROWS = 36_000  # about 1,300 enterprises: enough for real answers, qui
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("veil-demo")
-    engine = store.connect(Settings(data_dir=data_dir).state_url)
+    engine = db.connect(Settings(data_dir=data_dir).state_url)
     build_demo(engine, data_dir, rows=DEMO_TEST_ROWS)
     engine.dispose()
     return data_dir

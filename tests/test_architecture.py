@@ -38,7 +38,7 @@ ALLOWED = {
     "fastapi": lambda p: p == "server.py" or p.startswith("sandbox/api/"),
     "starlette": lambda p: p == "server.py" or p.startswith("sandbox/api/"),
     "sqlglot": lambda p: p.startswith("policies/"),
-    "duckdb": lambda p: p.startswith(("sandbox/workspace", "sandbox/executor", "connectors/")),
+    "duckdb": lambda p: p.startswith(("sandbox/engine/", "connectors/")),
 }
 
 
@@ -63,7 +63,7 @@ NOISE = re.compile(
 def test_no_noise_outside_opendp(path: Path) -> None:
     """Noise comes from OpenDP samplers only. The synthetic demo data generator is not noise."""
     name = rel(path)
-    if name == "connectors/synthetic.py":
+    if name == "sandbox/demo/synthetic.py":
         assert "noise" not in " ".join(imports(path))
         return
     text = path.read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from sandbox.cli import app
+from sandbox.cli.main import app
 
 
 def test_demo_data_writes_parquet_of_the_requested_size(tmp_path: Path) -> None:

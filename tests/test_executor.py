@@ -23,7 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from connectors.sink import build_workspace, table_schemas
 from policies.errors import InvalidRequest
+from sandbox.engine.executor import Executor, _ReplyUnpickler
+from sandbox.engine.limits import ExecutorLimits
+from sandbox.engine.workspace import open_locked, verify_lockdown
 from sandbox.errors import (
     ExecutionFailed,
     ExecutionTimeout,
@@ -31,8 +35,6 @@ from sandbox.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from sandbox.executor import Executor, ExecutorLimits, _ReplyUnpickler
-from sandbox.workspace import build_workspace, open_locked, table_schemas, verify_lockdown
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = 3000
@@ -469,7 +471,8 @@ def test_workers_exit_when_the_parent_dies(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from sandbox.executor import Executor, ExecutorLimits\n"
+        "from sandbox.engine.executor import Executor\n"
+        "from sandbox.engine.limits import ExecutorLimits\n"
         "if __name__ == '__main__':\n"
         "    ex = Executor(ExecutorLimits(workers=2, memory_limit='256MB',\n"
         "                  address_space_bytes=2 * 2**30), Path(sys.argv[1]))\n"

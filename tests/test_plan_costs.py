@@ -15,8 +15,8 @@ from policies.gate.plan import QueryPlan, StatKind
 from policies.loader import load_policy
 from sandbox.noise import calibrate
 
-POLICY = load_policy(Path("sandbox/demo/enterprise.toml"))
-CPS = load_policy(Path("sandbox/demo/cps1988.toml"))
+POLICY = load_policy(Path("sandbox/demo/data/enterprise.toml"))
+CPS = load_policy(Path("sandbox/demo/data/cps1988.toml"))
 
 
 def planned(sql: str, policy=POLICY) -> QueryPlan:

@@ -10,14 +10,16 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from connectors.sink import build_workspace
 from policies.gate import check, parse, plan
 from policies.gate.plan import StatKind, row_cap_sql
 from policies.loader import load_policy
-from sandbox import catalog, store
+from sandbox import catalog
 from sandbox.config import Settings
-from sandbox.executor import Executor, ExecutorLimits
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
 from sandbox.queries import QueryService
-from sandbox.workspace import build_workspace
+from sandbox.store import db
 
 POLICY_FILE = Path("tests/data/policy_small.toml")
 POLICY = load_policy(POLICY_FILE)
@@ -75,7 +77,7 @@ def test_measured_per_version(tmp_path: Path) -> None:
     )
     path = tmp_path / "ws.duckdb"
     build_workspace(path, {"firms": firms, "sales": sales})
-    engine = store.connect(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = db.connect(f"sqlite:///{tmp_path / 'state.db'}")
     catalog.create_zone(engine, catalog.Zone("z", "domain", "Z", "op", ""))
     catalog.add_version(engine, "z", POLICY_FILE.read_text(), path, {"firms": 2, "sales": 7})
     version = catalog.current(engine, "firms")

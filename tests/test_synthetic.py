@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from connectors import synthetic as demo_data
+from sandbox.demo import synthetic as demo_data
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "sandbox" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "sandbox" / "demo" / "data"
 MONTHLY = ("tax", "social_insurance", "utilities")
 ARROW_TYPES = {
     "integer": pa.int64(),

@@ -22,15 +22,17 @@ from fastapi import Path as PathParam
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox import audit, audit_checkpoint, audit_verify
-from sandbox.access import Member, MemberRole
+from sandbox.access.model import Member, MemberRole
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
 from sandbox.api.responses import audit as views
 from sandbox.api.responses.base import ViewRoute
-from sandbox.audit import AuditLog
+from sandbox.audit import checkpoint as audit_checkpoint
+from sandbox.audit import log as audit
+from sandbox.audit import verify as audit_verify
+from sandbox.audit.log import AuditLog
 from sandbox.errors import MasterKeyError, NotFound, ServiceUnavailable
-from sandbox.receipts import public_key_document
+from sandbox.keys.signing import public_key_document
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=ViewRoute)
 

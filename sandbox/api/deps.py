@@ -9,14 +9,15 @@ from anyio import to_thread
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
-from sandbox import audit
-from sandbox.access import KeyCache, Member
+from sandbox.access.keys import KeyCache
+from sandbox.access.model import Member
 from sandbox.api.guard import enter_tenant
+from sandbox.audit import log as audit
 from sandbox.config import Settings
-from sandbox.executor import Executor
+from sandbox.engine.executor import Executor
 from sandbox.queries import QueryService
-from sandbox.vault import Vault
-from sandbox.verification import VerificationService
+from sandbox.vault.decrypted import Vault
+from sandbox.verification.service import VerificationService
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.api import problems
+from sandbox.api.limits import InFlight, TokenBuckets, retry_after, too_large
 from sandbox.config import Settings
 from sandbox.errors import PayloadTooLarge, RateLimited, TooManyConcurrent, VeilError
-from sandbox.limits import InFlight, TokenBuckets, retry_after, too_large
 
 SCOPE_KEY = "veil.guard"
 

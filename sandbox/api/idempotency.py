@@ -17,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 
 from sandbox import idempotency
-from sandbox.access import Member
+from sandbox.access.model import Member
 from sandbox.api.deps import Services
 
 __all__ = ["IdempotencyKey", "once"]

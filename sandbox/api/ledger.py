@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from sandbox import ledger
-from sandbox.access import MemberRole
+from sandbox.access.model import MemberRole
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.responses.base import ViewRoute
 from sandbox.api.responses.ledger import Ledger
+from sandbox.ledger import entries
 
 router = APIRouter(prefix="/v1", tags=["ledger"], route_class=ViewRoute)
 
@@ -34,7 +34,7 @@ def read_ledger(
 ) -> dict[str, Any] | Response:
     """Charges (reserved, released, failed) and credits (grant, refresh), oldest first."""
     member.require(MemberRole.AUDITOR, MemberRole.ADMIN)
-    records = ledger.entries(
+    records = entries.entries(
         services.engine,
         tenant_id=tenant,
         dataset_id=dataset,
@@ -45,7 +45,7 @@ def read_ledger(
     if format == "json":
         return Ledger.model_validate({"entries": records}).model_dump(mode="json")
     return Response(
-        ledger.to_csv(records),
+        entries.to_csv(records),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="veil-ledger.csv"'},
     )

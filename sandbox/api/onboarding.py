@@ -17,7 +17,7 @@ from sandbox.api.idempotency import IdempotencyKey, once
 from sandbox.api.responses import onboarding as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.api.responses.catalog import Zone
-from sandbox.onboarding import Onboarding
+from sandbox.onboarding.service import Onboarding
 
 router = APIRouter(prefix="/v1", tags=["onboarding"], route_class=ViewRoute)
 T = TypeVar("T")

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import budgets, ledger
 from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.limits import check_sql
 from sandbox.api.responses.base import ViewRoute
 from sandbox.api.responses.queries import Answer, BudgetList, Preview
 from sandbox.config import Settings
-from sandbox.limits import check_sql
+from sandbox.ledger import budgets, grants
 from sandbox.queries import QueryRequest
 
 router = APIRouter(prefix="/v1", tags=["queries"], route_class=ViewRoute)
@@ -61,7 +61,7 @@ def list_budgets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """The caller's tenant's grants: total, spent, left, and how many more queries that buys."""
     return {
         "budgets": [
-            budgets.describe(g, ledger.member_budget(services.engine, g.id, member.id))
-            for g in ledger.grants_of(services.engine, member.tenant_id)
+            budgets.describe(g, grants.member_budget(services.engine, g.id, member.id))
+            for g in grants.grants_of(services.engine, member.tenant_id)
         ]
     }

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import admin
+from sandbox.access import admin
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.responses import tenants as views
 from sandbox.api.responses.base import ViewRoute

@@ -12,12 +12,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from sandbox.access import MemberRole
+from sandbox.access.model import MemberRole
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.responses import verification as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.errors import InvalidRequest, PayloadTooLarge, VeilError
-from sandbox.verification import (
+from sandbox.verification.service import (
     MAX_BATCH_LINES,
     MAX_CONSENT_USES,
     ConsentRequest,

@@ -19,11 +19,14 @@ from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 from connectors.base import Progress
-from sandbox import access, ledger
-from sandbox.access import MemberRole
-from sandbox.cli import app as cli_app
-from sandbox.onboarding import Onboarding, _ProgressWriter
-from sandbox.store import charges, consents, now, receipts, verification_events
+from policies.accounting import Accounting
+from sandbox.access import members, model, tenants
+from sandbox.access.model import MemberRole
+from sandbox.cli.main import app as cli_app
+from sandbox.clock import now
+from sandbox.ledger.grants import create_grant
+from sandbox.onboarding.service import Onboarding, _ProgressWriter
+from sandbox.store.schema import charges, consents, receipts, verification_events
 from tests.conftest import auth
 
 ZONE = "beijing-finance"
@@ -105,8 +108,8 @@ def wait(client: TestClient, key: str, url: str) -> dict:
 def member(client: TestClient, role: MemberRole, tenant: str | None = None) -> tuple[str, str]:
     """(member id, API key) of a new member; in a new government tenant unless ``tenant``."""
     engine = engine_of(client)
-    tenant = tenant or access.create_tenant(engine, "Dept", "government", "public_welfare")
-    return access.create_member(engine, tenant, f"{role.value} member", role)
+    tenant = tenant or tenants.create_tenant(engine, "Dept", "government", "public_welfare")
+    return members.create_member(engine, tenant, f"{role.value} member", role)
 
 
 def current_version(client: TestClient, key: str) -> int:
@@ -360,7 +363,7 @@ def test_progress_is_visible_while_loading(
 def _receipt(engine: Engine, subject_ref: str, version: str, tenant: str, issuer: str) -> str:
     """A receipt about ``subject_ref`` answered from ``firms`` version ``version`` (inserted
     directly: the verification flow has its own tests)."""
-    consent, receipt = access.new_id("cns"), access.new_id("rcp")
+    consent, receipt = model.new_id("cns"), model.new_id("rcp")
     at = now()
     with engine.begin() as con:
         con.execute(
@@ -398,13 +401,13 @@ def test_issue_raise_answer_resolve_and_revoke(
     client.post("/v1/providers/bj-tax/members", json={"member": provider_id}, headers=admin)
     load(client, keys["admin"], write_csv(data_dir, "firms.csv", ROWS), provider="bj-tax")
 
-    bank = access.create_tenant(engine, "Bank", "bank", "commercial")
-    verifier_id, verifier = access.create_member(engine, bank, "v", MemberRole.VERIFIER)
-    lab = access.create_tenant(engine, "Lab", "research", "public_welfare")
-    _, analyst = access.create_member(engine, lab, "a", MemberRole.ANALYST)
+    bank = tenants.create_tenant(engine, "Bank", "bank", "commercial")
+    verifier_id, verifier = members.create_member(engine, bank, "v", MemberRole.VERIFIER)
+    lab = tenants.create_tenant(engine, "Lab", "research", "public_welfare")
+    _, analyst = members.create_member(engine, lab, "a", MemberRole.ANALYST)
     _, stranger = member(client, MemberRole.ANALYST)  # no grant on firms
-    ledger.create_grant(
-        engine, lab, "firms", ledger.Accounting.PURE, budget_micro=1, delta_pico=0,
+    create_grant(
+        engine, lab, "firms", Accounting.PURE, budget_micro=1, delta_pico=0,
         per_query_cap_micro=1,
     )  # fmt: skip
 
@@ -446,7 +449,7 @@ def test_issue_raise_answer_resolve_and_revoke(
     assert answered.status_code == 200 and answered.json()["state"] == "answered"
 
     # receipts about the subject: one from version 1 (revoked by the correction), one newer
-    from sandbox.receipts import subject_ref
+    from sandbox.verification.receipts import subject_ref
 
     ref = subject_ref(subject, client.app.state.services.verification.zone_secret)  # type: ignore[attr-defined]
     old = _receipt(engine, ref, "1", bank, verifier_id)

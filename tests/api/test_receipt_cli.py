@@ -10,9 +10,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from sandbox.cli import app
+from sandbox.cli.main import app
 from sandbox.config import Settings
-from sandbox.receipts import commit, new_salt, public_keys_from_document, verify
+from sandbox.keys.signing import public_keys_from_document
+from sandbox.verification.receipts import commit, new_salt, verify
 from server import create_app
 from tests.conftest import auth
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from concurrent.futures.process import BrokenProcessPool
 
-from sandbox.receipts import generate_key
-from sandbox.signing import CHUNK, Signer
+from sandbox.keys.signing import generate_key
+from sandbox.verification.signer import CHUNK, Signer
 
 
 def test_the_pool_signs_in_order_and_recovers_from_a_dead_worker() -> None:

@@ -8,8 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from sandbox import access, store
+from sandbox import clock
+from sandbox.access.keys import authenticate
 from sandbox.config import Settings
+from sandbox.store import db, schema
 from server import create_app
 from tests.conftest import auth
 
@@ -147,15 +149,15 @@ def test_key_revoked_by_another_process_stops_working_within_the_cache_time(
     settings = settings.model_copy(update={"auth_cache_s": ttl})
     with TestClient(create_app(settings)) as client:
         key, _, _ = new_analyst(client, keys["admin"], epsilon=2.0)
-        elsewhere = store.connect(settings.state_url)  # as another process would
-        member = access.authenticate(elsewhere, f"Bearer {key}")
+        elsewhere = db.connect(settings.state_url)  # as another process would
+        member = authenticate(elsewhere, f"Bearer {key}")
         assert member.key_id is not None
         assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
         with elsewhere.begin() as con:  # what revoke_key does, in a process without our caches
             con.execute(
-                update(store.api_keys)
-                .where(store.api_keys.c.id == member.key_id)
-                .values(revoked_at=store.now())
+                update(schema.api_keys)
+                .where(schema.api_keys.c.id == member.key_id)
+                .values(revoked_at=clock.now())
             )
         if ttl:
             assert client.get("/v1/budgets", headers=auth(key)).status_code == 200

@@ -21,21 +21,16 @@ from policies.templates import ClaimType
 from sandbox import catalog
 from sandbox.config import Settings
 from sandbox.errors import BadSignature, MalformedReceipt, UnknownKey
-from sandbox.receipts import (
-    commit,
-    new_salt,
-    public_keys_from_document,
-    signing_input,
-    verify,
-)
-from sandbox.store import alerts, consents, verification_events
-from sandbox.verification import ConsentRequest, VerificationService
+from sandbox.keys.signing import public_keys_from_document
+from sandbox.store.schema import alerts, consents, verification_events
+from sandbox.verification.receipts import commit, new_salt, signing_input, verify
+from sandbox.verification.service import ConsentRequest, VerificationService
 from server import create_app
 from tests.conftest import auth
 
 PURPOSE = "credit_underwriting"
 REVENUE = 5_000_000
-TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / "templates"
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -145,7 +140,7 @@ def _demo_register() -> list[str]:
 
     import pyarrow.parquet as pq
 
-    from connectors import synthetic
+    from sandbox.demo import synthetic
     from tests.conftest import DEMO_TEST_ROWS
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -404,7 +399,7 @@ def _new_dataset_version(client: TestClient) -> int:
     engine = engine_of(client)
     current = catalog.current(engine, "enterprise")
     with engine.connect() as con:
-        from sandbox.store import versions
+        from sandbox.store.schema import versions
 
         text = con.execute(
             select(versions.c.policy).where(

@@ -18,10 +18,12 @@ from sqlalchemy import Engine, event, select
 
 from policies.errors import ClaimChangeRefused
 from policies.templates import load_templates
-from sandbox import store
-from sandbox.access import Member, authenticate
+from sandbox.access.keys import authenticate
+from sandbox.access.model import Member
 from sandbox.config import Settings
-from sandbox.demo import build_demo
+from sandbox.demo.build import build_demo
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import (
     ConsentRefused,
     InvalidRequest,
@@ -29,10 +31,10 @@ from sandbox.errors import (
     ServiceUnavailable,
     VeilError,
 )
-from sandbox.executor import Executor, ExecutorLimits
-from sandbox.receipts import new_salt
-from sandbox.store import alerts, consents, receipts
-from sandbox.verification import VerificationService, VerifyRequest, _Line
+from sandbox.store import db
+from sandbox.store.schema import alerts, consents, receipts
+from sandbox.verification.receipts import new_salt
+from sandbox.verification.service import VerificationService, VerifyRequest, _Line
 from server import create_app
 from tests.api.test_verification import (
     PURPOSE,
@@ -294,7 +296,7 @@ def pg_client(postgres_url: str, tmp_path: Path) -> Iterator[TestClient]:
     """The demo zone with its state store on PostgreSQL."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    engine = store.connect(postgres_url)
+    engine = db.connect(postgres_url)
     build_demo(engine, data_dir, rows=DEMO_TEST_ROWS)
     engine.dispose()
     settings = Settings(data_dir=data_dir, database_url=postgres_url, workers=1, worker_threads=1)

@@ -15,9 +15,9 @@ from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from sandbox import store
-from sandbox.store import verification_events, verification_quota_use
-from sandbox.verification import VerifyRequest, add_quota_use, quota_hour, quota_used
+from sandbox.store import db, schema
+from sandbox.store.schema import verification_events, verification_quota_use
+from sandbox.verification.service import VerifyRequest, add_quota_use, quota_hour, quota_used
 from tests.api.test_verification import PURPOSE, engine_of, grant, service
 from tests.api.test_verification_answer import member, pg_client, pg_keys  # noqa: F401
 from tests.ledger.conftest import postgres_server, postgres_url  # noqa: F401
@@ -50,7 +50,7 @@ def _spread(engine: Engine, model: dict[str, Any], rng: random.Random) -> list[d
     times += [base + timedelta(hours=rng.randrange(5 * 24)) for _ in range(40)]
     rows = [{**model, "receipt_id": f"rcp_t{i:06d}", "at": at} for i, at in enumerate(times)]
     with engine.begin() as con:
-        store.insert_many(con, verification_events, rows)
+        db.insert_many(con, verification_events, rows)
         add_quota_use(con, rows)
     return times
 
@@ -88,9 +88,9 @@ def test_the_migration_fills_the_hourly_use_from_the_stored_events(
     written = _use(engine)
     assert sum(r[3] for r in written) == 401
     config = Config()
-    config.set_main_option("script_location", str(Path(store.__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(Path(schema.__file__).parent / "migrations"))
     with engine.begin() as con:
         config.attributes["connection"] = con
         command.downgrade(config, "0005")
-    store.migrate(engine)
+    db.migrate(engine)
     assert _use(engine) == written

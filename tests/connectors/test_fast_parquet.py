@@ -16,10 +16,10 @@ from connectors.base import Connector, Progress, ProgressCallback, connect, exac
 from connectors.errors import SourceError
 from connectors.files import FileConnector
 from connectors.load import ingest
+from connectors.sink import ParquetScan
 from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import ColumnType, Policy, Table
-from sandbox.workspace import ParquetScan
 
 from .conftest import POLICY
 from .test_files import good_arrow

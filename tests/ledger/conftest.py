@@ -25,10 +25,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from policies.accounting import Accounting
-from sandbox import access, ledger, store
-from sandbox.access import MemberRole
-from sandbox.demo import build_demo
-from sandbox.store import datasets, now, zones
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
+from sandbox.clock import now
+from sandbox.demo.build import build_demo
+from sandbox.ledger import grants
+from sandbox.store import db
+from sandbox.store.schema import datasets, zones
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +106,7 @@ def connect_store(state_url: str) -> Engine:
     """The state store at ``state_url`` (a SQLite file's directory made first), migrated."""
     if state_url.startswith("sqlite:///"):
         Path(state_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return store.connect(state_url)
+    return db.connect(state_url)
 
 
 # -- demo zone and tenants ----------------------------------------------------------------------
@@ -112,7 +115,7 @@ def connect_store(state_url: str) -> Engine:
 def build_ledger_demo(data_dir: Path, state_url: str, rows: int = LEDGER_DEMO_ROWS) -> Engine:
     """The demo zone in ``data_dir`` (workspaces) with its state in ``state_url``."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    engine = store.connect(state_url)
+    engine = db.connect(state_url)
     build_demo(engine, data_dir, rows=rows)
     return engine
 
@@ -148,13 +151,13 @@ def new_analyst(
     cap_micro: int,
     dataset: str = "enterprise",
     delta_pico: int = 0,
-    refresh: ledger.Refresh = ledger.Refresh.NONE,
+    refresh: grants.Refresh = grants.Refresh.NONE,
     name: str = "Ledger Test Institute",
 ) -> Analyst:
     """A fresh research tenant with one analyst (and key) and one grant on ``dataset``."""
-    tenant = access.create_tenant(engine, name, "research", "public_welfare")
-    member, key = access.create_member(engine, tenant, "analyst", MemberRole.ANALYST)
-    grant = ledger.create_grant(
+    tenant = tenants.create_tenant(engine, name, "research", "public_welfare")
+    member, key = members.create_member(engine, tenant, "analyst", MemberRole.ANALYST)
+    grant = grants.create_grant(
         engine,
         tenant,
         dataset,

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import ledger
 from sandbox.config import Settings
-from sandbox.executor import Executor, ExecutorLimits
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
+from sandbox.ledger import charges, entries
 from tests.ledger.conftest import (
     auth,
     build_ledger_demo,
@@ -112,13 +113,13 @@ def test_budget_for_50_releases_exactly_50_of_200_concurrent_queries(
                 released_ids = {a["query_id"] for a in answers}
                 assert len(released_ids) == FITS
 
-                entries = http.get("/v1/ledger", params={"tenant": tenant}).json()["entries"]
-                charges = [e for e in entries if e["entry"] == "charge"]
-                assert len(charges) == FITS
-                assert {c["grant"] for c in charges} == {grant_id}
-                assert {c["state"] for c in charges} == {"released"}
-                assert {c["id"] for c in charges} == released_ids
-                assert [e["entry"] for e in entries if e["entry"] != "charge"] == ["credit:grant"]
+                listed = http.get("/v1/ledger", params={"tenant": tenant}).json()["entries"]
+                charged = [e for e in listed if e["entry"] == "charge"]
+                assert len(charged) == FITS
+                assert {c["grant"] for c in charged} == {grant_id}
+                assert {c["state"] for c in charged} == {"released"}
+                assert {c["id"] for c in charged} == released_ids
+                assert [e["entry"] for e in listed if e["entry"] != "charge"] == ["credit:grant"]
 
                 budgets = http.get("/v1/budgets", headers=auth(key)).json()["budgets"]
                 (mine,) = [b for b in budgets if b["grant"] == grant_id]
@@ -126,10 +127,10 @@ def test_budget_for_50_releases_exactly_50_of_200_concurrent_queries(
                 assert mine["remaining"] == 0
 
         # After the server is gone: the store itself agrees.
-        stored = [e for e in ledger.entries(engine, tenant_id=tenant) if e["entry"] == "charge"]
+        stored = [e for e in entries.entries(engine, tenant_id=tenant) if e["entry"] == "charge"]
         assert len(stored) == FITS
         assert {e["state"] for e in stored} == {"released"}
-        check = ledger.consistency(engine, grant_id)
+        check = charges.consistency(engine, grant_id)
         assert check.ok, check
         assert check.spent_micro == check.budget_micro == check.charged_micro == 5_000_000
     finally:

@@ -30,9 +30,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from sandbox import ledger, store
 from sandbox.config import Settings
-from sandbox.store import charges
+from sandbox.ledger.charges import ChargeState, consistency
+from sandbox.ledger.grants import grant_by_id
+from sandbox.store import db
+from sandbox.store.schema import charges
 from server import create_app
 from tests.ledger.conftest import (
     Analyst,
@@ -85,7 +87,7 @@ def _reserved(engine: Engine, grant_id: str) -> list[str]:
     with engine.connect() as con:
         rows = con.execute(
             select(charges.c.id).where(
-                charges.c.grant_id == grant_id, charges.c.state == ledger.ChargeState.RESERVED
+                charges.c.grant_id == grant_id, charges.c.state == ChargeState.RESERVED
             )
         ).all()
     return [r.id for r in rows]
@@ -139,7 +141,7 @@ def _charge(engine: Engine, charge_id: str) -> dict[str, object]:
 def test_executor_worker_killed_mid_query_fails_the_charge_and_keeps_it_spent(
     crash_dir: Path,
 ) -> None:
-    engine = store.connect(f"sqlite:///{(crash_dir / 'state.db').resolve()}")
+    engine = db.connect(f"sqlite:///{(crash_dir / 'state.db').resolve()}")
     analyst = new_analyst(engine, budget_micro=BUDGET_MICRO, cap_micro=COST_MICRO)
     settings = Settings(
         data_dir=crash_dir,
@@ -168,12 +170,12 @@ def test_executor_worker_killed_mid_query_fails_the_charge_and_keeps_it_spent(
 
             # The charge stays, failed, its cost spent; the ledger agrees with the grant.
             charge = _charge(engine, killer.killed_charge)
-            assert charge["state"] == ledger.ChargeState.FAILED
+            assert charge["state"] == ChargeState.FAILED
             assert charge["cost_micro"] == COST_MICRO
             assert charge["answer"] is None
-            grant = ledger.grant_by_id(engine, analyst.grant_id)
+            grant = grant_by_id(engine, analyst.grant_id)
             assert grant.spent_micro == COST_MICRO
-            assert ledger.consistency(engine, analyst.grant_id).ok
+            assert consistency(engine, analyst.grant_id).ok
 
             # The pool replaced the worker; the next query runs and is charged on top.
             assert executor.worker_pids() != [worker]
@@ -190,7 +192,7 @@ def test_executor_worker_killed_mid_query_fails_the_charge_and_keeps_it_spent(
             assert retry.status_code == 200, retry.text
             assert retry.json()["cached"] is False
             assert retry.json()["budget"]["spent"] == pytest.approx(3 * EPSILON)
-        assert ledger.consistency(engine, analyst.grant_id).ok
+        assert consistency(engine, analyst.grant_id).ok
     finally:
         engine.dispose()
 
@@ -211,7 +213,7 @@ def test_server_killed_mid_query_keeps_the_reservation_after_restart(
     database_url: str | None = None
     if backend == "sqlite":
         crash_dir: Path = request.getfixturevalue("crash_dir")
-        engine = store.connect(f"sqlite:///{(crash_dir / 'state.db').resolve()}")
+        engine = db.connect(f"sqlite:///{(crash_dir / 'state.db').resolve()}")
     else:
         database_url = request.getfixturevalue("postgres_url")
         crash_dir = tmp_path / "pg-data"
@@ -250,7 +252,7 @@ def test_server_killed_mid_query_keeps_the_reservation_after_restart(
 
         # Nothing released, nothing refunded: the charge is still reserved and spent.
         charge = _charge(engine, killer.killed_charge)
-        assert charge["state"] == ledger.ChargeState.RESERVED
+        assert charge["state"] == ChargeState.RESERVED
         assert charge["answer"] is None
 
         second.start()
@@ -266,7 +268,7 @@ def test_server_killed_mid_query_keeps_the_reservation_after_restart(
             (budget,) = budgets
             assert budget["spent"] == EPSILON
             assert budget["remaining"] == pytest.approx(BUDGET_MICRO / 1e6 - EPSILON)
-            assert ledger.consistency(engine, analyst.grant_id).ok
+            assert consistency(engine, analyst.grant_id).ok
 
             # The restarted server serves, and spends on top of the uncertain charge.
             after = http.post(
@@ -276,7 +278,7 @@ def test_server_killed_mid_query_keeps_the_reservation_after_restart(
             )
             assert after.status_code == 200, after.text
             assert after.json()["budget"]["spent"] == 2 * EPSILON
-        assert ledger.consistency(engine, analyst.grant_id).ok
+        assert consistency(engine, analyst.grant_id).ok
     finally:
         first.stop()
         second.stop()

@@ -22,9 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from sandbox import ledger
-from sandbox.access import MemberRole, create_member
+from sandbox.access.members import create_member
+from sandbox.access.model import MemberRole
 from sandbox.config import Settings
+from sandbox.ledger import charges, entries, grants
 from sandbox.queries import QueryRequest, _request_hash
 from server import create_app
 from tests.ledger.conftest import Analyst, auth, new_analyst
@@ -67,12 +68,12 @@ def _query(
 
 
 def _charges(client: TestClient, analyst: Analyst) -> list[dict[str, Any]]:
-    entries = ledger.entries(_engine(client), tenant_id=analyst.tenant_id)
-    return [e for e in entries if e["entry"] == "charge"]
+    records = entries.entries(_engine(client), tenant_id=analyst.tenant_id)
+    return [e for e in records if e["entry"] == "charge"]
 
 
 def _spent(client: TestClient, analyst: Analyst) -> int:
-    return ledger.grant_by_id(_engine(client), analyst.grant_id).spent_micro
+    return grants.grant_by_id(_engine(client), analyst.grant_id).spent_micro
 
 
 def test_same_idempotency_key_retried_10_times_charges_once(client: TestClient) -> None:
@@ -86,7 +87,7 @@ def test_same_idempotency_key_retried_10_times_charges_once(client: TestClient) 
     assert charge["id"] == first["query_id"]
     assert charge["state"] == "released"
     assert _spent(client, analyst) == COST_MICRO
-    assert ledger.consistency(_engine(client), analyst.grant_id).ok
+    assert charges.consistency(_engine(client), analyst.grant_id).ok
 
 
 def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestClient) -> None:
@@ -133,7 +134,7 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
             assert body["cost"]["epsilon"] == 0.0
         else:
             assert body == original
-    assert ledger.consistency(_engine(client), analyst.grant_id).ok
+    assert charges.consistency(_engine(client), analyst.grant_id).ok
 
 
 def test_idempotency_key_of_a_failed_charge_stays_refused(client: TestClient) -> None:
@@ -141,9 +142,9 @@ def test_idempotency_key_of_a_failed_charge_stays_refused(client: TestClient) ->
     analyst = _analyst(client)
     engine = _engine(client)
     request = QueryRequest("enterprise", SQL, EPSILON)
-    reservation = ledger.reserve(
+    reservation = charges.reserve(
         engine,
-        ledger.grant_by_id(engine, analyst.grant_id),
+        grants.grant_by_id(engine, analyst.grant_id),
         analyst.member_id,
         "0" * 64,
         1,
@@ -152,7 +153,7 @@ def test_idempotency_key_of_a_failed_charge_stays_refused(client: TestClient) ->
         "doomed",
         request_hash=_request_hash(request),
     )
-    ledger.settle(engine, reservation.charge_id, ledger.ChargeState.FAILED)
+    charges.settle(engine, reservation.charge_id, charges.ChargeState.FAILED)
     response = _query(client, analyst.key, idem="doomed")
     assert response.status_code == 409
     assert response.json()["code"] == "conflict"
@@ -240,5 +241,5 @@ def test_different_queries_are_charged(client: TestClient) -> None:
     theirs = _query(client, other.key).json()
     assert theirs["cached"] is False
     assert _spent(client, other) == COST_MICRO
-    assert ledger.consistency(_engine(client), analyst.grant_id).ok
-    assert ledger.consistency(_engine(client), other.grant_id).ok
+    assert charges.consistency(_engine(client), analyst.grant_id).ok
+    assert charges.consistency(_engine(client), other.grant_id).ok

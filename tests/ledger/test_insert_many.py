@@ -1,4 +1,4 @@
-"""``store.insert_many`` stores exactly what SQLAlchemy's own insert stores, on both backends."""
+"""``db.insert_many`` stores exactly what SQLAlchemy's own insert stores, on both backends."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from sandbox import store
-from sandbox.store import tenants
+from sandbox.store import db
+from sandbox.store.schema import tenants
 from tests.ledger.conftest import connect_store
 
 ROW = st.fixed_dictionaries(
@@ -36,7 +36,7 @@ def test_insert_many_stores_what_the_orm_insert_stores(state_url: str, rows: lis
             con.execute(tenants.delete())
             fast = [{"id": f"f{i}", **row} for i, row in enumerate(rows)]
             slow = [{"id": f"s{i}", **row} for i, row in enumerate(rows)]
-            store.insert_many(con, tenants, fast)
+            db.insert_many(con, tenants, fast)
             con.execute(tenants.insert(), slow)
         with engine.connect() as con:
             stored = {r.id: r._asdict() for r in con.execute(select(tenants))}
@@ -53,6 +53,6 @@ def test_insert_many_refuses_rows_with_other_columns(state_url: str) -> None:
     row = {"id": "t1", "name": "a", "kind": "bank", "purpose_class": "commercial", "created_at": at}
     try:
         with engine.begin() as con, pytest.raises(ValueError, match="same columns"):
-            store.insert_many(con, tenants, [row, {"id": "t2", "name": "b"}])
+            db.insert_many(con, tenants, [row, {"id": "t2", "name": "b"}])
     finally:
         engine.dispose()

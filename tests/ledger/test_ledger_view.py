@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from policies.accounting import Accounting
-from sandbox import ledger, store
 from sandbox.config import Settings
+from sandbox.ledger import charges, entries, grants
+from sandbox.store import db
 from server import create_app
 from tests.ledger.conftest import auth, demo_keys, new_analyst, seed_catalog
 
@@ -56,24 +57,24 @@ def test_since_and_until_respect_the_utc_offset(
     backend: str, state_url: str, tmp_path: Path
 ) -> None:
     (tmp_path / "data").mkdir(exist_ok=True)
-    engine = store.connect(state_url)
+    engine = db.connect(state_url)
     try:
         seed_catalog(engine)
         analyst = new_analyst(engine, budget_micro=1_000_000, cap_micro=100_000, dataset="ds")
-        grant = ledger.grant_by_id(engine, analyst.grant_id)
-        ledger.reserve(engine, grant, analyst.member_id, "q" * 64, 1, 100_000, 0, None)
-        everything = ledger.entries(engine)
+        grant = grants.grant_by_id(engine, analyst.grant_id)
+        charges.reserve(engine, grant, analyst.member_id, "q" * 64, 1, 100_000, 0, None)
+        everything = entries.entries(engine)
         assert len(everything) == 2  # the grant's credit and the charge
         first = datetime.fromisoformat(everything[0]["time"])
         last = datetime.fromisoformat(everything[-1]["time"])
 
         # The same instants, written in UTC and in other offsets, select the same entries.
         for zone in (UTC, BEIJING, NEW_YORK):
-            since = ledger.entries(engine, since=(first - HOUR).astimezone(zone))
+            since = entries.entries(engine, since=(first - HOUR).astimezone(zone))
             assert len(since) == 2, zone
-            assert ledger.entries(engine, since=(last + HOUR).astimezone(zone)) == [], zone
-            assert len(ledger.entries(engine, until=(last + HOUR).astimezone(zone))) == 2, zone
-            assert ledger.entries(engine, until=(first - HOUR).astimezone(zone)) == [], zone
+            assert entries.entries(engine, since=(last + HOUR).astimezone(zone)) == [], zone
+            assert len(entries.entries(engine, until=(last + HOUR).astimezone(zone))) == 2, zone
+            assert entries.entries(engine, until=(first - HOUR).astimezone(zone)) == [], zone
     finally:
         engine.dispose()
 
@@ -97,7 +98,7 @@ def test_ledger_api_time_filter_in_beijing_time(client: TestClient) -> None:
 def test_ledger_filters_by_tenant_and_dataset(client: TestClient) -> None:
     engine = _engine(client)
     ours = new_analyst(engine, budget_micro=2_000_000, cap_micro=1_000_000)
-    ledger.create_grant(
+    grants.create_grant(
         engine,
         ours.tenant_id,
         "cps1988",
@@ -158,9 +159,9 @@ def test_a_sub_budget_limits_its_member_and_spends_from_the_grant(client: TestCl
     assert refused.status_code == 403
     assert refused.json()["code"] == "budget_exhausted"
     assert "sub-budget" in refused.json()["detail"]
-    grant = ledger.grant_by_id(_engine(client), analyst.grant_id)
+    grant = grants.grant_by_id(_engine(client), analyst.grant_id)
     assert grant.spent_micro == 200_000  # the refusal charged nothing, to either budget
-    sub = ledger.member_budget(_engine(client), analyst.grant_id, analyst.member_id)
+    sub = grants.member_budget(_engine(client), analyst.grant_id, analyst.member_id)
     assert sub is not None and sub.spent_micro == 200_000
 
 

@@ -10,9 +10,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from sandbox import store
+from sandbox.store import db, schema
 
-MIGRATIONS = Path(store.__file__).parent / "migrations"
+MIGRATIONS = Path(schema.__file__).parent / "migrations"
 
 
 def _script() -> ScriptDirectory:
@@ -29,17 +29,17 @@ def test_one_linear_history() -> None:
 
 def test_head_schema_equals_the_metadata(state_url: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    engine = store.connect(state_url)  # runs every migration on an empty store
+    engine = db.connect(state_url)  # runs every migration on an empty store
     try:
-        store.migrate(engine)  # a second run is a no-op
+        db.migrate(engine)  # a second run is a no-op
         with engine.connect() as con:
             context = MigrationContext.configure(
                 con, opts={"compare_type": True, "compare_server_default": True}
             )
             assert context.get_current_revision() == _script().get_current_head()
-            differences = compare_metadata(context, store.metadata)
+            differences = compare_metadata(context, schema.metadata)
         assert differences == [], differences
         tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
-        assert tables == set(store.metadata.tables)
+        assert tables == set(schema.metadata.tables)
     finally:
         engine.dispose()

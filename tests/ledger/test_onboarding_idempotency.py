@@ -8,18 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import access, idempotency, store
-from sandbox.access import MemberRole
+from sandbox import idempotency
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
 from sandbox.errors import Conflict, IdempotencyKeyReused
+from sandbox.store import db
 
 
 def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir(exist_ok=True)
-    engine = store.connect(state_url)
+    engine = db.connect(state_url)
     try:
-        tenant = access.create_tenant(engine, "Dept", "government", "public_welfare")
-        admin, _ = access.create_member(engine, tenant, "a", MemberRole.ADMIN)
-        other, _ = access.create_member(engine, tenant, "b", MemberRole.ADMIN)
+        tenant = tenants.create_tenant(engine, "Dept", "government", "public_welfare")
+        admin, _ = members.create_member(engine, tenant, "a", MemberRole.ADMIN)
+        other, _ = members.create_member(engine, tenant, "b", MemberRole.ADMIN)
         digest = idempotency.request_hash("POST", "/v1/zones", {"id": "z", "kind": "domain"})
         same = idempotency.request_hash("post", "/v1/zones", {"kind": "domain", "id": "z"})
         assert same == digest  # key order and method case do not matter

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from sandbox.statements import Prepared
-from sandbox.store import tenants
+from sandbox.store.schema import tenants
+from sandbox.store.statements import Prepared
 from tests.ledger.conftest import connect_store
 
 MOMENT = st.datetimes(

@@ -6,7 +6,7 @@ create grants (random budgets and per-query caps in micro-units, some refreshing
 members with or without sub-budgets, reserve random costs (alone, or several at once from
 threads), settle charges as released or failed, change sub-budgets and let days pass.
 
-After every step, for every grant: ``ledger.consistency`` holds (credited == Σ credits, spent ==
+After every step, for every grant: ``consistency`` holds (credited == Σ credits, spent ==
 Σ charges, 0 ≤ spent ≤ credited), the same for δ, sub-budget counters equal the sum of their
 member's charges, and everything equals the model. A reserve that the model says must fail (over
 the cap, the budget, δ or a sub-budget) raises ``BudgetExhausted`` and changes no row.
@@ -36,10 +36,13 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, func, select, update
 
 from policies.accounting import Accounting
-from sandbox import access, ledger, store
-from sandbox.access import MemberRole
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
 from sandbox.errors import BudgetExhausted, Conflict
-from sandbox.store import charges, credits, grants, member_budgets
+from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
+from sandbox.ledger.grants import Refresh, create_grant, grant_by_id, set_member_budget, utc
+from sandbox.store import db
+from sandbox.store.schema import charges, credits, grants, member_budgets
 from tests.ledger.conftest import seed_catalog
 
 DATASET = "ds"
@@ -60,7 +63,7 @@ class GrantModel:
     period_budget: int
     period_delta: int
     cap: int
-    refresh: ledger.Refresh
+    refresh: Refresh
     credited: int
     credited_delta: int
     spent: int = 0
@@ -74,7 +77,7 @@ class ChargeModel:
     member_id: str
     cost: int
     delta: int
-    state: ledger.ChargeState = ledger.ChargeState.RESERVED
+    state: ChargeState = ChargeState.RESERVED
 
 
 def _snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -96,7 +99,7 @@ class LedgerMachine(RuleBasedStateMachine):
         # A RAM disk where there is one: the same store, without paying for fsync 1,500 times.
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = tempfile.mkdtemp(prefix="veil-ledger-prop-", dir=shm)
-        self.engine = store.connect(f"sqlite:///{self.dir}/state.db")
+        self.engine = db.connect(f"sqlite:///{self.dir}/state.db")
         seed_catalog(self.engine, DATASET)
         self.grants: dict[str, GrantModel] = {}
         self.members: dict[str, MemberModel] = {}
@@ -115,11 +118,11 @@ class LedgerMachine(RuleBasedStateMachine):
         budget=st.integers(1, 5_000_000),
         cap=st.integers(1, 6_000_000),
         delta=st.integers(0, 1_000),
-        refresh=st.sampled_from([ledger.Refresh.NONE, ledger.Refresh.DAILY]),
+        refresh=st.sampled_from([Refresh.NONE, Refresh.DAILY]),
     )
-    def create_grant(self, budget: int, cap: int, delta: int, refresh: ledger.Refresh) -> str:
-        tenant = access.create_tenant(self.engine, "t", "research", "public_welfare")
-        grant_id = ledger.create_grant(
+    def create_grant(self, budget: int, cap: int, delta: int, refresh: Refresh) -> str:
+        tenant = tenants.create_tenant(self.engine, "t", "research", "public_welfare")
+        grant_id = create_grant(
             self.engine,
             tenant,
             DATASET,
@@ -140,11 +143,11 @@ class LedgerMachine(RuleBasedStateMachine):
         sub_budget=st.none() | st.integers(1, 3_000_000),
     )
     def add_member(self, grant_id: str, sub_budget: int | None) -> str:
-        member_id, _ = access.create_member(
+        member_id, _ = members.create_member(
             self.engine, self.tenant_of[grant_id], "m", MemberRole.ANALYST
         )
         if sub_budget is not None:
-            ledger.set_member_budget(self.engine, grant_id, member_id, sub_budget)
+            set_member_budget(self.engine, grant_id, member_id, sub_budget)
         self.members[member_id] = MemberModel(member_id, grant_id, sub_budget)
         return member_id
 
@@ -181,11 +184,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.touched.add(member.grant_id)
         expected = self._expected(member, cost, delta, key)
         before = _snapshot(self.engine)
-        grant = ledger.grant_by_id(self.engine, member.grant_id)
+        grant = grant_by_id(self.engine, member.grant_id)
         try:
-            reservation = ledger.reserve(
-                self.engine, grant, member_id, "q" * 64, 1, cost, delta, key, "r"
-            )
+            reservation = reserve(self.engine, grant, member_id, "q" * 64, 1, cost, delta, key, "r")
         except BudgetExhausted:
             assert expected in ("cap", "budget", "sub_budget"), expected
             assert _snapshot(self.engine) == before
@@ -217,16 +218,14 @@ class LedgerMachine(RuleBasedStateMachine):
             if member.sub_budget is not None:
                 room = min(room, member.sub_budget - member.spent)
             fits = max(0, min(n, room // cost))
-        current = ledger.grant_by_id(self.engine, grant.id)
+        current = grant_by_id(self.engine, grant.id)
         barrier = threading.Barrier(n, timeout=30)
         results: list[str | None] = [None] * n
 
         def one(i: int) -> None:
             barrier.wait()
             try:
-                reservation = ledger.reserve(
-                    self.engine, current, member_id, "c" * 64, 1, cost, 0, None
-                )
+                reservation = reserve(self.engine, current, member_id, "c" * 64, 1, cost, 0, None)
             except BudgetExhausted:
                 return
             results[i] = reservation.charge_id
@@ -243,18 +242,18 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         charge_id=consumes(charge_ids),
-        state=st.sampled_from([ledger.ChargeState.RELEASED, ledger.ChargeState.FAILED]),
+        state=st.sampled_from([ChargeState.RELEASED, ChargeState.FAILED]),
     )
-    def settle(self, charge_id: str | None, state: ledger.ChargeState) -> None:
+    def settle(self, charge_id: str | None, state: ChargeState) -> None:
         if charge_id is None:  # a refused reserve
             return
-        ledger.settle(self.engine, charge_id, state, {"rows": []} if state == "released" else None)
+        settle(self.engine, charge_id, state, {"rows": []} if state == "released" else None)
         self.charges[charge_id].state = state
         self.touched.add(self.charges[charge_id].grant_id)
         # Settling again (a late duplicate) changes nothing: only a reserved charge settles.
         before = _snapshot(self.engine)
-        ledger.settle(self.engine, charge_id, ledger.ChargeState.FAILED)
-        ledger.settle(self.engine, charge_id, ledger.ChargeState.RELEASED, {"rows": [1]})
+        settle(self.engine, charge_id, ChargeState.FAILED)
+        settle(self.engine, charge_id, ChargeState.RELEASED, {"rows": [1]})
         assert _snapshot(self.engine) == before
 
     @precondition(lambda self: any(m.sub_budget is not None for m in self.members.values()))
@@ -262,7 +261,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def change_sub_budget(self, data: st.DataObject, sub_budget: int) -> None:
         with_sub = sorted(m for m, model in self.members.items() if model.sub_budget is not None)
         member = self.members[data.draw(st.sampled_from(with_sub))]
-        ledger.set_member_budget(self.engine, member.grant_id, member.id, sub_budget)
+        set_member_budget(self.engine, member.grant_id, member.id, sub_budget)
         member.sub_budget = sub_budget
 
     @rule(grant_id=grant_ids, days=st.integers(1, 3))
@@ -277,12 +276,12 @@ class LedgerMachine(RuleBasedStateMachine):
             con.execute(
                 update(grants)
                 .where(grants.c.id == grant_id)
-                .values(created_at=ledger.utc(origin) - timedelta(days=days))
+                .values(created_at=utc(origin) - timedelta(days=days))
             )
-        if grant.refresh == ledger.Refresh.DAILY:
+        if grant.refresh == Refresh.DAILY:
             grant.credited += days * grant.period_budget
             grant.credited_delta += days * grant.period_delta
-        refreshed = ledger.grant_by_id(self.engine, grant_id)  # reading credits what is due
+        refreshed = grant_by_id(self.engine, grant_id)  # reading credits what is due
         assert refreshed.budget_micro == grant.credited
 
     # -- invariants -------------------------------------------------------------------------------
@@ -315,7 +314,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert row.spent_delta_pico == charged_delta.get(grant_id, 0) == model.spent_delta
             assert row.delta_pico == credited_delta[grant_id] == model.credited_delta
         for grant_id in self.touched:
-            check = ledger.consistency(self.engine, grant_id)
+            check = consistency(self.engine, grant_id)
             assert check.ok, check
             assert check.spent_micro == check.charged_micro == self.grants[grant_id].spent
             assert check.budget_micro == check.credited_micro == self.grants[grant_id].credited

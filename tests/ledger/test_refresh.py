@@ -17,9 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 
-from sandbox import ledger, store
 from sandbox.config import Settings
-from sandbox.store import grants
+from sandbox.ledger import entries
+from sandbox.ledger.charges import consistency, reserve
+from sandbox.ledger.grants import Refresh, grant_by_id, utc
+from sandbox.store import db
+from sandbox.store.schema import grants
 from server import create_app
 from tests.ledger.conftest import auth, demo_keys, new_analyst, seed_catalog
 
@@ -46,7 +49,7 @@ def backdate(engine: Engine, grant_id: str, by: timedelta) -> datetime:
         origin = con.execute(
             select(grants.c.created_at).where(grants.c.id == grant_id)
         ).scalar_one()
-        moved = ledger.utc(origin) - by
+        moved = utc(origin) - by
         con.execute(update(grants).where(grants.c.id == grant_id).values(created_at=moved))
     return moved
 
@@ -66,7 +69,7 @@ def test_daily_grant_gets_a_visible_credit_per_elapsed_day(client: TestClient) -
         budget_micro=1_000_000,
         cap_micro=500_000,
         delta_pico=1_000,
-        refresh=ledger.Refresh.DAILY,
+        refresh=Refresh.DAILY,
     )
     key = auth(analyst.key)
     spend = client.post(
@@ -100,7 +103,7 @@ def test_daily_grant_gets_a_visible_credit_per_elapsed_day(client: TestClient) -
     client.get("/v1/budgets", headers=key)
     client.get(f"/v1/tenants/{analyst.tenant_id}/grants", headers=auth(admin))
     assert len(_ledger(client, admin, analyst.tenant_id)) == 5
-    check = ledger.consistency(engine, analyst.grant_id)
+    check = consistency(engine, analyst.grant_id)
     assert check.ok and check.credited_micro == 4_000_000 and check.spent_micro == 500_000
 
     # The CSV export shows the same entries.
@@ -116,9 +119,7 @@ def test_daily_grant_gets_a_visible_credit_per_elapsed_day(client: TestClient) -
 
 def test_refreshed_budget_is_spendable_and_the_cap_still_holds(client: TestClient) -> None:
     engine = _engine(client)
-    analyst = new_analyst(
-        engine, budget_micro=500_000, cap_micro=500_000, refresh=ledger.Refresh.DAILY
-    )
+    analyst = new_analyst(engine, budget_micro=500_000, cap_micro=500_000, refresh=Refresh.DAILY)
     key = auth(analyst.key)
     body = {"dataset": "enterprise", "epsilon": 0.5}
     first = client.post(
@@ -133,33 +134,33 @@ def test_refreshed_budget_is_spendable_and_the_cap_still_holds(client: TestClien
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["budget"]["total"] == 1.0
     assert allowed.json()["budget"]["remaining"] == 0.0
-    assert ledger.consistency(engine, analyst.grant_id).ok
+    assert consistency(engine, analyst.grant_id).ok
 
 
 @pytest.mark.parametrize(
     ("refresh", "elapsed", "credits_due"),
     [
-        (ledger.Refresh.NONE, 400 * DAY, 0),
-        (ledger.Refresh.DAILY, DAY - timedelta(minutes=1), 0),
-        (ledger.Refresh.DAILY, 10 * DAY + timedelta(minutes=1), 10),
-        (ledger.Refresh.WEEKLY, 6 * DAY, 0),
-        (ledger.Refresh.WEEKLY, 15 * DAY, 2),
-        (ledger.Refresh.MONTHLY, 25 * DAY, 0),
-        (ledger.Refresh.MONTHLY, 65 * DAY, 2),
+        (Refresh.NONE, 400 * DAY, 0),
+        (Refresh.DAILY, DAY - timedelta(minutes=1), 0),
+        (Refresh.DAILY, 10 * DAY + timedelta(minutes=1), 10),
+        (Refresh.WEEKLY, 6 * DAY, 0),
+        (Refresh.WEEKLY, 15 * DAY, 2),
+        (Refresh.MONTHLY, 25 * DAY, 0),
+        (Refresh.MONTHLY, 65 * DAY, 2),
     ],
 )
 def test_periods_credit_exactly_what_has_begun(
-    tmp_path: Path, refresh: ledger.Refresh, elapsed: timedelta, credits_due: int
+    tmp_path: Path, refresh: Refresh, elapsed: timedelta, credits_due: int
 ) -> None:
-    engine = store.connect(f"sqlite:///{tmp_path / 'state.db'}")
+    engine = db.connect(f"sqlite:///{tmp_path / 'state.db'}")
     try:
         seed_catalog(engine)
         analyst = new_analyst(
             engine, budget_micro=700_000, cap_micro=100_000, dataset="ds", refresh=refresh
         )
-        ledger.reserve(
+        reserve(
             engine,
-            ledger.grant_by_id(engine, analyst.grant_id),
+            grant_by_id(engine, analyst.grant_id),
             analyst.member_id,
             "q" * 64,
             1,
@@ -168,12 +169,12 @@ def test_periods_credit_exactly_what_has_begun(
             None,
         )
         backdate(engine, analyst.grant_id, elapsed)
-        grant = ledger.grant_by_id(engine, analyst.grant_id)
+        grant = grant_by_id(engine, analyst.grant_id)
         assert grant.budget_micro == 700_000 * (1 + credits_due)
         assert grant.spent_micro == 100_000
         assert grant.periods_credited == 1 + credits_due
-        refreshes = [e for e in ledger.entries(engine) if e["entry"] == "credit:refresh"]
+        refreshes = [e for e in entries.entries(engine) if e["entry"] == "credit:refresh"]
         assert len(refreshes) == credits_due
-        assert ledger.consistency(engine, analyst.grant_id).ok
+        assert consistency(engine, analyst.grant_id).ok
     finally:
         engine.dispose()

@@ -22,9 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from connectors import synthetic
+from connectors.sink import build_workspace
 from sandbox.config import Settings
-from sandbox.workspace import build_workspace
+from sandbox.demo import synthetic
 from server import create_app
 from tests.conftest import DEMO_TEST_ROWS, auth
 

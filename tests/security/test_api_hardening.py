@@ -27,14 +27,16 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from policies.accounting import Accounting
-from sandbox import access, ledger
-from sandbox.access import MemberRole
+from sandbox.access import members, tenants
+from sandbox.access.keys import issue_key
+from sandbox.access.model import MemberRole
 from sandbox.api.guard import Guard, GuardMiddleware
+from sandbox.api.limits import InFlight, TokenBuckets, bracket_depth, check_sql, retry_after
 from sandbox.api.responses import verification as responses
 from sandbox.config import Settings
 from sandbox.errors import SqlTooDeep, SqlTooLong
-from sandbox.limits import InFlight, TokenBuckets, bracket_depth, check_sql, retry_after
-from sandbox.receipts import RECEIPT_FIELDS
+from sandbox.ledger import entries, grants
+from sandbox.verification.receipts import RECEIPT_FIELDS
 from server import create_app
 from tests.conftest import auth
 
@@ -117,8 +119,8 @@ def guard_of(client: TestClient) -> Guard:
 
 def new_key(client: TestClient, role: MemberRole = MemberRole.ANALYST, tenant: str = "") -> str:
     engine = engine_of(client)
-    tenant = tenant or access.create_tenant(engine, "Hardening", "research", "public_welfare")
-    _, key = access.create_member(engine, tenant, role.value, role)
+    tenant = tenant or tenants.create_tenant(engine, "Hardening", "research", "public_welfare")
+    _, key = members.create_member(engine, tenant, role.value, role)
     return key
 
 
@@ -271,7 +273,7 @@ def test_guessing_keys_is_limited_per_address_whatever_key_is_sent(limited: Test
 
 def test_a_tenant_over_its_in_flight_limit_gets_429_and_others_do_not(limited: TestClient) -> None:
     engine = engine_of(limited)
-    busy = access.create_tenant(engine, "Busy Bank", "bank", "commercial")
+    busy = tenants.create_tenant(engine, "Busy Bank", "bank", "commercial")
     verifier = new_key(limited, MemberRole.VERIFIER, busy)
     colleague = new_key(limited, MemberRole.ANALYST, busy)
     stranger = new_key(limited)
@@ -308,7 +310,7 @@ def test_a_tenant_over_its_in_flight_limit_gets_429_and_others_do_not(limited: T
 
 
 def tenant_count(client: TestClient) -> int:
-    return len(access.list_tenants(engine_of(client), None))
+    return len(tenants.list_tenants(engine_of(client), None))
 
 
 def test_an_oversized_body_with_a_content_length_is_refused_unread(small: TestClient) -> None:
@@ -357,7 +359,7 @@ def test_an_oversized_chunked_body_is_counted_and_refused(small: TestClient) -> 
 
 
 def charges_of(client: TestClient) -> int:
-    return sum(1 for e in ledger.entries(engine_of(client)) if e["entry"] == "charge")
+    return sum(1 for e in entries.entries(engine_of(client)) if e["entry"] == "charge")
 
 
 def test_sql_over_the_length_limit_is_refused_before_the_gate(small: TestClient) -> None:
@@ -474,19 +476,19 @@ class Objects:
 
 
 def _side(engine: Engine, name: str, subject: str) -> Side:
-    tenant = access.create_tenant(engine, name, "bank", "commercial")
+    tenant = tenants.create_tenant(engine, name, "bank", "commercial")
     keys = {}
     for role in (MemberRole.ANALYST, MemberRole.VERIFIER, MemberRole.SUBJECT):
-        _, keys[role.value] = access.create_member(
+        _, keys[role.value] = members.create_member(
             engine,
             tenant,
             role.value,
             role,
             subject_id=subject if role == MemberRole.SUBJECT else None,
         )
-    member, _ = access.create_member(engine, tenant, "spare", MemberRole.ANALYST)
-    key_id, _ = access.issue_key(engine, member)
-    grant = ledger.create_grant(
+    member, _ = members.create_member(engine, tenant, "spare", MemberRole.ANALYST)
+    key_id, _ = issue_key(engine, member)
+    grant = grants.create_grant(
         engine,
         tenant,
         "enterprise",

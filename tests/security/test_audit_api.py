@@ -19,13 +19,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
 from typer.testing import CliRunner
 
-from sandbox import access, audit
-from sandbox.access import MemberRole
-from sandbox.audit_checkpoint import Checkpointer, verify_inclusion_proof
-from sandbox.audit_store import audit_checkpoints, audit_entries
-from sandbox.cli import app as cli
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
+from sandbox.audit import log as audit
+from sandbox.audit.checkpoint import Checkpointer, verify_inclusion_proof
+from sandbox.cli.main import app as cli
 from sandbox.config import Settings
-from sandbox.receipts import commit, new_salt, public_keys_from_document
+from sandbox.keys.signing import public_keys_from_document
+from sandbox.store.schema import audit_checkpoints, audit_entries
+from sandbox.verification.receipts import commit, new_salt
 from server import create_app
 from tests.conftest import auth
 
@@ -50,8 +52,8 @@ def since(client: TestClient, seq: int) -> list[dict[str, Any]]:
 
 def new_member(client: TestClient, role: MemberRole) -> str:
     engine = engine_of(client)
-    tenant = access.create_tenant(engine, f"{role} office", "government", "public_welfare")
-    _, key = access.create_member(engine, tenant, f"{role} one", role)
+    tenant = tenants.create_tenant(engine, f"{role} office", "government", "public_welfare")
+    _, key = members.create_member(engine, tenant, f"{role} one", role)
     return key
 
 
@@ -291,9 +293,9 @@ def test_an_auditor_verifies_a_live_server_independently(
     ok = runner.invoke(cli, ["audit", "verify", "--url", url, "--key", auditor])
     assert ok.exit_code == 0, ok.output
     assert "independent check" in ok.output and "server check" in ok.output
-    from sandbox import store
+    from sandbox.store import db
 
-    engine = store.connect(settings.state_url)  # a database writer edits one entry
+    engine = db.connect(settings.state_url)  # a database writer edits one entry
     try:
         with engine.begin() as con:
             body = con.execute(

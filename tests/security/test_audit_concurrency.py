@@ -10,10 +10,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from sandbox import audit, keystore, store
-from sandbox.audit_checkpoint import Checkpointer
-from sandbox.audit_store import audit_checkpoints, audit_entries
-from sandbox.audit_verify import verify
+from sandbox.audit import log as audit
+from sandbox.audit.checkpoint import Checkpointer
+from sandbox.audit.verify import verify
+from sandbox.keys import directory as keystore
+from sandbox.store import db
+from sandbox.store.schema import audit_checkpoints, audit_entries
 from tests.ledger import conftest as ledger_fixtures
 
 backend = ledger_fixtures.backend
@@ -27,7 +29,7 @@ PER_THREAD = 40
 
 def test_concurrent_appends_chain_without_gaps(state_url: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir(exist_ok=True)
-    engine = store.connect(state_url)
+    engine = db.connect(state_url)
     keys = keystore.audit_keys(tmp_path / "keys")
     audit.attach(engine, audit.AuditLog(engine, keys))
     start = threading.Barrier(THREADS + 1)

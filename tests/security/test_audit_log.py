@@ -26,20 +26,27 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text, update
 
 from policies.accounting import Accounting
-from sandbox import access, audit, keystore, ledger, merkle, store
-from sandbox.access import MemberRole
-from sandbox.audit_checkpoint import (
+from sandbox import clock
+from sandbox.access import members, tenants
+from sandbox.access.model import MemberRole
+from sandbox.audit import log as audit
+from sandbox.audit import merkle
+from sandbox.audit.checkpoint import (
     Checkpointer,
     consistency,
     inclusion,
     sign_checkpoint,
     verify_inclusion_proof,
 )
-from sandbox.audit_keys import AuditKeys, load_hmac_ring
-from sandbox.audit_store import audit_checkpoints, audit_data_keys, audit_entries, audit_head
-from sandbox.audit_verify import Report, verify
+from sandbox.audit.verify import Report, verify
+from sandbox.canonical import canonical_json
 from sandbox.errors import AuditNotCheckpointed, KeyFileExposed, MasterKeyError, NotCanonicalizable
-from sandbox.receipts import KeyRing, canonical_json, generate_key
+from sandbox.keys import directory as keystore
+from sandbox.keys.audit import AuditKeys, load_hmac_ring
+from sandbox.keys.signing import KeyRing, generate_key
+from sandbox.ledger import charges, grants
+from sandbox.store import db
+from sandbox.store.schema import audit_checkpoints, audit_data_keys, audit_entries, audit_head
 from tests.ledger import conftest as ledger_fixtures
 from tests.ledger.conftest import seed_catalog
 
@@ -78,7 +85,7 @@ class Env:
 def env(state_url: str, tmp_path: Path) -> Iterator[Env]:
     (tmp_path / "data").mkdir(exist_ok=True)
     key_dir = tmp_path / "keys"
-    engine = store.connect(state_url)
+    engine = db.connect(state_url)
     keys = keystore.audit_keys(key_dir)
     log = audit.AuditLog(engine, keys)
     audit.attach(engine, log)
@@ -218,7 +225,7 @@ def _insert_checkpoint(env: Env, document: dict[str, object]) -> int:
             .values(
                 tree_size=document["tree_size"],
                 root=document["root"],
-                at=store.now(),
+                at=clock.now(),
                 key_id=document["key_id"],
                 document=json.dumps(document),
             )
@@ -245,11 +252,11 @@ def test_forged_checkpoints_are_named(env: Env) -> None:
     bad_signature = _insert_checkpoint(env, altered)
     # (2) signed with the real key over a root that is not the entries' tree head
     wrong_root = _insert_checkpoint(
-        env, sign_checkpoint(env.keys.signing, 4, merkle.leaf_hash(b"x"), store.now())
+        env, sign_checkpoint(env.keys.signing, 4, merkle.leaf_hash(b"x"), clock.now())
     )
     # (3) the right root, signed with a key that was never published
     stranger = KeyRing(generate_key())
-    unknown = _insert_checkpoint(env, sign_checkpoint(stranger, 4, _root(env, 4), store.now()))
+    unknown = _insert_checkpoint(env, sign_checkpoint(stranger, 4, _root(env, 4), clock.now()))
     found = codes(env.verify())
     assert found == {
         ("checkpoint", bad_signature, "checkpoint_bad_signature"),
@@ -266,7 +273,7 @@ def test_checkpoints_are_written_when_nothing_happened_and_once_per_interval(env
     assert first is not None and first["tree_size"] == 2
     assert b.write() is None  # a fresh checkpoint exists: this interval is done
     with env.engine.begin() as con:  # an interval passes, with no new entry
-        con.execute(update(audit_checkpoints).values(at=store.now() - timedelta(minutes=2)))
+        con.execute(update(audit_checkpoints).values(at=clock.now() - timedelta(minutes=2)))
     second = b.write()
     assert second is not None
     assert (second["tree_size"], second["root"]) == (first["tree_size"], first["root"])
@@ -348,9 +355,9 @@ def test_an_entry_rolls_back_with_its_transaction(env: Env) -> None:
 def analyst_grant(env: Env) -> tuple[str, str, str]:
     """A tenant, an analyst member and a grant of 1 ε on the seeded dataset ``ds``."""
     seed_catalog(env.engine)
-    tenant = access.create_tenant(env.engine, "T", "research", "public_welfare")
-    member, _ = access.create_member(env.engine, tenant, "a", MemberRole.ANALYST)
-    grant_id = ledger.create_grant(
+    tenant = tenants.create_tenant(env.engine, "T", "research", "public_welfare")
+    member, _ = members.create_member(env.engine, tenant, "a", MemberRole.ANALYST)
+    grant_id = grants.create_grant(
         env.engine,
         tenant,
         "ds",
@@ -364,8 +371,8 @@ def analyst_grant(env: Env) -> tuple[str, str, str]:
 
 def test_a_charge_and_its_entry_commit_together(env: Env) -> None:
     tenant, member, grant_id = analyst_grant(env)
-    grant = ledger.grant_by_id(env.engine, grant_id)
-    reservation = ledger.reserve(env.engine, grant, member, "qh", 1, 100_000, 0, None)
+    grant = grants.grant_by_id(env.engine, grant_id)
+    reservation = charges.reserve(env.engine, grant, member, "qh", 1, 100_000, 0, None)
     with env.engine.connect() as con:
         rows = con.execute(
             select(audit_entries.c.body).where(audit_entries.c.action == "query.charge")
@@ -381,20 +388,23 @@ KILLED_RESERVE = """
 import os, signal, sys
 from pathlib import Path
 from sqlalchemy import event
-from sandbox import audit, keystore, ledger, store
+from sandbox.audit import log as audit
+from sandbox.keys import directory as keystore
+from sandbox.ledger import charges, grants
+from sandbox.store import db
 
 if __name__ == "__main__":
     url, key_dir, grant_id, member = sys.argv[1:5]
-    engine = store.connect(url)
+    engine = db.connect(url)
     audit.attach(engine, audit.AuditLog(engine, keystore.audit_keys(Path(key_dir))))
     audit.log_for(engine).prepare()
-    grant = ledger.grant_by_id(engine, grant_id)
+    grant = grants.grant_by_id(engine, grant_id)
 
     @event.listens_for(engine, "commit")
     def die(conn):  # inside the charge's transaction, before its COMMIT reaches the database
         os.kill(os.getpid(), signal.SIGKILL)
 
-    ledger.reserve(engine, grant, member, "qh", 1, 100_000, 0, None)
+    charges.reserve(engine, grant, member, "qh", 1, 100_000, 0, None)
 """
 
 
@@ -420,7 +430,7 @@ def test_a_process_killed_inside_the_charge_leaves_neither_charge_nor_entry(
             text("SELECT count(*) FROM charges WHERE grant_id = :g"), {"g": grant_id}
         ).scalar_one()
     assert (charged, after) == (0, before)
-    assert ledger.grant_by_id(env.engine, grant_id).spent_micro == 0
+    assert grants.grant_by_id(env.engine, grant_id).spent_micro == 0
     assert env.verify().ok
     write(env, 1)  # the chain goes on from where the committed entries end
     assert env.verify().ok

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandbox import merkle
+from sandbox.audit import merkle
 
 # The leaves and tree heads of the Certificate Transparency reference test vectors.
 VECTOR_INPUTS = [

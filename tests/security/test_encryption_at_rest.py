@@ -25,20 +25,23 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
-from connectors import synthetic
-from sandbox import catalog, keystore, store
-from sandbox.cli import app as cli_app
+from connectors.sink import build_workspace
+from sandbox import catalog
+from sandbox.cli.main import app as cli_app
 from sandbox.config import Settings
+from sandbox.demo import synthetic
 from sandbox.errors import (
     MasterKeyError,
     ServiceUnavailable,
     WorkspaceIntegrityError,
     WorkspaceNotSealed,
 )
-from sandbox.masterkey import MasterKeyRing
-from sandbox.store import versions
-from sandbox.vault import MAGIC, Vault, open_sealed, read_header, seal
-from sandbox.workspace import build_workspace
+from sandbox.keys import directory as keystore
+from sandbox.keys.master import MasterKeyRing
+from sandbox.store import db
+from sandbox.store.schema import versions
+from sandbox.vault.decrypted import Vault
+from sandbox.vault.sealed import MAGIC, open_sealed, read_header, seal
 from server import create_app
 from tests.conftest import DEMO_TEST_ROWS, auth
 
@@ -168,7 +171,7 @@ def own_workspace(settings: Settings, dataset: str) -> Path:
     """Point the catalogue at this test's copy of the workspace (the copied state store still
     names the files of the shared demo directory, which no test may alter)."""
     copy = settings.workspace_dir / dataset / "v1.sealed"
-    engine = store.connect(settings.state_url)
+    engine = db.connect(settings.state_url)
     with engine.begin() as con:
         con.execute(update(versions).where(versions.c.dataset_id == dataset).values(path=str(copy)))
     engine.dispose()
@@ -555,7 +558,7 @@ def test_a_plain_workspace_is_refused_until_sealed(
     plain = stored.with_name("v1.duckdb")
     decrypted(data_dir, "enterprise", 1, plain)
     stored.unlink()
-    engine = store.connect(quiet_settings.state_url)
+    engine = db.connect(quiet_settings.state_url)
     with engine.begin() as con:
         con.execute(
             update(versions).where(versions.c.dataset_id == "enterprise").values(path=str(plain))

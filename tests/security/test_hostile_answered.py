@@ -22,7 +22,7 @@ import pytest
 
 from tests.security.conftest import HostileService, HostileTruth
 
-MIN_GROUP_SIZE = 10  # min_group_size of the demo policy (sandbox/demo/enterprise.toml)
+MIN_GROUP_SIZE = 10  # min_group_size of the demo policy (sandbox/demo/data/enterprise.toml)
 
 ANSWERED_CLASSES = {
     "difference_attacks": ["count_minus_one_firm", "grouped_minus_one_firm", "rephrased_again"],

@@ -36,13 +36,14 @@ import pytest
 from policies.errors import QueryRejected
 from policies.gate import check, parse, plan
 from policies.loader import load_policy
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
+from sandbox.engine.workspace import open_locked, workspace_temp_dir
 from sandbox.errors import ExecutionFailed, ExecutionTimeout, VeilError
-from sandbox.executor import Executor, ExecutorLimits
-from sandbox.workspace import open_locked, workspace_temp_dir
 from tests.security.conftest import HOSTILE_ENGINE_WORDS, HostileTruth, HostileWorkspaces
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICY = load_policy(ROOT / "sandbox" / "demo" / "enterprise.toml")
+POLICY = load_policy(ROOT / "sandbox" / "demo" / "data" / "enterprise.toml")
 
 # A 256 MB buffer pool under a 2 GiB address-space cap: single-allocation bombs fail at once. The
 # engine interrupts at 1 s, the watchdog kills at 1.5 s.

@@ -82,7 +82,9 @@ UNCAPPED_EXPECTED = {
     "one_mib_string": "invalid_literal",
 }
 
-POLICY = load_policy(Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "enterprise.toml")
+POLICY = load_policy(
+    Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / "enterprise.toml"
+)
 
 
 def gate_in_thread(sql: str) -> BaseException | None:

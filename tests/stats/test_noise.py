@@ -16,17 +16,19 @@ import pytest
 from policies.accounting import Accounting, to_micro
 from policies.gate import check, parse, plan
 from policies.gate.plan import StatKind
-from sandbox import catalog, keystore, store
+from sandbox import catalog
 from sandbox.config import Settings
+from sandbox.keys import directory as keystore
 from sandbox.noise import calibrate, half_width, release
-from sandbox.vault import open_sealed
+from sandbox.store import db
+from sandbox.vault.sealed import open_sealed
 
 pytestmark = pytest.mark.stats
 
 
 def prepared(demo_dir: Path, dataset: str, sql: str, epsilon: float, accounting=Accounting.PURE):
     settings = Settings(data_dir=demo_dir)
-    engine = store.connect(settings.state_url)
+    engine = db.connect(settings.state_url)
     version = catalog.current(engine, dataset)
     engine.dispose()
     query_plan = plan(check(parse(sql), version.policy), version.policy, salt=version.salt)
@@ -101,7 +103,7 @@ def test_cps1988_mean_wage_by_region_is_within_its_interval(demo_dir: Path) -> N
     truth = dict(
         duckdb.connect()
         .execute(
-            "SELECT region, avg(wage) FROM read_parquet('sandbox/demo/cps1988.parquet') "
+            "SELECT region, avg(wage) FROM read_parquet('sandbox/demo/data/cps1988.parquet') "
             "GROUP BY region"
         )
         .fetchall()

@@ -21,7 +21,7 @@ from policies.loader import load_policy
 from policies.model import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICY: Policy = load_policy(ROOT / "sandbox" / "demo" / "enterprise.toml")
+POLICY: Policy = load_policy(ROOT / "sandbox" / "demo" / "data" / "enterprise.toml")
 
 # sqlglot logs a warning when it falls back to parsing a statement as a Command; keep output quiet.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)

@@ -77,7 +77,7 @@ def test_base_policy_is_valid() -> None:
 
 
 def test_enterprise_policy_loads() -> None:
-    policy = load_policy(ROOT / "sandbox" / "demo" / "enterprise.toml")
+    policy = load_policy(ROOT / "sandbox" / "demo" / "data" / "enterprise.toml")
     assert policy.dataset == "enterprise"
     assert policy.privacy_unit == "credit_code"
     assert (policy.max_groups_per_unit, policy.min_group_size) == (36, 10)
@@ -104,7 +104,7 @@ def test_enterprise_policy_loads() -> None:
 
 
 def test_cps1988_policy_loads() -> None:
-    policy = load_policy(ROOT / "sandbox" / "demo" / "cps1988.toml")
+    policy = load_policy(ROOT / "sandbox" / "demo" / "data" / "cps1988.toml")
     assert policy.dataset == "cps1988"
     assert policy.privacy_unit == "person_id"
     assert [t.name for t in policy.tables] == ["cps1988"]

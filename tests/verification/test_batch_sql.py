@@ -9,7 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from connectors.synthetic import generate
 from policies.errors import InvalidClaim, InvalidRequest
 from policies.loader import load_policy
 from policies.model import Policy
@@ -25,6 +24,7 @@ from policies.templates import (
     template_batch_sql,
     template_query,
 )
+from sandbox.demo.synthetic import generate
 from tests.verification.test_templates import (
     ENTERPRISES,
     POLICY,

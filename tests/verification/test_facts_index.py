@@ -14,16 +14,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from policies.templates import Template, load_templates, subjects_sql, template_query
-from sandbox import catalog, keystore, store
+from sandbox import catalog
 from sandbox.catalog import DatasetVersion
 from sandbox.config import Settings
-from sandbox.executor import Executor, ExecutorLimits
-from sandbox.facts import ABSENT_SUBJECT, FactsIndex, index_claims
-from sandbox.vault import Vault, leased
+from sandbox.engine.executor import Executor
+from sandbox.engine.limits import ExecutorLimits
+from sandbox.keys import directory as keystore
+from sandbox.store import db
+from sandbox.vault.decrypted import Vault, leased
+from sandbox.verification.facts import ABSENT_SUBJECT, FactsIndex, index_claims
 from server import create_app
 from tests.api.test_verification import ask, grant
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / "templates"
 SAMPLE = 40  # subjects per template and claim checked against the single query
 
 
@@ -41,7 +44,7 @@ class Zone:
 @pytest.fixture()
 def zone(data_dir: Path) -> Iterator[Zone]:
     settings = Settings(data_dir=data_dir)
-    engine = store.connect(settings.state_url)
+    engine = db.connect(settings.state_url)
     version = catalog.current(engine, "enterprise")
     engine.dispose()
     with (

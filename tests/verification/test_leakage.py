@@ -32,7 +32,7 @@ from policies.leakage import (
     window_start,
 )
 from policies.templates import MATCH, Claim, Template, TemplateSet, decide, load_templates
-from sandbox.receipts import claim_fingerprint
+from sandbox.verification.receipts import claim_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = bytes(range(32))
@@ -42,7 +42,7 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def templates() -> TemplateSet:
-    return load_templates(ROOT / "sandbox" / "demo" / "templates")
+    return load_templates(ROOT / "sandbox" / "demo" / "data" / "templates")
 
 
 def fingerprint(template: Template, claim: Claim) -> str | None:

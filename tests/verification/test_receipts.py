@@ -15,26 +15,26 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from policies.errors import InvalidRequest
+from sandbox.canonical import b64url_decode, b64url_encode, canonical_json
 from sandbox.errors import BadSignature, MalformedReceipt, NotCanonicalizable, UnknownKey
-from sandbox.receipts import (
-    RECEIPT_FIELDS,
+from sandbox.keys.signing import (
     KeyRing,
-    Receipt,
-    b64url_decode,
-    b64url_encode,
-    canonical_json,
-    claim_fingerprint,
-    commit,
     generate_key,
     key_id,
     load_key_ring,
     load_private_key,
-    new_salt,
-    parse_receipt,
     public_key_document,
     public_keys_from_document,
     rotate_key_ring,
     save_private_key,
+)
+from sandbox.verification.receipts import (
+    RECEIPT_FIELDS,
+    Receipt,
+    claim_fingerprint,
+    commit,
+    new_salt,
+    parse_receipt,
     sign,
     signing_input,
     subject_ref,
@@ -313,12 +313,12 @@ def test_key_ring_rotation_keeps_old_receipts_verifiable(tmp_path: Path) -> None
         load_key_ring(tmp_path)
     ring = load_key_ring(tmp_path, create=True)
     assert ring.retired == ()
-    old_receipt = ring.sign(receipt(key_id=ring.current_id))
+    old_receipt = sign(receipt(key_id=ring.current_id), ring.current)
 
     rotated = rotate_key_ring(tmp_path)
     assert rotated.current_id != ring.current_id
     assert [key_id(k) for k in rotated.retired] == [ring.current_id]
-    new_receipt = rotated.sign(receipt(key_id=rotated.current_id, receipt_id="rcpt_0002"))
+    new_receipt = sign(receipt(key_id=rotated.current_id, receipt_id="rcpt_0002"), rotated.current)
 
     published = public_key_document(rotated)
     assert published == {

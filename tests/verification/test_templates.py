@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from connectors.synthetic import generate
 from policies.errors import InvalidClaim, NotFound, PolicyError
 from policies.loader import load_policy
 from policies.model import Policy
@@ -42,10 +41,11 @@ from policies.templates import (
     template_query,
     template_sql,
 )
+from sandbox.demo.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "sandbox" / "demo" / "templates"
-POLICY = ROOT / "sandbox" / "demo" / "enterprise.toml"
+TEMPLATES = ROOT / "sandbox" / "demo" / "data" / "templates"
+POLICY = ROOT / "sandbox" / "demo" / "data" / "enterprise.toml"
 ENTERPRISES = 500
 UNKNOWN = "91110000MA00000000"  # well-formed but not in the data
 AS_OF = date(2024, 12, 31)
@@ -524,8 +524,9 @@ def test_runs_in_the_locked_down_executor(
 ) -> None:
     """The generated statements run through the real executor (one SELECT, parameters, Decimal
     and date values across the process boundary) and agree with plain DuckDB."""
-    from sandbox.executor import Executor, ExecutorLimits
-    from sandbox.workspace import build_workspace
+    from connectors.sink import build_workspace
+    from sandbox.engine.executor import Executor
+    from sandbox.engine.limits import ExecutorLimits
 
     workspace = tmp_path / "enterprise.duckdb"
     build_workspace(workspace, tables)

@@ -1,0 +1,1 @@
+"""Access: tenants, members, API keys, and the administration of them."""

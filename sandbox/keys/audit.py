@@ -1,0 +1,143 @@
+"""The audit log's keys: the HMAC key ring, and the bundle the log works with.
+
+Every entry carries an HMAC-SHA256 of its hash under the current *audit HMAC key*, named by its
+id in the entry. Someone who can write to the database but not read the key directory can then
+edit an entry and even recompute the whole hash chain after it, but cannot recompute the MACs.
+Rotating the HMAC key starts a new current key; old keys stay in the ring, so old entries keep
+verifying, and nothing is rewritten.
+
+Where the HMAC keys come from, first match wins (the same scheme as the master key,
+:mod:`sandbox.masterkey`):
+
+* ``VEIL_AUDIT_HMAC_KEY``: ``kid:base64`` entries separated by commas, the first one current;
+* ``<key_dir>/audit-hmac/<kid>.key`` (32 raw bytes, mode 0600) with ``<key_dir>/audit-hmac/current``
+  naming the current one; created on first start.
+
+The checkpoint signing keys are an Ed25519 ring like the receipt keys
+(``<key_dir>/audit-signing.pem``, ``<key_dir>/audit-retired/<key_id>.pem``); the master key ring
+wraps the data keys that seal entries' sensitive members. :mod:`sandbox.keystore` loads all three
+under the key directory lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from sandbox.errors import MasterKeyError
+from sandbox.keys.master import KEY_BYTES, KEY_ID, MasterKeyRing, check_private
+from sandbox.keys.master import write_private as _write_private
+from sandbox.keys.signing import KeyRing
+
+__all__ = [
+    "HMAC_DIR",
+    "HMAC_ENV_VAR",
+    "AuditKeys",
+    "HmacRing",
+    "load_hmac_ring",
+    "rotate_hmac_ring",
+]
+
+HMAC_ENV_VAR: Final = "VEIL_AUDIT_HMAC_KEY"
+HMAC_DIR: Final = "audit-hmac"
+CURRENT_FILE: Final = "current"
+
+
+@dataclass(frozen=True)
+class HmacRing:
+    """HMAC keys by id; ``current_id`` MACs new entries, every key checks old ones."""
+
+    current_id: str
+    keys: Mapping[str, bytes]
+
+    def __post_init__(self) -> None:
+        if self.current_id not in self.keys:
+            raise MasterKeyError(f"current audit HMAC key {self.current_id!r} is not in the ring")
+        for kid, key in self.keys.items():
+            if not KEY_ID.match(kid) or len(key) != KEY_BYTES:
+                raise MasterKeyError(f"audit HMAC key {kid!r} is malformed (need 32 bytes)")
+
+    def mac(self, kid: str, digest: bytes) -> str | None:
+        """Hex HMAC-SHA256 of ``digest`` under key ``kid``; ``None`` if the ring lacks it."""
+        key = self.keys.get(kid)
+        if key is None:
+            return None
+        return hmac.new(key, digest, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditKeys:
+    """What the audit log needs: master keys (wrap data keys), HMAC keys, checkpoint keys."""
+
+    master: MasterKeyRing
+    hmac: HmacRing
+    signing: KeyRing
+
+
+def _from_env(value: str) -> HmacRing:
+    keys: dict[str, bytes] = {}
+    order: list[str] = []
+    for part in value.split(","):
+        kid, sep, encoded = part.strip().partition(":")
+        if not sep or not KEY_ID.match(kid):
+            raise MasterKeyError(f"{HMAC_ENV_VAR} must be 'kid:base64' entries separated by commas")
+        try:
+            keys[kid] = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise MasterKeyError(f"{HMAC_ENV_VAR}: key {kid!r} is not valid base64") from None
+        order.append(kid)
+    return HmacRing(order[0], keys)
+
+
+def _new_key_id() -> str:
+    return f"hk-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+
+
+def _add_key(directory: Path) -> None:
+    kid = _new_key_id()
+    _write_private(directory / HMAC_DIR / f"{kid}.key", secrets.token_bytes(KEY_BYTES))
+    _write_private(directory / HMAC_DIR / CURRENT_FILE, kid.encode())
+
+
+def _from_dir(directory: Path, *, create: bool) -> HmacRing:
+    ring_dir = directory / HMAC_DIR
+    current_file = ring_dir / CURRENT_FILE
+    if not current_file.exists():
+        if not create:
+            raise MasterKeyError(f"no audit HMAC key at {ring_dir}")
+        _add_key(directory)
+    check_private(ring_dir)
+    keys: dict[str, bytes] = {}
+    for path in sorted(ring_dir.glob("*.key")):
+        check_private(path)
+        keys[path.stem] = path.read_bytes()
+    check_private(current_file)
+    return HmacRing(current_file.read_text().strip(), keys)
+
+
+def load_hmac_ring(
+    directory: Path, *, environ: Mapping[str, str] | None = None, create: bool = True
+) -> HmacRing:
+    """The ring from ``VEIL_AUDIT_HMAC_KEY`` if set, else from ``<directory>/audit-hmac``."""
+    env = os.environ if environ is None else environ
+    if env.get(HMAC_ENV_VAR):
+        return _from_env(env[HMAC_ENV_VAR])
+    return _from_dir(directory, create=create)
+
+
+def rotate_hmac_ring(directory: Path) -> HmacRing:
+    """Add a new current HMAC key in ``<directory>/audit-hmac``; old keys stay for checking.
+
+    Callers hold the key directory lock (:mod:`sandbox.keystore`)."""
+    _from_dir(directory, create=True)
+    _add_key(directory)
+    return _from_dir(directory, create=False)

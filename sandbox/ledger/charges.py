@@ -1,0 +1,268 @@
+"""Charges: reserve before any data is touched, settle once, never double-spend.
+
+A reservation is, in one transaction: the grant's due refresh credits, one conditional
+``UPDATE … WHERE spent + cost <= budget RETURNING`` on the grant (and on the member's sub-budget,
+if it has one), and the charge row. Concurrent requests can never overspend. A charge whose
+outcome is uncertain (timeout, crash) stays spent; a rejection that never reached the data is
+never reserved in the first place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sandbox.access.model import new_id
+from sandbox.audit import log as audit
+from sandbox.clock import now
+from sandbox.errors import (
+    BudgetExhausted,
+    Conflict,
+    IdempotencyKeyReused,
+)
+from sandbox.ledger.grants import (
+    Grant,
+    MemberBudget,
+    _grant,
+    _member_budget,
+    _refreshed,
+)
+from sandbox.store.schema import charges, credits, grants, member_budgets
+
+
+class ChargeState(StrEnum):
+    RESERVED = "reserved"
+    RELEASED = "released"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    charge_id: str
+    grant: Grant  # as it stands after the reservation
+    member_budget: MemberBudget | None
+
+
+def previous_answer(
+    engine: Engine, member_id: str, idempotency_key: str, request_hash: str
+) -> dict[str, Any] | None:
+    """The answer already released for this idempotency key and request, if any."""
+    with engine.connect() as con:
+        row = con.execute(
+            select(charges.c.state, charges.c.answer, charges.c.request_hash).where(
+                charges.c.member_id == member_id, charges.c.idempotency_key == idempotency_key
+            )
+        ).first()
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request; use a new key"
+        )
+    if row.state == ChargeState.RELEASED and row.answer is not None:
+        answer: dict[str, Any] = json.loads(row.answer)
+        return answer
+    raise Conflict(
+        "a request with this Idempotency-Key is in progress or failed; use a new key",
+        state=row.state,
+    )
+
+
+def cached_answer(engine: Engine, tenant_id: str, query_hash: str) -> dict[str, Any] | None:
+    """A noisy answer this tenant already paid for: same canonical query, version and budget."""
+    with engine.connect() as con:
+        row = con.execute(
+            select(charges.c.answer)
+            .join(grants, grants.c.id == charges.c.grant_id)
+            .where(
+                grants.c.tenant_id == tenant_id,
+                charges.c.query_hash == query_hash,
+                charges.c.state == ChargeState.RELEASED,
+            )
+            .order_by(charges.c.created_at)
+            .limit(1)
+        ).first()
+    if row is None or row.answer is None:
+        return None
+    answer: dict[str, Any] = json.loads(row.answer)
+    return answer
+
+
+def reserve(
+    engine: Engine,
+    grant: Grant,
+    member_id: str,
+    query_hash: str,
+    dataset_version: int,
+    cost_micro: int,
+    delta_pico: int,
+    idempotency_key: str | None,
+    request_hash: str | None = None,
+) -> Reservation:
+    """Charge ``cost`` to ``grant`` (and the member's sub-budget) atomically, or refuse."""
+    if cost_micro > grant.per_query_cap_micro:
+        raise BudgetExhausted(
+            "the query's cost exceeds the grant's per-query cap",
+            cost=cost_micro / 1e6,
+            per_query_cap=grant.per_query_cap_micro / 1e6,
+        )
+    charge_id = new_id("chg")
+    try:
+        with engine.begin() as con:
+            _refreshed(con, grant.id)
+            row = con.execute(
+                update(grants)
+                .where(
+                    grants.c.id == grant.id,
+                    grants.c.spent_micro + cost_micro <= grants.c.budget_micro,
+                    grants.c.spent_delta_pico + delta_pico <= grants.c.delta_pico,
+                )
+                .values(
+                    spent_micro=grants.c.spent_micro + cost_micro,
+                    spent_delta_pico=grants.c.spent_delta_pico + delta_pico,
+                )
+                .returning(*grants.c)
+            ).first()
+            if row is None:
+                left = _grant(con.execute(select(grants).where(grants.c.id == grant.id)).one())
+                raise BudgetExhausted(
+                    "the query's cost exceeds the budget left on this grant",
+                    cost=cost_micro / 1e6,
+                    remaining=left.left_micro / 1e6,
+                    remaining_delta=left.left_delta_pico / 1e12,
+                )
+            sub_budget = _spend_member_budget(con, grant.id, member_id, cost_micro)
+            stamp = now()
+            con.execute(
+                charges.insert().values(
+                    id=charge_id,
+                    grant_id=grant.id,
+                    member_id=member_id,
+                    query_hash=query_hash,
+                    dataset_version=dataset_version,
+                    cost_micro=cost_micro,
+                    delta_pico=delta_pico,
+                    state=ChargeState.RESERVED.value,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+            )
+            audit.append(  # last: the charge and its entry commit together
+                con,
+                audit.Event(
+                    "query",
+                    "query.charge",
+                    tenant=grant.tenant_id,
+                    refs={
+                        "charge": charge_id,
+                        "grant": grant.id,
+                        "dataset": grant.dataset_id,
+                        "dataset_version": dataset_version,
+                        "query_hash": query_hash,
+                    },
+                    cost={
+                        "accounting": grant.accounting.value,
+                        "micro": cost_micro,
+                        "delta_pico": delta_pico,
+                    },
+                ),
+            )
+    except IntegrityError:
+        raise Conflict("a request with this Idempotency-Key was already made") from None
+    return Reservation(charge_id=charge_id, grant=_grant(row), member_budget=sub_budget)
+
+
+def _spend_member_budget(
+    con: Connection, grant_id: str, member_id: str, cost_micro: int
+) -> MemberBudget | None:
+    key = (member_budgets.c.grant_id == grant_id, member_budgets.c.member_id == member_id)
+    if con.execute(select(member_budgets.c.grant_id).where(*key)).first() is None:
+        return None
+    row = con.execute(
+        update(member_budgets)
+        .where(*key, member_budgets.c.spent_micro + cost_micro <= member_budgets.c.budget_micro)
+        .values(spent_micro=member_budgets.c.spent_micro + cost_micro)
+        .returning(*member_budgets.c)
+    ).first()
+    if row is None:  # raising rolls back the grant's update above, in the same transaction
+        left = _member_budget(con.execute(select(member_budgets).where(*key)).one())
+        raise BudgetExhausted(
+            "the query's cost exceeds your sub-budget on this grant",
+            cost=cost_micro / 1e6,
+            remaining=left.left_micro / 1e6,
+        )
+    return _member_budget(row)
+
+
+def settle(
+    engine: Engine,
+    charge_id: str,
+    state: ChargeState,
+    answer: dict[str, Any] | None = None,
+    *,
+    error_code: str | None = None,
+) -> None:
+    """Mark a reserved charge ``released`` (with its answer) or ``failed`` (``error_code``:
+    why, for the audit log). The cost stays spent."""
+    with engine.begin() as con:
+        done = con.execute(
+            update(charges)
+            .where(charges.c.id == charge_id, charges.c.state == ChargeState.RESERVED.value)
+            .values(
+                state=state.value,
+                answer=json.dumps(answer) if answer is not None else None,
+                updated_at=now(),
+            )
+        )
+        if done.rowcount:
+            audit.append(
+                con,
+                audit.Event(
+                    "query",
+                    "query.settle",
+                    code="ok" if state == ChargeState.RELEASED else (error_code or state.value),
+                    refs={"charge": charge_id, "state": state.value},
+                    primary=False,
+                ),
+            )
+
+
+@dataclass(frozen=True)
+class Consistency:
+    grant_id: str
+    credited_micro: int
+    charged_micro: int
+    budget_micro: int
+    spent_micro: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.credited_micro == self.budget_micro
+            and self.charged_micro == self.spent_micro
+            and 0 <= self.spent_micro <= self.budget_micro
+        )
+
+
+def consistency(engine: Engine, grant_id: str) -> Consistency:
+    """The grant's counters against the ledger they are derived from."""
+    with engine.connect() as con:
+        grant = _grant(con.execute(select(grants).where(grants.c.id == grant_id)).one())
+        credited = con.execute(
+            select(func.coalesce(func.sum(credits.c.amount_micro), 0)).where(
+                credits.c.grant_id == grant_id
+            )
+        ).scalar_one()
+        charged = con.execute(
+            select(func.coalesce(func.sum(charges.c.cost_micro), 0)).where(
+                charges.c.grant_id == grant_id
+            )
+        ).scalar_one()
+    return Consistency(grant_id, int(credited), int(charged), grant.budget_micro, grant.spent_micro)

@@ -1,0 +1,1 @@
+"""The state store: schema, connections and migrations, prepared statements."""

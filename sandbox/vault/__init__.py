@@ -1,0 +1,1 @@
+"""Encryption at rest: the sealed format of stored workspaces, their decrypted runtime copies."""

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from policies.templates import load_templates
 from sandbox import api, catalog
 from sandbox.access.keys import KeyCache
-from sandbox.api import openapi, problems
+from sandbox.api import idempotency, openapi, problems
 from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
 from sandbox.api.guard import Guard, GuardMiddleware
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    idempotency.install(app)  # innermost middleware: settles Idempotency-Key claims
     app.add_middleware(GuardMiddleware, guard=Guard(settings))  # rate and body limits
     app.add_middleware(AuditMiddleware)  # outermost: refusals by the guard are recorded too
     for router in api.routers:

@@ -91,7 +91,7 @@ def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[
         started = time.perf_counter()
         for _ in range(charges):
             t0 = time.perf_counter()
-            reservation = charges.reserve(engine, grant, member, "qh", 1, 1000, 0, None)
+            reservation = charges.reserve(engine, grant, member, "qh", 1, 1000, 0)
             charges.settle(engine, reservation.charge_id, charges.ChargeState.RELEASED, {"n": 1})
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started

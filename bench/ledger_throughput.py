@@ -105,7 +105,7 @@ def _client_loop(url: str, grant_id: str, member_id: str, seconds: float) -> dic
     deadline = start + seconds
     while (t0 := time.perf_counter()) < deadline:
         try:
-            reservation = reserve(engine, grant, member_id, "q" * 64, 1, COST_MICRO, 0, None, None)
+            reservation = reserve(engine, grant, member_id, "q" * 64, 1, COST_MICRO, 0)
             settle(engine, reservation.charge_id, ChargeState.RELEASED, ANSWER)
         except Exception as exc:  # counted, never hidden: a run with errors is reported as such
             errors += 1

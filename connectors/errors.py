@@ -39,7 +39,7 @@ class SourceError(VeilError):
     """A source that cannot be loaded. Nothing of it is loaded."""
 
     code: ClassVar[str] = "source_error"
-    status: ClassVar[int] = 422
+    status = 422
     title: ClassVar[str] = "Source could not be loaded"
 
     def __init__(

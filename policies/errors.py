@@ -16,7 +16,7 @@ class VeilError(Exception):
     """Base of every deliberate error. ``detail`` must never carry data values."""
 
     code: ClassVar[str] = "internal_error"
-    status: ClassVar[int] = 500
+    status: int = 500  # a class's status; an instance may carry another (an HTTP error's own)
     title: ClassVar[str] = "Internal error"
 
     def __init__(self, detail: str, **extra: Any) -> None:
@@ -148,3 +148,24 @@ class InvalidClaim(InvalidRequest):
 class InvalidBudget(InvalidRequest):
     code = "invalid_budget"
     title = "Invalid privacy parameter"
+
+
+class SqlTooLong(QueryRejected):
+    """SQL text longer than the limit (``VEIL_MAX_SQL_CHARS`` over HTTP): refused before parsing."""
+
+    title = "SQL too long"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("sql_too_long", "", f"at most {limit} characters")
+        self.extra.update(field="sql", limit=limit)
+
+
+class SqlTooDeep(QueryRejected):
+    """SQL nested deeper than the limit: brackets (``VEIL_MAX_SQL_DEPTH`` over HTTP, before
+    parsing) or expressions (a fixed cap, while parsing)."""
+
+    title = "SQL nested too deeply"
+
+    def __init__(self, limit: int, what: str = "brackets") -> None:
+        super().__init__("sql_too_deep", "", f"{what} nested at most {limit} deep")
+        self.extra.update(field="sql", limit=limit)

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from policies.gate.parse import MAX_SQL_CHARS
+from policies.gate.limits import MAX_SQL_CHARS, SqlLimits
 
 
 class Settings(BaseSettings):
@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Bind address of `veil serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `veil serve`.")
+
+    @property
+    def sql_limits(self) -> SqlLimits:
+        return SqlLimits(self.max_sql_chars, self.max_sql_depth)
 
     @property
     def state_url(self) -> str:

@@ -14,6 +14,8 @@ from policies.errors import (
     NotFound,
     PolicyError,
     QueryRejected,
+    SqlTooDeep,
+    SqlTooLong,
     TenantQuotaExceeded,
     VeilError,
     VerificationRefused,
@@ -29,7 +31,9 @@ __all__ = [
     "ExecutionFailed",
     "ExecutionTimeout",
     "Forbidden",
+    "HttpError",
     "IdempotencyKeyReused",
+    "InternalError",
     "InvalidClaim",
     "InvalidRequest",
     "KeyFileExposed",
@@ -37,6 +41,7 @@ __all__ = [
     "LockdownError",
     "MalformedReceipt",
     "MasterKeyError",
+    "MethodNotAllowed",
     "NoGrant",
     "NotCanonicalizable",
     "NotFound",
@@ -45,6 +50,7 @@ __all__ = [
     "QueryRejected",
     "RateLimited",
     "ReceiptError",
+    "RequestDoesNotValidate",
     "ServiceUnavailable",
     "SqlTooDeep",
     "SqlTooLong",
@@ -196,21 +202,6 @@ class TooManyConcurrent(Throttled):
     title = "Too many concurrent requests"
 
 
-class SqlTooLong(InvalidRequest):
-    """SQL text over ``VEIL_MAX_SQL_CHARS``: refused at the edge, before the gate parses it."""
-
-    code = "sql_too_long"
-    title = "SQL too long"
-
-
-class SqlTooDeep(InvalidRequest):
-    """SQL nested deeper than ``VEIL_MAX_SQL_DEPTH`` brackets: refused at the edge, before the
-    gate parses it."""
-
-    code = "sql_too_deep"
-    title = "SQL nested too deeply"
-
-
 class MasterKeyError(VeilError):
     """The master key ring is missing, malformed, or cannot open a wrapped key."""
 
@@ -254,3 +245,33 @@ class NotCanonicalizable(InvalidRequest):
 
     code = "not_canonical_json"
     title = "Value has no canonical JSON form"
+
+
+class RequestDoesNotValidate(InvalidRequest):
+    """A request that does not match its schema: ``errors`` names each field, rule and message."""
+
+    status = 422
+
+
+class MethodNotAllowed(VeilError):
+    """A route that exists, called with a method it does not take (the ``Allow`` header lists
+    the ones it takes)."""
+
+    code = "method_not_allowed"
+    status = 405
+    title = "Method not allowed"
+
+
+class HttpError(VeilError):
+    """Any other refusal of the HTTP layer itself, with its status."""
+
+    code = "http_error"
+    title = "HTTP error"
+
+    def __init__(self, status: int) -> None:
+        super().__init__("http error")
+        self.status = status
+
+
+class InternalError(VeilError):
+    """Anything unexpected: logged by its class name only, answered without its message."""

@@ -1,39 +1,36 @@
-"""``Idempotency-Key`` for mutating calls whose effect is not a ledger charge (onboarding).
+"""``Idempotency-Key``: the one mechanism every mutating call uses, DP queries included.
 
-DP queries keep their keys on the charge itself (``sandbox.ledger``, docs/ledger.md). Every other
-mutating call that accepts the header keeps them here: one row per (member, key) with the hash
-of the request it was first used for and, once that request succeeded, its status and response.
+One row per (member, key) holds the hash of the request the key was first used for and, once
+that request was answered, its status and response. The HTTP layer applies it to every mutating
+route (:mod:`sandbox.api.idempotency`); no route or service handles a key itself.
 
 The protocol, so that one key never has two effects:
 
 1. :func:`claim` before the effect. It inserts the key as ``pending`` (``(member_id, key)`` is
    the primary key, so of two concurrent claims one fails), or finds it: a key used for another
-   request raises ``idempotency_key_reused``; a completed one returns its :class:`Replay`; a
-   pending one raises ``409 conflict`` (``state: pending``).
+   request raises ``idempotency_key_reused``; an answered one returns its :class:`Replay`; a
+   pending or failed one raises ``409 conflict`` with its ``state``.
 2. The effect.
-3. :func:`complete` stores the response; or, if the call raised, :func:`release` drops the claim:
-   a call that fails changes nothing, so the key may be used again.
+3. By how the call ended:
 
-A process that dies between the effect and :func:`complete` leaves the key ``pending``: retries
-answer ``409 conflict`` and never repeat the effect (the caller checks the state and uses a new
-key), as for a query charge left ``reserved``.
+   - answered (2xx): :func:`complete` stores the response, replayed to every retry;
+   - refused (4xx): :func:`release` drops the claim. A refusal changes nothing (a query's charge
+     is reserved only once it passed every check), so the key may be used again;
+   - failed (5xx, or the process died): the outcome is uncertain — a query's charge stays spent —
+     so :func:`fail` keeps the key, ``failed``: retries answer ``409 conflict`` and never repeat
+     the effect. A process that dies before step 3 leaves the key ``pending``, to the same effect.
+     The caller checks what happened, then uses a new key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy import (
-    Engine,
-    delete,
-    select,
-    update,
-)
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sandbox.clock import now
@@ -46,7 +43,7 @@ __all__ = [
     "Replay",
     "claim",
     "complete",
-    "idempotent_requests",
+    "fail",
     "release",
     "request_hash",
 ]
@@ -57,21 +54,28 @@ MAX_KEY_CHARS: Final = MAX_IDEMPOTENCY_KEY_CHARS
 class KeyState(StrEnum):
     PENDING = "pending"
     DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class Replay:
-    """The stored response of the request a key was first used for."""
+    """The stored answer to the request a key was first used for."""
 
     status: int
-    body: Any
+    body: str
+    headers: dict[str, str]  # lower-case names
 
 
-def request_hash(method: str, path: str, body: Mapping[str, Any] | None) -> str:
-    """SHA-256 of the request in canonical JSON: the same call with the same (parsed) body has
-    the same hash whatever its key order or spacing."""
+def request_hash(method: str, path: str, body: bytes) -> str:
+    """SHA-256 of the request: the same call with the same body has the same hash. A JSON body
+    counts by its canonical form, whatever its key order or spacing; any other body by its
+    bytes."""
+    try:
+        content: Any = json.loads(body) if body else None
+    except ValueError:
+        content = {"bytes": hashlib.sha256(body).hexdigest()}
     canonical = json.dumps(
-        {"method": method.upper(), "path": path, "body": body},
+        {"method": method.upper(), "path": path, "body": content},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -85,7 +89,7 @@ def _where(member_id: str, key: str) -> Any:
 
 def claim(engine: Engine, member_id: str, key: str, digest: str) -> Replay | None:
     """Claim ``key`` for the request with hash ``digest``: ``None`` to go ahead (then
-    :func:`complete` or :func:`release`), or the first response to replay."""
+    :func:`complete`, :func:`release` or :func:`fail`), or the first answer to replay."""
     row = None
     try:
         with engine.begin() as con:
@@ -111,16 +115,18 @@ def claim(engine: Engine, member_id: str, key: str, digest: str) -> Replay | Non
             "this Idempotency-Key was used for a different request; use a new key"
         )
     if row.state == KeyState.DONE.value and row.response is not None:
-        return Replay(int(row.status), json.loads(row.response))
+        return Replay(int(row.status), str(row.response), json.loads(row.headers or "{}"))
     raise Conflict(
-        "a request with this Idempotency-Key is in progress or was interrupted; check its "
-        "outcome, then use a new key",
+        "a request with this Idempotency-Key is in progress, or failed; check its outcome, "
+        "then use a new key",
         state=row.state,
     )
 
 
-def complete(engine: Engine, member_id: str, key: str, status: int, body: Any) -> None:
-    """Store the response of a claimed key (``body`` must be JSON-ready)."""
+def complete(
+    engine: Engine, member_id: str, key: str, status: int, body: str, headers: dict[str, str]
+) -> None:
+    """Store the answer of a claimed key: its status, body and the headers it was sent with."""
     with engine.begin() as con:
         con.execute(
             update(idempotent_requests)
@@ -128,14 +134,25 @@ def complete(engine: Engine, member_id: str, key: str, status: int, body: Any) -
             .values(
                 state=KeyState.DONE.value,
                 status=status,
-                response=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                response=body,
+                headers=json.dumps(headers, sort_keys=True, separators=(",", ":")),
                 completed_at=now(),
             )
         )
 
 
+def fail(engine: Engine, member_id: str, key: str, status: int) -> None:
+    """Keep a claimed key whose call failed with an uncertain outcome: never run it again."""
+    with engine.begin() as con:
+        con.execute(
+            update(idempotent_requests)
+            .where(_where(member_id, key), idempotent_requests.c.state == KeyState.PENDING.value)
+            .values(state=KeyState.FAILED.value, status=status, completed_at=now())
+        )
+
+
 def release(engine: Engine, member_id: str, key: str) -> None:
-    """Drop a pending claim whose request failed (it had no effect)."""
+    """Drop a pending claim whose call was refused (it had no effect)."""
     with engine.begin() as con:
         con.execute(
             delete(idempotent_requests).where(

@@ -25,6 +25,7 @@ from policies.accounting import (
     to_micro,
 )
 from policies.errors import InvalidBudget
+from policies.gate.limits import check_size
 from policies.gate.plan import QueryPlan, row_cap_sql
 from sandbox import catalog
 from sandbox.access.model import Member, MemberRole
@@ -93,6 +94,7 @@ class QueryService:
 
     def prepare(self, member: Member, request: QueryRequest) -> _Prepared:
         """Everything before the data: auth, grant, gate, plan and price. Charges nothing."""
+        check_size(request.sql, self.settings.sql_limits)  # before the text is kept anywhere
         # The request's audit entry keeps the SQL text (sealed), also when the gate refuses it.
         audit.annotate(dataset=request.dataset, sealed={"sql": request.sql})
         member.require(MemberRole.ANALYST)
@@ -101,7 +103,7 @@ class QueryService:
         budget = _budget_micro(request, grant.accounting)
         delta = request.delta if request.delta is not None else self.settings.default_delta
         delta_pico = request_delta_to_pico(delta)  # a cap: rounded down, sub-pico refused
-        checked = gate.check(gate.parse(request.sql), version.policy)
+        checked = gate.check(gate.parse(request.sql, self.settings.sql_limits), version.policy)
         plan = gate.plan(
             checked,
             version.policy,
@@ -138,16 +140,7 @@ class QueryService:
             "affordable": _affordable(prepared.grant, prepared.calibration),
         }
 
-    def run(
-        self, member: Member, request: QueryRequest, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        request_hash = _request_hash(request)
-        if idempotency_key is not None:
-            previous = charges.previous_answer(
-                self.engine, member.id, idempotency_key, request_hash
-            )
-            if previous is not None:
-                return previous
+    def run(self, member: Member, request: QueryRequest) -> dict[str, Any]:
         p = self.prepare(member, request)
         cached = charges.cached_answer(self.engine, member.tenant_id, p.query_hash)
         if cached is not None:
@@ -160,8 +153,6 @@ class QueryService:
             p.version.version,
             p.calibration.cost_micro,
             p.calibration.delta_pico,
-            idempotency_key,
-            request_hash,
         )
         log.info(
             "query reserved charge=%s dataset=%s cost_micro=%d",
@@ -203,11 +194,6 @@ class QueryService:
         }
         charges.settle(self.engine, reservation.charge_id, ChargeState.RELEASED, answer)
         return answer
-
-
-def _request_hash(request: QueryRequest) -> str:
-    text = repr((request.dataset, request.sql, request.epsilon, request.rho, request.delta))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:

@@ -1,4 +1,7 @@
-"""Parse analyst SQL into exactly one sqlglot SELECT, or refuse with a stable rule code."""
+"""Parse analyst SQL into exactly one sqlglot SELECT, or refuse with a stable rule code.
+
+The text's size is checked first (:mod:`policies.gate.limits`), so nothing long or deeply nested
+reaches the parser."""
 
 from __future__ import annotations
 
@@ -6,18 +9,15 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from policies.errors import QueryRejected
-
-MAX_SQL_CHARS = 10_000
-MAX_DEPTH = 64
+from policies.errors import QueryRejected, SqlTooDeep
+from policies.gate.limits import DEFAULT, MAX_EXPRESSION_DEPTH, SqlLimits, check_size
 
 
-def parse(sql: str) -> exp.Select:
+def parse(sql: str, limits: SqlLimits = DEFAULT) -> exp.Select:
     """The single SELECT in ``sql``; anything else is a :class:`QueryRejected`."""
     if not sql.strip():
         raise QueryRejected("syntax_error", "", "empty query")
-    if len(sql) > MAX_SQL_CHARS:
-        raise QueryRejected("query_too_long", "", f"at most {MAX_SQL_CHARS} characters")
+    check_size(sql, limits)
     if "\x00" in sql:
         raise QueryRejected("syntax_error", "", "NUL character")
     if not sql.isascii():
@@ -30,7 +30,7 @@ def parse(sql: str) -> exp.Select:
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except RecursionError:
-        raise QueryRejected("query_too_complex", "", "nesting too deep") from None
+        raise SqlTooDeep(MAX_EXPRESSION_DEPTH, "expressions") from None
     except (ParseError, TokenError, Exception):
         # sqlglot raises more than its own errors on hostile input; all of them mean "not SQL
         # we understand", and none of their messages is returned.
@@ -43,8 +43,8 @@ def parse(sql: str) -> exp.Select:
     if not isinstance(statement, exp.Select):
         kind = type(statement).__name__.lower()
         raise QueryRejected("not_select", kind, "only SELECT statements are allowed")
-    if _depth(statement) > MAX_DEPTH:
-        raise QueryRejected("query_too_complex", "", f"expression nesting above {MAX_DEPTH}")
+    if _depth(statement) > MAX_EXPRESSION_DEPTH:
+        raise SqlTooDeep(MAX_EXPRESSION_DEPTH, "expressions")
     return statement
 
 
@@ -54,7 +54,7 @@ def _depth(node: exp.Expression) -> int:
     while stack:
         current, depth = stack.pop()
         deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
+        if deepest > MAX_EXPRESSION_DEPTH:
             return deepest
         stack.extend((child, depth + 1) for child in current.iter_expressions())
     return deepest

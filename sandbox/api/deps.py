@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from sandbox.access.keys import KeyCache
 from sandbox.access.model import Member
+from sandbox.api import idempotency
 from sandbox.api.guard import enter_tenant
 from sandbox.audit import log as audit
 from sandbox.config import Settings
@@ -57,6 +58,7 @@ async def member(
         params=request.path_params,
     )
     enter_tenant(request, found.tenant_id)  # the tenant's in-flight limit (sandbox/api/guard.py)
+    await idempotency.claim(request, found.id)  # a mutating call's Idempotency-Key, if any
     return found
 
 

@@ -117,7 +117,7 @@ class GuardMiddleware:
         headers = Headers(scope=scope)
         refused = self.guard.admit(scope, headers)
         if refused is not None:
-            await problems.veil_problem(refused, scope.get("path", ""))(scope, receive, send)
+            await problems.problem(refused, scope.get("path", ""))(scope, receive, send)
             return
         state = _Request(self.guard)
         scope[SCOPE_KEY] = state
@@ -141,7 +141,7 @@ class GuardMiddleware:
                 state.started = True
                 if state.too_large:
                     state.status = 413
-                    refusal = problems.veil_problem(too_large(limit), scope.get("path", ""))
+                    refusal = problems.problem(too_large(limit), scope.get("path", ""))
                     await refusal(scope, receive, send)
                     return
                 state.status = int(message["status"])
@@ -155,7 +155,7 @@ class GuardMiddleware:
             if state.started:
                 raise
             state.status = 413
-            refusal = problems.veil_problem(too_large(limit), scope.get("path", ""))
+            refusal = problems.problem(too_large(limit), scope.get("path", ""))
             await refusal(scope, receive, send)
         finally:
             state.leave()

@@ -1,29 +1,152 @@
-"""The ``Idempotency-Key`` header of mutating routes other than queries (sandbox.idempotency).
+"""``Idempotency-Key`` on every mutating route (the protocol: :mod:`sandbox.idempotency`).
 
-A route takes ``key: IdempotencyKey = None`` and wraps its call in :func:`once`: without a key
-the call simply runs; with one, the first success is stored and every retry with the same key
-and the same request (method, path, parsed body) gets that response again — same status, same
-body — without running the call; the same key with another request is ``409
-idempotency_key_reused``.
+Routes do nothing for it. Once the caller is known (the ``member`` dependency), :func:`claim`
+claims the key for the request — method, path and body — or answers a retry with the stored
+response (same status, same body, and ``Idempotent-Replayed: true``). :class:`IdempotencyMiddleware`
+then settles the claim by how the request was answered, before the answer leaves the server, so
+a client that got an answer and retries always gets it again. Requests without the header, and
+reads, are not touched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, TypeVar, cast
+from dataclasses import dataclass
+from typing import Annotated, Final, TypeVar
 
-from fastapi import Header, Request, Response
-from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel
+from anyio import to_thread
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox import idempotency
-from sandbox.access.model import Member
-from sandbox.api.deps import Services
+from sandbox.errors import RequestDoesNotValidate
 
-__all__ = ["IdempotencyKey", "once"]
+__all__ = ["HEADER", "IdempotencyKey", "IdempotencyMiddleware", "claim", "install", "once"]
 
 T = TypeVar("T")
 
+HEADER: Final = "Idempotency-Key"
+MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SCOPE_KEY: Final = "veil.idempotency"
+# Headers of an answer that belong to one transmission, not to the answer: never replayed.
+_NOT_REPLAYED: Final = frozenset({b"content-length", b"date", b"server", b"connection"})
+
+
+@dataclass(frozen=True)
+class _Claim:
+    member_id: str
+    key: str
+
+
+class Replayed(Exception):
+    def __init__(self, replay: idempotency.Replay) -> None:
+        super().__init__("replayed")
+        self.replay = replay
+
+
+async def claim(request: Request, member_id: str) -> None:
+    """Claim the request's key for ``member_id``, or raise :class:`Replayed` with its answer."""
+    key = request.headers.get(HEADER)
+    if key is None or request.method not in MUTATING:
+        return
+    if not 1 <= len(key) <= idempotency.MAX_KEY_CHARS:
+        raise RequestDoesNotValidate(
+            f"{HEADER}: 1 to {idempotency.MAX_KEY_CHARS} characters",
+            errors=[
+                {
+                    "field": f"header.{HEADER.lower()}",
+                    "rule": "string_length",
+                    "message": f"1 to {idempotency.MAX_KEY_CHARS} characters",
+                }
+            ],
+        )
+    digest = idempotency.request_hash(request.method, request.url.path, await request.body())
+    engine = request.app.state.services.engine
+    replay = await to_thread.run_sync(idempotency.claim, engine, member_id, key, digest)
+    if replay is not None:
+        raise Replayed(replay)
+    request.scope[_SCOPE_KEY] = _Claim(member_id, key)
+
+
+class IdempotencyMiddleware:
+    """Settles a claimed key by the status of its answer (2xx: stored, 4xx: released, else:
+    failed), holding the answer back until that is committed. Pure ASGI; other requests pass
+    straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in MUTATING:
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            if _SCOPE_KEY not in scope:
+                await send(message)
+                return
+            held.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await _settle(scope, held)
+                for kept in held:
+                    await send(kept)
+
+        try:
+            await self.app(scope, receive, hold)
+        except BaseException:
+            found = scope.get(_SCOPE_KEY)
+            if isinstance(found, _Claim) and not held:
+                engine = scope["app"].state.services.engine
+                await to_thread.run_sync(idempotency.fail, engine, found.member_id, found.key, 500)
+            raise
+
+
+async def _settle(scope: Scope, held: list[Message]) -> None:
+    found = scope[_SCOPE_KEY]
+    assert isinstance(found, _Claim)
+    start = held[0]
+    status = int(start["status"])
+    engine = scope["app"].state.services.engine
+    if 200 <= status < 300:
+        body = b"".join(m.get("body", b"") for m in held[1:])
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in start.get("headers", [])
+            if k.lower() not in _NOT_REPLAYED
+        }
+        await to_thread.run_sync(
+            idempotency.complete,
+            engine,
+            found.member_id,
+            found.key,
+            status,
+            body.decode("utf-8"),
+            headers,
+        )
+    elif 400 <= status < 500:
+        await to_thread.run_sync(idempotency.release, engine, found.member_id, found.key)
+    else:
+        await to_thread.run_sync(idempotency.fail, engine, found.member_id, found.key, status)
+
+
+def install(app: FastAPI) -> None:
+    """Answer retries with their stored answers; settle claims (innermost middleware)."""
+
+    @app.exception_handler(Replayed)
+    async def replayed(request: Request, exc: Replayed) -> Response:
+        return Response(
+            exc.replay.body,
+            status_code=exc.replay.status,
+            headers={**exc.replay.headers, "idempotent-replayed": "true"},
+        )
+
+    app.add_middleware(IdempotencyMiddleware)
+
+
+# Transitional: routes that still declare the header and wrap their call; the middleware above
+# does the work now, so the wrapper only runs the call.
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -35,31 +158,12 @@ IdempotencyKey = Annotated[
 
 
 def once(
-    services: Services,
-    member: Member,
-    key: str | None,
-    request: Request,
-    response: Response,
-    body: BaseModel | None,
+    services: object,
+    member: object,
+    key: object,
+    request: object,
+    response: object,
+    body: object,
     call: Callable[[], T],
 ) -> T:
-    """Run ``call`` at most once per (member, key): replay its stored response otherwise."""
-    if key is None:
-        return call()
-    digest = idempotency.request_hash(
-        request.method, request.url.path, None if body is None else body.model_dump(mode="json")
-    )
-    engine = services.engine
-    replay = idempotency.claim(engine, member.id, key, digest)
-    if replay is not None:
-        response.status_code = replay.status
-        return cast(T, replay.body)
-    try:
-        result = jsonable_encoder(call())
-    except BaseException:
-        idempotency.release(engine, member.id, key)
-        raise
-    route = request.scope.get("route")
-    status = response.status_code or getattr(route, "status_code", None) or 200
-    idempotency.complete(engine, member.id, key, int(status), result)
-    return cast(T, result)
+    return call()

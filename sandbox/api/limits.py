@@ -1,5 +1,4 @@
-"""Load limits of one server process: token buckets per caller, in-flight slots per tenant, and
-the cheap edge checks of a query's SQL text (length, bracket nesting) made before the gate.
+"""Load limits of one server process: token buckets per caller, in-flight slots per tenant.
 
 Every limit lives in this process's memory. With ``uvicorn --workers N`` each process keeps its
 own buckets and slots, so a caller may get up to N times the configured rate and a tenant up to
@@ -11,17 +10,13 @@ ledger instead.
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sandbox.errors import PayloadTooLarge, SqlTooDeep, SqlTooLong
-
-OPENING = frozenset("([{")
-_NOT_BRACKET = re.compile(r"[^()\[\]{}]+")
+from sandbox.errors import PayloadTooLarge
 
 
 def retry_after(seconds: float) -> int:
@@ -130,30 +125,3 @@ class InFlight:
     def count(self, tenant: str) -> int:
         with self._lock:
             return self._counts.get(tenant, 0)
-
-
-def bracket_depth(sql: str) -> int:
-    """The deepest nesting of ``(``, ``[`` and ``{`` in ``sql``, string literals included.
-
-    Counting inside literals too over-counts at worst (a literal full of brackets), never
-    under-counts, whatever quoting rules the parser applies; closing brackets never go below 0.
-    """
-    depth = deepest = 0
-    for char in _NOT_BRACKET.sub("", sql):
-        if char in OPENING:
-            depth += 1
-            deepest = max(deepest, depth)
-        elif depth:
-            depth -= 1
-    return deepest
-
-
-def check_sql(sql: str, *, max_chars: int, max_depth: int) -> None:
-    """Refuse SQL text over the length or nesting limits before anything parses it."""
-    if len(sql) > max_chars:
-        raise SqlTooLong(f"sql has at most {max_chars} characters", field="sql", limit=max_chars)
-    # cheap first: no more opening brackets than the limit cannot nest deeper than it
-    if sum(map(sql.count, OPENING)) > max_depth and bracket_depth(sql) > max_depth:
-        raise SqlTooDeep(
-            f"sql nests brackets at most {max_depth} deep", field="sql", limit=max_depth
-        )

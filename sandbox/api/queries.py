@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api.deps import MemberDep, ServicesDep
-from sandbox.api.limits import check_sql
 from sandbox.api.responses.base import ViewRoute
 from sandbox.api.responses.queries import Answer, BudgetList, Preview
-from sandbox.config import Settings
 from sandbox.ledger import budgets, grants
 from sandbox.queries import QueryRequest
 
@@ -23,7 +21,7 @@ class QueryBody(BaseModel):
 
     dataset: str = Field(max_length=64, description="Dataset id.")
     sql: str = Field(
-        max_length=1_000_000,  # the configured, smaller limit is checked in request()
+        max_length=1_000_000,  # the configured, smaller limit is the gate's (sql_too_long)
         description="One SELECT of aggregates (see docs/queries.md); at most VEIL_MAX_SQL_CHARS "
         "characters and VEIL_MAX_SQL_DEPTH nested brackets.",
     )
@@ -33,9 +31,7 @@ class QueryBody(BaseModel):
         None, strict=True, description="δ for partition selection when keys are not public."
     )
 
-    def request(self, settings: Settings) -> QueryRequest:
-        """The service's request, once the SQL text passed the edge limits."""
-        check_sql(self.sql, max_chars=settings.max_sql_chars, max_depth=settings.max_sql_depth)
+    def request(self) -> QueryRequest:
         return QueryRequest(self.dataset, self.sql, self.epsilon, self.rho, self.delta)
 
 
@@ -44,16 +40,15 @@ def run_query(
     body: QueryBody,
     member: MemberDep,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> dict[str, Any]:
     """Run a DP query: noisy aggregates with 95% intervals, the cost charged, the budget left."""
-    return services.queries.run(member, body.request(services.settings), idempotency_key)
+    return services.queries.run(member, body.request())
 
 
 @router.post("/queries/preview", response_model=Preview)
 def preview_query(body: QueryBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """The cost and expected interval widths of a query. Charges nothing, touches no data."""
-    return services.queries.preview(member, body.request(services.settings))
+    return services.queries.preview(member, body.request())
 
 
 @router.get("/budgets", response_model=BudgetList)

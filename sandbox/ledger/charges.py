@@ -15,15 +15,12 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from sandbox.access.model import new_id
 from sandbox.audit import log as audit
 from sandbox.clock import now
 from sandbox.errors import (
     BudgetExhausted,
-    Conflict,
-    IdempotencyKeyReused,
 )
 from sandbox.ledger.grants import (
     Grant,
@@ -46,31 +43,6 @@ class Reservation:
     charge_id: str
     grant: Grant  # as it stands after the reservation
     member_budget: MemberBudget | None
-
-
-def previous_answer(
-    engine: Engine, member_id: str, idempotency_key: str, request_hash: str
-) -> dict[str, Any] | None:
-    """The answer already released for this idempotency key and request, if any."""
-    with engine.connect() as con:
-        row = con.execute(
-            select(charges.c.state, charges.c.answer, charges.c.request_hash).where(
-                charges.c.member_id == member_id, charges.c.idempotency_key == idempotency_key
-            )
-        ).first()
-    if row is None:
-        return None
-    if row.request_hash != request_hash:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was used for a different request; use a new key"
-        )
-    if row.state == ChargeState.RELEASED and row.answer is not None:
-        answer: dict[str, Any] = json.loads(row.answer)
-        return answer
-    raise Conflict(
-        "a request with this Idempotency-Key is in progress or failed; use a new key",
-        state=row.state,
-    )
 
 
 def cached_answer(engine: Engine, tenant_id: str, query_hash: str) -> dict[str, Any] | None:
@@ -101,8 +73,6 @@ def reserve(
     dataset_version: int,
     cost_micro: int,
     delta_pico: int,
-    idempotency_key: str | None,
-    request_hash: str | None = None,
 ) -> Reservation:
     """Charge ``cost`` to ``grant`` (and the member's sub-budget) atomically, or refuse."""
     if cost_micro > grant.per_query_cap_micro:
@@ -112,70 +82,65 @@ def reserve(
             per_query_cap=grant.per_query_cap_micro / 1e6,
         )
     charge_id = new_id("chg")
-    try:
-        with engine.begin() as con:
-            _refreshed(con, grant.id)
-            row = con.execute(
-                update(grants)
-                .where(
-                    grants.c.id == grant.id,
-                    grants.c.spent_micro + cost_micro <= grants.c.budget_micro,
-                    grants.c.spent_delta_pico + delta_pico <= grants.c.delta_pico,
-                )
-                .values(
-                    spent_micro=grants.c.spent_micro + cost_micro,
-                    spent_delta_pico=grants.c.spent_delta_pico + delta_pico,
-                )
-                .returning(*grants.c)
-            ).first()
-            if row is None:
-                left = _grant(con.execute(select(grants).where(grants.c.id == grant.id)).one())
-                raise BudgetExhausted(
-                    "the query's cost exceeds the budget left on this grant",
-                    cost=cost_micro / 1e6,
-                    remaining=left.left_micro / 1e6,
-                    remaining_delta=left.left_delta_pico / 1e12,
-                )
-            sub_budget = _spend_member_budget(con, grant.id, member_id, cost_micro)
-            stamp = now()
-            con.execute(
-                charges.insert().values(
-                    id=charge_id,
-                    grant_id=grant.id,
-                    member_id=member_id,
-                    query_hash=query_hash,
-                    dataset_version=dataset_version,
-                    cost_micro=cost_micro,
-                    delta_pico=delta_pico,
-                    state=ChargeState.RESERVED.value,
-                    idempotency_key=idempotency_key,
-                    request_hash=request_hash,
-                    created_at=stamp,
-                    updated_at=stamp,
-                )
+    with engine.begin() as con:
+        _refreshed(con, grant.id)
+        row = con.execute(
+            update(grants)
+            .where(
+                grants.c.id == grant.id,
+                grants.c.spent_micro + cost_micro <= grants.c.budget_micro,
+                grants.c.spent_delta_pico + delta_pico <= grants.c.delta_pico,
             )
-            audit.append(  # last: the charge and its entry commit together
-                con,
-                audit.Event(
-                    "query",
-                    "query.charge",
-                    tenant=grant.tenant_id,
-                    refs={
-                        "charge": charge_id,
-                        "grant": grant.id,
-                        "dataset": grant.dataset_id,
-                        "dataset_version": dataset_version,
-                        "query_hash": query_hash,
-                    },
-                    cost={
-                        "accounting": grant.accounting.value,
-                        "micro": cost_micro,
-                        "delta_pico": delta_pico,
-                    },
-                ),
+            .values(
+                spent_micro=grants.c.spent_micro + cost_micro,
+                spent_delta_pico=grants.c.spent_delta_pico + delta_pico,
             )
-    except IntegrityError:
-        raise Conflict("a request with this Idempotency-Key was already made") from None
+            .returning(*grants.c)
+        ).first()
+        if row is None:
+            left = _grant(con.execute(select(grants).where(grants.c.id == grant.id)).one())
+            raise BudgetExhausted(
+                "the query's cost exceeds the budget left on this grant",
+                cost=cost_micro / 1e6,
+                remaining=left.left_micro / 1e6,
+                remaining_delta=left.left_delta_pico / 1e12,
+            )
+        sub_budget = _spend_member_budget(con, grant.id, member_id, cost_micro)
+        stamp = now()
+        con.execute(
+            charges.insert().values(
+                id=charge_id,
+                grant_id=grant.id,
+                member_id=member_id,
+                query_hash=query_hash,
+                dataset_version=dataset_version,
+                cost_micro=cost_micro,
+                delta_pico=delta_pico,
+                state=ChargeState.RESERVED.value,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+        audit.append(  # last: the charge and its entry commit together
+            con,
+            audit.Event(
+                "query",
+                "query.charge",
+                tenant=grant.tenant_id,
+                refs={
+                    "charge": charge_id,
+                    "grant": grant.id,
+                    "dataset": grant.dataset_id,
+                    "dataset_version": dataset_version,
+                    "query_hash": query_hash,
+                },
+                cost={
+                    "accounting": grant.accounting.value,
+                    "micro": cost_micro,
+                    "delta_pico": delta_pico,
+                },
+            ),
+        )
     return Reservation(charge_id=charge_id, grant=_grant(row), member_budget=sub_budget)
 
 

@@ -171,12 +171,9 @@ charges = Table(
     Column("cost_micro", BigInteger, nullable=False),
     Column("delta_pico", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),  # reserved | released | failed
-    Column("idempotency_key", String(128), nullable=True),
-    Column("request_hash", String(64), nullable=True),  # what the idempotency key was used for
     Column("answer", Text, nullable=True),  # the released response (JSON), for retries
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("member_id", "idempotency_key"),
 )
 
 
@@ -441,7 +438,8 @@ idempotent_requests = Table(
     Column("request_hash", String(64), nullable=False),  # method, path and body it was used for
     Column("state", String(16), nullable=False),  # pending | done
     Column("status", Integer, nullable=True),  # the response, once done
-    Column("response", Text, nullable=True),  # JSON
+    Column("response", Text, nullable=True),  # the body, as text
+    Column("headers", Text, nullable=True),  # JSON {name: value}: content type, location …
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),
 )

@@ -26,7 +26,6 @@ from sandbox.access.members import create_member
 from sandbox.access.model import MemberRole
 from sandbox.config import Settings
 from sandbox.ledger import charges, entries, grants
-from sandbox.queries import QueryRequest, _request_hash
 from server import create_app
 from tests.ledger.conftest import Analyst, auth, new_analyst
 
@@ -91,12 +90,10 @@ def test_same_idempotency_key_retried_10_times_charges_once(client: TestClient) 
 
 
 def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestClient) -> None:
-    """One request wins the reservation. Each other one, depending on when it looks, gets:
+    """One request claims the key. Each other one, depending on when it looks, gets:
 
-    - 409 ``conflict`` (the key's charge is still ``reserved``: in progress), or
-    - the released answer itself (the key's charge is ``released``), or
-    - the cached copy of it (it passed the key check before the winner reserved and found the
-      released answer in the cache: same ``query_id`` and rows, ``cached: true``, cost 0).
+    - 409 ``conflict`` (the key is still ``pending``: in progress), or
+    - the released answer itself, replayed (the key is answered).
 
     Never a second charge, never a different noisy answer.
     """
@@ -124,10 +121,10 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
     assert statuses.count(200) >= 1  # the winner
     for status, body in results:
         if status == 409:
-            # in progress: seen at the key check ("state": "reserved"), or lost the race to
-            # insert the key's charge (the unique key refuses it; nothing was charged)
+            # in progress: seen at the key check ("state": "pending"), or lost the race to
+            # insert the key (nothing was charged)
             assert body["code"] == "conflict"
-            assert body.get("state", "reserved") == "reserved"
+            assert body.get("state", "pending") == "pending"
         elif body["cached"]:
             assert body["query_id"] == original["query_id"]
             assert body["rows"] == original["rows"]
@@ -137,29 +134,21 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
     assert charges.consistency(_engine(client), analyst.grant_id).ok
 
 
-def test_idempotency_key_of_a_failed_charge_stays_refused(client: TestClient) -> None:
-    """A key whose charge failed is not run again (its outcome was uncertain): 409, no charge."""
-    analyst = _analyst(client)
-    engine = _engine(client)
-    request = QueryRequest("enterprise", SQL, EPSILON)
-    reservation = charges.reserve(
-        engine,
-        grants.grant_by_id(engine, analyst.grant_id),
-        analyst.member_id,
-        "0" * 64,
-        1,
-        COST_MICRO,
-        0,
-        "doomed",
-        request_hash=_request_hash(request),
-    )
-    charges.settle(engine, reservation.charge_id, charges.ChargeState.FAILED)
-    response = _query(client, analyst.key, idem="doomed")
-    assert response.status_code == 409
-    assert response.json()["code"] == "conflict"
-    assert response.json()["state"] == "failed"
-    assert _spent(client, analyst) == COST_MICRO
-    assert len(_charges(client, analyst)) == 1
+def test_idempotency_key_of_a_failed_query_stays_refused(settings: Settings) -> None:
+    """A key whose query failed after its charge is not run again (the outcome was uncertain):
+    409 ``failed``, and no second charge."""
+    with TestClient(create_app(settings)) as fresh:
+        analyst = _analyst(fresh)
+        fresh.app.state.services.executor.close()  # type: ignore[attr-defined]  # the engine is gone
+        failed = _query(fresh, analyst.key, idem="doomed")
+        assert failed.status_code >= 500, failed.text
+        assert _spent(fresh, analyst) == COST_MICRO  # charged before it ran: the charge stays
+        response = _query(fresh, analyst.key, idem="doomed")
+        assert response.status_code == 409
+        assert response.json()["code"] == "conflict"
+        assert response.json()["state"] == "failed"
+        assert _spent(fresh, analyst) == COST_MICRO
+        assert len(_charges(fresh, analyst)) == 1
 
 
 def test_same_canonical_query_again_is_free_and_the_same_answer(client: TestClient) -> None:

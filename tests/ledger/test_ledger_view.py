@@ -62,7 +62,7 @@ def test_since_and_until_respect_the_utc_offset(
         seed_catalog(engine)
         analyst = new_analyst(engine, budget_micro=1_000_000, cap_micro=100_000, dataset="ds")
         grant = grants.grant_by_id(engine, analyst.grant_id)
-        charges.reserve(engine, grant, analyst.member_id, "q" * 64, 1, 100_000, 0, None)
+        charges.reserve(engine, grant, analyst.member_id, "q" * 64, 1, 100_000, 0)
         everything = entries.entries(engine)
         assert len(everything) == 2  # the grant's credit and the charge
         first = datetime.fromisoformat(everything[0]["time"])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect, select, text
 
 from sandbox.store import db, schema
 
@@ -41,5 +43,65 @@ def test_head_schema_equals_the_metadata(state_url: str, tmp_path: Path) -> None
         assert differences == [], differences
         tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
         assert tables == set(schema.metadata.tables)
+    finally:
+        engine.dispose()
+
+
+def test_query_keys_move_from_charges_to_idempotent_requests(
+    state_url: str, tmp_path: Path
+) -> None:
+    """0007: a key a query kept on its charge is kept in ``idempotent_requests`` (answered,
+    failed or pending as the charge was), and ``charges`` loses its key columns."""
+    (tmp_path / "data").mkdir()
+    engine = create_engine(state_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as con:
+            config.attributes["connection"] = con
+            command.upgrade(config, "0006")
+            stamp = datetime(2026, 1, 1, tzinfo=UTC)
+            con.execute(
+                text("INSERT INTO zones VALUES ('z', 'domain', 't', 'o', '', :at)"), {"at": stamp}
+            )
+            con.execute(
+                text("INSERT INTO datasets VALUES ('d', 'z', 't', NULL, :at)"), {"at": stamp}
+            )
+            con.execute(text(
+                "INSERT INTO tenants VALUES ('t', 'n', 'research', 'public_welfare', :at)"
+            ), {"at": stamp})  # fmt: skip
+            con.execute(
+                text("INSERT INTO members VALUES ('m', 't', 'n', 'analyst', :at, NULL)"),
+                {"at": stamp},
+            )
+            con.execute(text(
+                "INSERT INTO grants VALUES "
+                "('g', 't', 'd', 'pure', 1, 0, 1, 0, 'none', 1, 1, 0, 0, :at)"
+            ), {"at": stamp})  # fmt: skip
+            for charge, state, key, answer in [
+                ("c1", "released", "k1", '{"rows": []}'),
+                ("c2", "failed", "k2", None),
+                ("c3", "reserved", "k3", None),
+                ("c4", "released", None, '{"rows": []}'),
+            ]:
+                con.execute(
+                    text(
+                        "INSERT INTO charges VALUES (:id, 'g', 'm', 'q', 1, 1, 0, :state, :key, "
+                        "'h', :answer, :at, :at)"
+                    ),
+                    {"id": charge, "state": state, "key": key, "answer": answer, "at": stamp},
+                )
+        db.migrate(engine)
+        with engine.connect() as con:
+            rows = con.execute(
+                select(schema.idempotent_requests).order_by(schema.idempotent_requests.c.key)
+            ).all()
+            columns = {c["name"] for c in inspect(con).get_columns("charges")}
+        assert [(r.key, r.state, r.status, r.response) for r in rows] == [
+            ("k1", "done", 200, '{"rows": []}'),
+            ("k2", "failed", None, None),
+            ("k3", "pending", None, None),
+        ]
+        assert {"idempotency_key", "request_hash"}.isdisjoint(columns)
     finally:
         engine.dispose()

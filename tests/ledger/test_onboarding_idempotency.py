@@ -22,9 +22,10 @@ def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> 
         tenant = tenants.create_tenant(engine, "Dept", "government", "public_welfare")
         admin, _ = members.create_member(engine, tenant, "a", MemberRole.ADMIN)
         other, _ = members.create_member(engine, tenant, "b", MemberRole.ADMIN)
-        digest = idempotency.request_hash("POST", "/v1/zones", {"id": "z", "kind": "domain"})
-        same = idempotency.request_hash("post", "/v1/zones", {"kind": "domain", "id": "z"})
-        assert same == digest  # key order and method case do not matter
+        digest = idempotency.request_hash("POST", "/v1/zones", b'{"id": "z", "kind": "domain"}')
+        same = idempotency.request_hash("post", "/v1/zones", b'{"kind":"domain","id":"z"}')
+        assert same == digest  # key order, spacing and method case do not matter
+        assert idempotency.request_hash("POST", "/v1/zones", b"id,kind\nz,domain\n") != digest
 
         def attempt(_: int) -> str:
             try:
@@ -37,16 +38,23 @@ def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> 
         assert outcomes.count("go") == 1
         assert set(outcomes) <= {"go", "conflict"}
 
-        idempotency.complete(engine, admin, "k", 201, {"id": "z", "n": [1, "二"]})
+        answer = '{"id":"z","n":[1,"二"]}'
+        sent = {"content-type": "application/json", "location": "/v1/zones/z"}
+        idempotency.complete(engine, admin, "k", 201, answer, sent)
         replay = idempotency.claim(engine, admin, "k", digest)
-        assert replay == idempotency.Replay(201, {"id": "z", "n": [1, "二"]})
+        assert replay == idempotency.Replay(201, answer, sent)
         with pytest.raises(IdempotencyKeyReused):
-            idempotency.claim(engine, admin, "k", idempotency.request_hash("POST", "/x", None))
+            idempotency.claim(engine, admin, "k", idempotency.request_hash("POST", "/x", b""))
         assert idempotency.claim(engine, other, "k", digest) is None  # another member's key
 
         idempotency.release(engine, other, "k")  # its call failed: the key is free again
         assert idempotency.claim(engine, other, "k", "0" * 64) is None
         idempotency.release(engine, admin, "k")  # a completed key is never released
         assert idempotency.claim(engine, admin, "k", digest) == replay
+        idempotency.fail(engine, other, "k", 504)  # failed with an uncertain outcome: kept
+        idempotency.release(engine, other, "k")  # … and never released
+        with pytest.raises(Conflict) as failed:
+            idempotency.claim(engine, other, "k", "0" * 64)
+        assert failed.value.error_code == "conflict" and failed.value.extra["state"] == "failed"
     finally:
         engine.dispose()

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +38,7 @@ from sqlalchemy import Engine, func, select, update
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
-from sandbox.errors import BudgetExhausted, Conflict
+from sandbox.errors import BudgetExhausted
 from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
 from sandbox.ledger.grants import Refresh, create_grant, grant_by_id, set_member_budget, utc
 from sandbox.store import db
@@ -54,7 +54,6 @@ class MemberModel:
     grant_id: str
     sub_budget: int | None  # micro; None: spends from the grant only
     spent: int = 0  # against the sub-budget
-    keys: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -151,7 +150,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.members[member_id] = MemberModel(member_id, grant_id, sub_budget)
         return member_id
 
-    def _expected(self, member: MemberModel, cost: int, delta: int, key: str | None) -> str:
+    def _expected(self, member: MemberModel, cost: int, delta: int) -> str:
         """What ``reserve`` must do, in the order it checks."""
         grant = self.grants[member.grant_id]
         if cost > grant.cap:
@@ -160,8 +159,6 @@ class LedgerMachine(RuleBasedStateMachine):
             return "budget"
         if member.sub_budget is not None and member.spent + cost > member.sub_budget:
             return "sub_budget"
-        if key is not None and key in member.keys:
-            return "conflict"
         return "ok"
 
     def _record(self, member: MemberModel, charge_id: str, cost: int, delta: int) -> None:
@@ -177,27 +174,20 @@ class LedgerMachine(RuleBasedStateMachine):
         member_id=member_ids,
         cost=st.integers(1, 2_000_000) | st.sampled_from([1, 100_000, 1_000_000]),
         delta=st.integers(0, 400),
-        key=st.none() | st.sampled_from(["k1", "k2"]),
     )
-    def reserve(self, member_id: str, cost: int, delta: int, key: str | None) -> str | None:
+    def reserve(self, member_id: str, cost: int, delta: int) -> str | None:
         member = self.members[member_id]
         self.touched.add(member.grant_id)
-        expected = self._expected(member, cost, delta, key)
+        expected = self._expected(member, cost, delta)
         before = _snapshot(self.engine)
         grant = grant_by_id(self.engine, member.grant_id)
         try:
-            reservation = reserve(self.engine, grant, member_id, "q" * 64, 1, cost, delta, key, "r")
+            reservation = reserve(self.engine, grant, member_id, "q" * 64, 1, cost, delta)
         except BudgetExhausted:
             assert expected in ("cap", "budget", "sub_budget"), expected
             assert _snapshot(self.engine) == before
             return None
-        except Conflict:
-            assert expected == "conflict", expected
-            assert _snapshot(self.engine) == before
-            return None
         assert expected == "ok", expected
-        if key is not None:
-            member.keys.add(key)
         self._record(member, reservation.charge_id, cost, delta)
         assert reservation.grant.spent_micro == self.grants[member.grant_id].spent
         return reservation.charge_id
@@ -225,7 +215,7 @@ class LedgerMachine(RuleBasedStateMachine):
         def one(i: int) -> None:
             barrier.wait()
             try:
-                reservation = reserve(self.engine, current, member_id, "c" * 64, 1, cost, 0, None)
+                reservation = reserve(self.engine, current, member_id, "c" * 64, 1, cost, 0)
             except BudgetExhausted:
                 return
             results[i] = reservation.charge_id

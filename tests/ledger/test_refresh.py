@@ -166,7 +166,6 @@ def test_periods_credit_exactly_what_has_begun(
             1,
             100_000,
             0,
-            None,
         )
         backdate(engine, analyst.grant_id, elapsed)
         grant = grant_by_id(engine, analyst.grant_id)

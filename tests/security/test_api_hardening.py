@@ -27,11 +27,12 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from policies.accounting import Accounting
+from policies.gate.limits import SqlLimits, bracket_depth, check_size
 from sandbox.access import members, tenants
 from sandbox.access.keys import issue_key
 from sandbox.access.model import MemberRole
 from sandbox.api.guard import Guard, GuardMiddleware
-from sandbox.api.limits import InFlight, TokenBuckets, bracket_depth, check_sql, retry_after
+from sandbox.api.limits import InFlight, TokenBuckets, retry_after
 from sandbox.api.responses import verification as responses
 from sandbox.config import Settings
 from sandbox.errors import SqlTooDeep, SqlTooLong
@@ -219,13 +220,13 @@ def test_bracket_depth_counts_every_bracket_kind_and_never_goes_negative() -> No
     assert bracket_depth("SELECT '((((('") == 5  # literals count too: over, never under
 
 
-def test_check_sql_names_the_rule_and_the_field() -> None:
-    check_sql("SELECT (1)", max_chars=10, max_depth=1)
+def test_check_size_names_the_rule_and_the_field() -> None:
+    check_size("SELECT (1)", SqlLimits(max_chars=10, max_depth=1))
     with pytest.raises(SqlTooLong) as long_:
-        check_sql("SELECT 12345", max_chars=10, max_depth=5)
-    assert long_.value.extra == {"field": "sql", "limit": 10}
+        check_size("SELECT 12345", SqlLimits(max_chars=10, max_depth=5))
+    assert long_.value.extra["field"] == "sql" and long_.value.extra["limit"] == 10
     with pytest.raises(SqlTooDeep) as deep:
-        check_sql("((1))", max_chars=10, max_depth=1)
+        check_size("((1))", SqlLimits(max_chars=10, max_depth=1))
     assert deep.value.error_code == "sql_too_deep" and deep.value.status == 400
 
 

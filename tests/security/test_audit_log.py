@@ -372,7 +372,7 @@ def analyst_grant(env: Env) -> tuple[str, str, str]:
 def test_a_charge_and_its_entry_commit_together(env: Env) -> None:
     tenant, member, grant_id = analyst_grant(env)
     grant = grants.grant_by_id(env.engine, grant_id)
-    reservation = charges.reserve(env.engine, grant, member, "qh", 1, 100_000, 0, None)
+    reservation = charges.reserve(env.engine, grant, member, "qh", 1, 100_000, 0)
     with env.engine.connect() as con:
         rows = con.execute(
             select(audit_entries.c.body).where(audit_entries.c.action == "query.charge")
@@ -404,7 +404,7 @@ if __name__ == "__main__":
     def die(conn):  # inside the charge's transaction, before its COMMIT reaches the database
         os.kill(os.getpid(), signal.SIGKILL)
 
-    charges.reserve(engine, grant, member, "qh", 1, 100_000, 0, None)
+    charges.reserve(engine, grant, member, "qh", 1, 100_000, 0)
 """
 
 

@@ -1,17 +1,16 @@
 """Huge and deeply nested SQL: a coded refusal every time, never a 500 or a crashed parser.
 
-Two layers refuse these. The HTTP edge (``sandbox/limits.py``) checks the text's length and its
-bracket nesting before anything parses it (``sql_too_long``, ``sql_too_deep``; the body schema
-caps ``sql`` as well, ``invalid_request``). The gate (``policies/gate/parse.py``) has its own
-length cap (``query_too_long``) and refuses expressions nested deeper than it accepts
-(``query_too_complex``), including nesting without brackets (``NOT NOT …``, ``a OR b OR …``) and
-the parser's own ``RecursionError``. The gate is checked twice: with its caps, and with its length
-cap lifted, so that the depth rules are shown to hold on their own (in a thread, like a request).
+The gate checks the text's length and its bracket nesting before anything parses it
+(``policies/gate/limits.py``: ``sql_too_long``, ``sql_too_deep``; over HTTP the body schema caps
+``sql`` as well, ``invalid_request``), and refuses expressions nested deeper than it accepts while
+parsing (``sql_too_deep`` again), including nesting without brackets (``NOT NOT …``,
+``a OR b OR …``) and the parser's own ``RecursionError``. The gate is checked twice: with its
+limits, and with the length and bracket limits lifted, so that the expression depth rules are
+shown to hold on their own (in a thread, like a request).
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ import pytest
 
 from policies.errors import QueryRejected
 from policies.gate import check, parse, plan
+from policies.gate import limits as limits_module
+from policies.gate.limits import DEFAULT, SqlLimits
 from policies.loader import load_policy
 from tests.security.conftest import HostileService
 
@@ -45,39 +46,39 @@ SIZE_CASES = {
     "statements_1100": "SELECT 1;" * 1_100,
 }
 
-# What refuses each case over HTTP: the edge's code, or the gate's when the text passes the edge.
-# The edge limits are another module's (and configurable), so either coded refusal is accepted.
+# What refuses each case over HTTP (the size limits are configurable, so where the body schema
+# might refuse first, either coded refusal is accepted).
 HTTP_EXPECTED: dict[str, set[tuple[str, int]]] = {
     "one_mib_comment": {("invalid_request", 422), ("sql_too_long", 400)},
     "one_mib_string": {("invalid_request", 422), ("sql_too_long", 400)},
-    "parentheses_10000": {("sql_too_long", 400), ("query_too_long", 400)},
-    "or_terms_5000": {("sql_too_long", 400), ("query_too_long", 400)},
-    "in_items_200000": {("sql_too_long", 400), ("query_too_long", 400)},
-    "statements_100000": {("sql_too_long", 400), ("query_too_long", 400)},
-    "parentheses_4980": {("sql_too_deep", 400), ("query_too_complex", 400)},
-    "brackets_open_9900": {("sql_too_deep", 400), ("query_too_complex", 400)},
-    "functions_1900": {("sql_too_deep", 400), ("query_too_complex", 400)},
-    "subqueries_600": {("sql_too_deep", 400), ("query_too_complex", 400)},
+    "parentheses_10000": {("sql_too_long", 400)},
+    "or_terms_5000": {("sql_too_long", 400)},
+    "in_items_200000": {("sql_too_long", 400)},
+    "statements_100000": {("sql_too_long", 400)},
+    "parentheses_4980": {("sql_too_deep", 400)},
+    "brackets_open_9900": {("sql_too_deep", 400)},
+    "functions_1900": {("sql_too_deep", 400)},
+    "subqueries_600": {("sql_too_deep", 400)},
     "brackets_33": {("sql_too_deep", 400)},
-    "not_chain_2400": {("query_too_complex", 400)},
-    "or_chain_880": {("query_too_complex", 400)},
-    "unary_minus_4900": {("query_too_complex", 400)},
-    "plus_chain_4900": {("query_too_complex", 400)},
+    "not_chain_2400": {("sql_too_deep", 400)},
+    "or_chain_880": {("sql_too_deep", 400)},
+    "unary_minus_4900": {("sql_too_deep", 400)},
+    "plus_chain_4900": {("sql_too_deep", 400)},
     "statements_1100": {("multiple_statements", 400)},
 }
 
 # The gate alone, with its length cap lifted: the rule that refuses each case.
 UNCAPPED_EXPECTED = {
-    "parentheses_10000": "query_too_complex",
-    "or_terms_5000": "query_too_complex",
-    "parentheses_4980": "query_too_complex",
-    "brackets_open_9900": "query_too_complex",
-    "functions_1900": "query_too_complex",
-    "subqueries_600": "query_too_complex",
-    "not_chain_2400": "query_too_complex",
-    "or_chain_880": "query_too_complex",
-    "unary_minus_4900": "query_too_complex",
-    "plus_chain_4900": "query_too_complex",
+    "parentheses_10000": "sql_too_deep",
+    "or_terms_5000": "sql_too_deep",
+    "parentheses_4980": "sql_too_deep",
+    "brackets_open_9900": "sql_too_deep",
+    "functions_1900": "sql_too_deep",
+    "subqueries_600": "sql_too_deep",
+    "not_chain_2400": "sql_too_deep",
+    "or_chain_880": "sql_too_deep",
+    "unary_minus_4900": "sql_too_deep",
+    "plus_chain_4900": "sql_too_deep",
     "statements_1100": "multiple_statements",
     "one_mib_string": "invalid_literal",
 }
@@ -87,13 +88,13 @@ POLICY = load_policy(
 )
 
 
-def gate_in_thread(sql: str) -> BaseException | None:
+def gate_in_thread(sql: str, limits: SqlLimits = DEFAULT) -> BaseException | None:
     """Run the whole gate in a fresh thread (a request's situation); return what it raised."""
     raised: list[BaseException | None] = [None]
 
     def run() -> None:
         try:
-            plan(check(parse(sql), POLICY), POLICY)
+            plan(check(parse(sql, limits), POLICY), POLICY)
         except BaseException as exc:  # anything at all must be reported, not lost
             raised[0] = exc
 
@@ -127,17 +128,19 @@ def test_http_refuses_with_a_code_and_charges_nothing(
 @pytest.mark.parametrize("name", ["one_mib_comment", "parentheses_10000", "or_terms_5000"])
 def test_gate_refuses_over_its_length_cap(name: str) -> None:
     raised = gate_in_thread(SIZE_CASES[name])
-    assert isinstance(raised, QueryRejected) and raised.rule == "query_too_long", raised
+    assert isinstance(raised, QueryRejected) and raised.rule == "sql_too_long", raised
 
 
 @pytest.mark.parametrize("name", list(UNCAPPED_EXPECTED))
 def test_gate_depth_rules_hold_without_the_length_cap(
     monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    """Even past the length cap, nothing escapes as a crash: every case gets its rule."""
-    monkeypatch.setattr(sys.modules["policies.gate.parse"], "MAX_SQL_CHARS", 10 * MIB)
+    """Even past the length and bracket limits, nothing escapes as a crash: every case gets its
+    rule."""
+    monkeypatch.setattr(limits_module, "MAX_SQL_CHARS", 10 * MIB)
+    lifted = SqlLimits(max_chars=10 * MIB, max_depth=10**9)
     started = time.monotonic()
-    raised = gate_in_thread(SIZE_CASES[name])
+    raised = gate_in_thread(SIZE_CASES[name], lifted)
     assert isinstance(raised, QueryRejected), repr(raised)
     assert raised.rule == UNCAPPED_EXPECTED[name], raised
     assert time.monotonic() - started < 20

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from policies.templates import load_templates
+from policies.templates.loader import load_templates
 from sandbox import api, catalog
 from sandbox.access.keys import KeyCache
 from sandbox.api import idempotency, openapi, problems

@@ -65,7 +65,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.templates import ClaimType, Template, load_templates  # noqa: E402
+from policies.templates.loader import load_templates  # noqa: E402
+from policies.templates.model import ClaimType, Template  # noqa: E402
 from sandbox.config import Settings  # noqa: E402
 from sandbox.demo import synthetic as demo_data  # noqa: E402
 from sandbox.demo.build import build_demo  # noqa: E402

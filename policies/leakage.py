@@ -23,7 +23,7 @@ Checks, in order (the first that fails is the reason):
    ALL tenants), plus this answer's bits, would exceed the template's cap.
 4. ``tenant_quota`` — the tenant has used its quota of answers for this template in the window.
 
-Bits are integer millibits (:data:`policies.templates.MILLIBITS_PER_BIT`), rounded up.
+Bits are integer millibits (:data:`policies.templates.model.MILLIBITS_PER_BIT`), rounded up.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from policies.errors import (
     TenantQuotaExceeded,
     VerificationRefused,
 )
-from policies.templates import Template
+from policies.templates.model import Template
 
 __all__ = [
     "LeakageDecision",

@@ -1,8 +1,8 @@
 """Load and validate policy files (TOML).
 
 Validation is strict: unknown keys, wrong types and inconsistent bounds are errors, each a
-:class:`PolicyError` that names the file, the dotted key and the rule that failed, so a data owner
-can fix a policy without reading code.
+:class:`~policies.errors.PolicyError` that names the file, the dotted key and the rule that
+failed, so a data owner can fix a policy without reading code.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from policies.errors import PolicyError
 from policies.model import Column, ColumnType, KeyValue, Policy, Role, Table
+from policies.toml import TomlReader, read_toml
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DATASET_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -63,48 +62,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     return _Reader(source).policy(read_toml(text, source))
 
 
-def read_toml(text: str, source: str) -> dict[str, Any]:
-    """A TOML document, or a ``toml_syntax`` :class:`PolicyError` naming ``source``."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(source, "(document)", "toml_syntax", str(exc)) from None
-
-
-class _Reader:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, rule: str, message: str) -> PolicyError:
-        return PolicyError(self.source, key, rule, message)
-
-    def no_unknown(self, node: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-        for key in node:
-            if key not in allowed:
-                where = f"{prefix}.{key}" if prefix else key
-                raise self.fail(where, "unknown_key", f"allowed keys: {', '.join(sorted(allowed))}")
-
-    def string(self, node: Mapping[str, Any], key: str, prefix: str, *, required: bool) -> str:
-        where = f"{prefix}.{key}" if prefix else key
-        if key not in node:
-            if required:
-                raise self.fail(where, "required", "this key is required")
-            return ""
-        value = node[key]
-        if not isinstance(value, str):
-            raise self.fail(where, "type", "must be a string")
-        return value
-
-    def integer(self, node: Mapping[str, Any], key: str, prefix: str, minimum: int) -> int:
-        where = f"{prefix}.{key}" if prefix else key
-        if key not in node:
-            raise self.fail(where, "required", "this key is required")
-        value = node[key]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(where, "type", "must be an integer")
-        if value < minimum:
-            raise self.fail(where, "range", f"must be at least {minimum}")
-        return value
+class _Reader(TomlReader):
+    """The policy document's checks, on top of the ones every TOML file shares."""
 
     def flag(self, node: Mapping[str, Any], key: str, prefix: str) -> None:
         if key in node and not isinstance(node[key], bool):
@@ -139,8 +98,8 @@ class _Reader:
             description=self.string(doc, "description", "", required=False),
             provider=self.string(doc, "provider", "", required=False),
             privacy_unit=unit,
-            max_groups_per_unit=self.integer(doc, "max_groups_per_unit", "", 1),
-            min_group_size=self.integer(doc, "min_group_size", "", 0),
+            max_groups_per_unit=self.integer(doc, "max_groups_per_unit", "", minimum=1),
+            min_group_size=self.integer(doc, "min_group_size", "", minimum=0),
             tables=tables,
             cluster_by=cluster_by,
         )
@@ -186,7 +145,7 @@ class _Reader:
         return Table(
             name=name,
             description=self.string(node, "description", prefix, required=False),
-            max_rows_per_unit=self.integer(node, "max_rows_per_unit", prefix, 1),
+            max_rows_per_unit=self.integer(node, "max_rows_per_unit", prefix, minimum=1),
             columns=columns,
         )
 

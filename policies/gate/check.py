@@ -9,18 +9,29 @@ rule codes (documented in docs/errors.md), besides ``syntax_error`` and ``query_
 ``column_not_aggregatable`` ``column_not_groupable`` ``column_not_allowed`` ``unit_not_allowed``
 ``unit_filter`` ``type_mismatch`` ``invalid_literal`` ``invalid_quantile`` ``invalid_order``
 ``invalid_limit``.
+
+The reads of single nodes (literal values, labels, function names) are in
+:mod:`policies.gate.nodes`; this module walks the query and keeps its state.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 
 from sqlglot import exp
 
 from policies.errors import QueryRejected
+from policies.gate.nodes import (
+    column_label,
+    func_name,
+    is_literal,
+    key_label,
+    literal_value,
+    no_extra_arguments,
+    quantile_level,
+    unsupported,
+)
 from policies.gate.query import (
     AggKind,
     Aggregate,
@@ -32,7 +43,6 @@ from policies.gate.query import (
 )
 from policies.model import ColumnType, KeyValue, Policy, Role, Table
 
-MAX_LITERAL_CHARS = 1_000
 MAX_IN_ITEMS = 1_000
 MAX_OUTPUTS = 64
 MAX_LIMIT = 100_000
@@ -70,33 +80,6 @@ _AGG_LABEL = {
 def check(select: exp.Select, policy: Policy) -> CheckedQuery:
     """Validate one parsed SELECT against ``policy``."""
     return _Checker(policy).run(select)
-
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-def _func_name(node: exp.Expression) -> str:
-    """The function's DuckDB name (``list``, not ``array_agg``) — never text from the query."""
-    if isinstance(node, exp.Anonymous):
-        name = str(node.name)
-        return name.lower() if _NAME.match(name) else "function"
-    try:
-        head = node.sql(dialect="duckdb").split("(", 1)
-    except Exception:
-        return node.key
-    if len(head) == 2 and _NAME.match(head[0].strip()):
-        return head[0].strip().lower()
-    return node.key
-
-
-def _unsupported(node: exp.Expression) -> QueryRejected:
-    if isinstance(node, exp.Subquery | exp.Select | exp.Union | exp.Exists):
-        return QueryRejected("unsupported_clause", "subquery")
-    if isinstance(node, exp.Window):
-        return QueryRejected("unsupported_clause", "window")
-    if isinstance(node, exp.Func):
-        return QueryRejected("unsupported_function", _func_name(node))
-    return QueryRejected("unsupported_expression", type(node).__name__.lower())
 
 
 class _Checker:
@@ -144,13 +127,13 @@ class _Checker:
             if isinstance(node, exp.Subquery):
                 raise QueryRejected("unsupported_clause", "subquery")
             if isinstance(node, exp.Func):
-                raise QueryRejected("unsupported_function", _func_name(node))
+                raise QueryRejected("unsupported_function", func_name(node))
             raise QueryRejected("unsupported_source", type(node).__name__.lower())
         for key, value in node.args.items():
             if value and key not in ("this", "alias"):
                 raise QueryRejected("unsupported_clause", key.rstrip("_"))
         if not isinstance(node.this, exp.Identifier):
-            raise _unsupported(node.this)
+            raise unsupported(node.this)
         name = node.name if node.this.quoted else node.name.lower()
         table = self.policy.table(name)
         if table is None:
@@ -262,7 +245,7 @@ class _Checker:
                     "type_mismatch", node.name, "only a boolean column is a predicate"
                 )
             return sql
-        raise _unsupported(node)
+        raise unsupported(node)
 
     def operand(
         self, node: exp.Expression, expect: ColumnType | None = None
@@ -276,12 +259,12 @@ class _Checker:
         if isinstance(node, exp.Year):
             ref = self.date_ref(node.this, "year")
             return f"year({ref.sql})", ColumnType.INTEGER
-        if expect is None and _is_literal(node):
+        if expect is None and is_literal(node):
             return "", None
-        if _is_literal(node):
+        if is_literal(node):
             assert expect is not None
             return self.literal(node, expect), expect
-        raise _unsupported(node)
+        raise unsupported(node)
 
     def filter_ref(self, node: exp.Column) -> Ref:
         ref = self.resolve(node)
@@ -302,7 +285,7 @@ class _Checker:
     def literal(self, node: exp.Expression, expect: ColumnType | None) -> str:
         if expect is None:
             raise QueryRejected("unsupported_expression", "literal", "compare a column")
-        self.params.append(_literal_value(node, expect))
+        self.params.append(literal_value(node, expect))
         return "?"
 
     def compatible(self, left: ColumnType | None, right: ColumnType | None, node: Any) -> None:
@@ -362,7 +345,7 @@ class _Checker:
                 raise QueryRejected("unsupported_expression", "date_trunc", "month or quarter")
             transform, column_node = transforms[unit], node.this
         if not isinstance(column_node, exp.Column):
-            raise _unsupported(column_node)
+            raise unsupported(column_node)
         ref = self.resolve(column_node)
         col = ref.column
         if col.role == Role.UNIT:
@@ -371,7 +354,7 @@ class _Checker:
             raise QueryRejected("column_not_groupable", col.name, f"its role is {col.role.value}")
         if transform != Transform.NONE and col.type != ColumnType.DATE:
             raise QueryRejected("type_mismatch", col.name, "date functions need a date column")
-        return GroupKey(name=name or _key_label(col.name, transform), ref=ref, transform=transform)
+        return GroupKey(name=name or key_label(col.name, transform), ref=ref, transform=transform)
 
     def outputs(
         self, select: exp.Select, group_keys: tuple[GroupKey, ...]
@@ -421,11 +404,11 @@ class _Checker:
         if isinstance(node, exp.Func) and not isinstance(
             node, exp.Year | exp.TimestampTrunc | exp.DateTrunc
         ):
-            raise _unsupported(node)
+            raise unsupported(node)
         if not isinstance(node, exp.Column | exp.Year | exp.TimestampTrunc | exp.DateTrunc):
-            raise _unsupported(node)
+            raise unsupported(node)
         if not keys:
-            raise QueryRejected("raw_rows", _column_label(node), "only aggregates are released")
+            raise QueryRejected("raw_rows", column_label(node), "only aggregates are released")
         candidate = self.group_key(node, name="")
         for key in keys:
             if (key.ref, key.transform) == (candidate.ref, candidate.transform):
@@ -438,7 +421,7 @@ class _Checker:
         if isinstance(node, exp.Filter):
             raise QueryRejected("unsupported_clause", "filter")
         if isinstance(node, exp.Count):
-            _no_extra_arguments(node)
+            no_extra_arguments(node)
             arg = node.this
             if isinstance(arg, exp.Star):
                 return Aggregate(unique(alias or "count"), AggKind.COUNT, None)
@@ -465,12 +448,12 @@ class _Checker:
         kind = _MEASURE_AGGS.get(type(node))
         if kind is None:
             if isinstance(node, exp.AggFunc):
-                raise QueryRejected("unsupported_function", _func_name(node))
+                raise QueryRejected("unsupported_function", func_name(node))
             return None
-        _no_extra_arguments(node)
+        no_extra_arguments(node)
         arg = node.this
         if not isinstance(arg, exp.Column):
-            raise QueryRejected("aggregate_argument", _func_name(node), "takes a bare column")
+            raise QueryRejected("aggregate_argument", func_name(node), "takes a bare column")
         ref = self.resolve(arg)
         if ref.column.role != Role.MEASURE:
             raise QueryRejected("column_not_aggregatable", ref.column.name)
@@ -478,7 +461,7 @@ class _Checker:
         if isinstance(node, exp.Median):
             q = 0.5
         elif isinstance(node, exp.PercentileCont):
-            q = _quantile_level(node.expression)
+            q = quantile_level(node.expression)
         label = _AGG_LABEL[kind] if q is None or q != 0.5 else "median"
         return Aggregate(unique(alias or f"{label}_{ref.column.name}"), kind, ref, q)
 
@@ -514,89 +497,3 @@ class _Checker:
         if number > MAX_LIMIT:
             raise QueryRejected("invalid_limit", "", f"at most {MAX_LIMIT}")
         return number
-
-
-_AGG_ARGS = {"this", "expression", "big_int"}
-
-
-def _no_extra_arguments(node: exp.Expression) -> None:
-    """Aggregates take exactly the arguments the allow-list knows; sqlglot keeps extras aside."""
-    extra = [k for k, v in node.args.items() if v and k not in _AGG_ARGS]
-    if extra or (node.args.get("expression") and not isinstance(node, exp.PercentileCont)):
-        raise QueryRejected("aggregate_argument", _func_name(node), "unexpected arguments")
-
-
-def _key_label(column: str, transform: Transform) -> str:
-    return column if transform == Transform.NONE else f"{transform.value}_{column}"
-
-
-def _column_label(node: exp.Expression) -> str:
-    column = node if isinstance(node, exp.Column) else node.find(exp.Column)
-    return column.name if column is not None else ""
-
-
-def _is_literal(node: exp.Expression) -> bool:
-    if isinstance(node, exp.Neg):
-        return isinstance(node.this, exp.Literal) and not node.this.is_string
-    if isinstance(node, exp.Cast):
-        return isinstance(node.this, exp.Literal) and node.this.is_string
-    return isinstance(node, exp.Literal | exp.Boolean)
-
-
-def _literal_value(node: exp.Expression, expect: ColumnType) -> KeyValue:
-    """The Python value of a literal, checked against the column type it is compared with."""
-    if not _is_literal(node):
-        raise _unsupported(node)
-    if isinstance(node, exp.Boolean):
-        if expect != ColumnType.BOOLEAN:
-            raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
-        return bool(node.this)
-    negative = isinstance(node, exp.Neg)
-    if isinstance(node, exp.Cast):
-        target = node.args["to"].this
-        if target != exp.DataType.Type.DATE or expect != ColumnType.DATE:
-            raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
-        return _date(node.this.this)
-    literal = node.this if negative else node
-    assert isinstance(literal, exp.Literal)
-    text = str(literal.this)
-    if literal.is_string:
-        if len(text) > MAX_LITERAL_CHARS:
-            raise QueryRejected("invalid_literal", "string", f"at most {MAX_LITERAL_CHARS} chars")
-        if expect == ColumnType.DATE:
-            return _date(text)
-        if expect != ColumnType.STRING:
-            raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
-        return text
-    if not expect.numeric:
-        raise QueryRejected("type_mismatch", "literal", f"expected {expect.value}")
-    if len(text) > 40:
-        raise QueryRejected("invalid_literal", "number", "too long")
-    try:
-        number: int | float = int(text) if text.isdigit() else float(text)
-    except ValueError:
-        raise QueryRejected("invalid_literal", "number") from None
-    if (isinstance(number, float) and number != number) or number in (float("inf"), float("-inf")):
-        raise QueryRejected("invalid_literal", "number", "must be finite")
-    if isinstance(number, int) and number > 2**63 - 1:
-        raise QueryRejected("invalid_literal", "number", "out of range")
-    return -number if negative else number
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise QueryRejected("invalid_literal", "date", "dates are ISO 8601 (YYYY-MM-DD)") from None
-
-
-def _quantile_level(node: exp.Expression | None) -> float:
-    if not (isinstance(node, exp.Literal) and not node.is_string):
-        raise QueryRejected("invalid_quantile", "", "the level is a number literal in (0, 1)")
-    try:
-        q = float(node.this)
-    except ValueError:
-        raise QueryRejected("invalid_quantile", "") from None
-    if not 0.0 < q < 1.0:
-        raise QueryRejected("invalid_quantile", "", "the level must lie strictly between 0 and 1")
-    return q

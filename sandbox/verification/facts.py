@@ -9,10 +9,11 @@ How an index is built (on one background thread, through the locked-down executo
 other template query):
 
 1. the subjects that have a record in any of the dataset's tables, a page at a time
-   (:func:`~policies.templates.subjects_sql`), once per dataset version; more than
+   (:func:`~policies.templates.batch.subjects_sql`), once per dataset version; more than
    ``max_subjects`` and the version is not indexed (its questions keep running one query each);
-2. their facts with the template's own batch query (:func:`~policies.templates.template_batch_sql`,
-   the query a batch runs), a chunk of subjects at a time: the same SQL, so the same facts;
+2. their facts with the template's own batch query
+   (:func:`~policies.templates.batch.template_batch_sql`, the query a batch runs), a chunk of
+   subjects at a time: the same SQL, so the same facts;
 3. the facts of a subject with no record (the batch query for the decoy subject), which every
    subject not in the index gets.
 
@@ -39,15 +40,10 @@ from typing import Final, Literal
 
 import pyarrow as pa
 
-from policies.templates import (
-    Claim,
-    ClaimType,
-    Slot,
-    Template,
-    bind_batch,
-    subjects_sql,
-    template_batch_sql,
-)
+from policies.templates.batch import bind_batch, subjects_sql, template_batch_sql
+from policies.templates.claims import Claim
+from policies.templates.model import ClaimType, Template
+from policies.templates.sql import Slot
 from sandbox.catalog import DatasetVersion
 from sandbox.engine.executor import Executor
 from sandbox.errors import VeilError

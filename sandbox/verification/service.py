@@ -64,16 +64,12 @@ from sqlalchemy.sql import Insert
 
 from policies.leakage import VerificationEvent, check_request
 from policies.leakage import VerificationRequest as LedgerRequest
-from policies.templates import (
-    Claim,
-    ClaimType,
-    Template,
-    TemplateSet,
-    check_claim,
-    decide,
-    template_batch_query,
-    template_query,
-)
+from policies.templates.batch import template_batch_query
+from policies.templates.claims import Claim, check_claim
+from policies.templates.decide import decide
+from policies.templates.loader import TemplateSet
+from policies.templates.model import ClaimType, Template
+from policies.templates.sql import template_query
 from sandbox import catalog
 from sandbox.access.model import SUBJECT_ID, ZONE_WIDE, Member, MemberRole, new_id
 from sandbox.access.tenants import get_tenant

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
 
-from policies.templates import ClaimType
+from policies.templates.model import ClaimType
 from sandbox import catalog
 from sandbox.config import Settings
 from sandbox.errors import BadSignature, MalformedReceipt, UnknownKey

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 
 from policies.errors import ClaimChangeRefused
-from policies.templates import load_templates
+from policies.templates.loader import load_templates
 from sandbox.access.keys import authenticate
 from sandbox.access.model import Member
 from sandbox.config import Settings

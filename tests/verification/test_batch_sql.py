@@ -12,18 +12,10 @@ import pytest
 from policies.errors import InvalidClaim, InvalidRequest
 from policies.loader import load_policy
 from policies.model import Policy
-from policies.templates import (
-    ClaimType,
-    Kind,
-    Slot,
-    Template,
-    TemplateSet,
-    bind_batch,
-    load_templates,
-    template_batch_query,
-    template_batch_sql,
-    template_query,
-)
+from policies.templates.batch import bind_batch, template_batch_query, template_batch_sql
+from policies.templates.loader import TemplateSet, load_templates
+from policies.templates.model import ClaimType, Kind, Template
+from policies.templates.sql import Slot, template_query
 from sandbox.demo.synthetic import generate
 from tests.verification.test_templates import (
     ENTERPRISES,

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from policies.templates import Template, load_templates, subjects_sql, template_query
+from policies.templates.batch import subjects_sql
+from policies.templates.loader import load_templates
+from policies.templates.model import Template
+from policies.templates.sql import template_query
 from sandbox import catalog
 from sandbox.catalog import DatasetVersion
 from sandbox.config import Settings

@@ -31,7 +31,10 @@ from policies.leakage import (
     record,
     window_start,
 )
-from policies.templates import MATCH, Claim, Template, TemplateSet, decide, load_templates
+from policies.templates.claims import Claim
+from policies.templates.decide import decide
+from policies.templates.loader import TemplateSet, load_templates
+from policies.templates.model import MATCH, Template
 from sandbox.verification.receipts import claim_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]

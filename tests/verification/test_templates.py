@@ -19,7 +19,11 @@ import pytest
 from policies.errors import InvalidClaim, NotFound, PolicyError
 from policies.loader import load_policy
 from policies.model import Policy
-from policies.templates import (
+from policies.templates.claims import check_claim
+from policies.templates.decide import decide
+from policies.templates.kinds import check_template, fact_columns
+from policies.templates.loader import TemplateSet, load_templates, parse_template
+from policies.templates.model import (
     CANNOT_VERIFY,
     MATCH,
     NO,
@@ -28,19 +32,9 @@ from policies.templates import (
     ClaimType,
     Kind,
     OutcomeKind,
-    Slot,
     Template,
-    TemplateSet,
-    bind,
-    check_claim,
-    check_template,
-    decide,
-    fact_columns,
-    load_templates,
-    parse_template,
-    template_query,
-    template_sql,
 )
+from policies.templates.sql import Slot, bind, template_query, template_sql
 from sandbox.demo.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[2]

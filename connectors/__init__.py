@@ -6,7 +6,9 @@ version with its quality report. See :mod:`connectors.base` for source strings a
 
 from connectors.base import Connector, Progress, SourceSpec, connect, parse_source
 from connectors.errors import SourceError
-from connectors.quality import QualityReport, QualityRules, load_rules, read_rules, render_html
+from connectors.quality.html import render_html
+from connectors.quality.report import QualityReport
+from connectors.quality.rules import QualityRules, load_rules, read_rules
 
 __all__ = [
     "Connector",

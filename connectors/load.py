@@ -37,14 +37,9 @@ from connectors.errors import (
     SourceTooLarge,
     TypeConversion,
 )
-from connectors.quality import (
-    ColumnQuality,
-    QualityReport,
-    QualityRules,
-    TableQuality,
-    evaluate_rules,
-    profile_workspace,
-)
+from connectors.quality.profile import profile_workspace
+from connectors.quality.report import ColumnQuality, QualityReport, TableQuality
+from connectors.quality.rules import QualityRules, evaluate_rules
 from connectors.sink import ParquetScan, TableSource, build_workspace
 from policies.errors import VeilError
 from policies.model import Policy, Table

@@ -40,7 +40,9 @@ from sqlalchemy.exc import IntegrityError
 from connectors.base import Connector, Progress, SourceSpec, parse_source
 from connectors.errors import InvalidSource
 from connectors.load import Source, ingest, sources_for
-from connectors.quality import QualityReport, QualityRules, read_rules, render_html
+from connectors.quality.html import render_html
+from connectors.quality.report import QualityReport
+from connectors.quality.rules import QualityRules, read_rules
 from policies.loader import parse_policy
 from policies.model import Policy
 from sandbox.access.model import SUBJECT_ID, Member, MemberRole, new_id

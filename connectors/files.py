@@ -43,21 +43,8 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from connectors.base import (
-    DEFAULT_BATCH_ROWS,
-    Conformer,
-    Progress,
-    ProgressCallback,
-    SourceSpec,
-    arrow_type,
-    check_options,
-    duckdb_type,
-    exact_type,
-    option_bool,
-    option_int,
-    policy_schema,
-    reader_from,
-)
+from connectors.base import Progress, ProgressCallback, reader_from
+from connectors.convert import Conformer, arrow_type, duckdb_type, exact_type, policy_schema
 from connectors.errors import (
     EmptySource,
     InvalidEncoding,
@@ -73,11 +60,14 @@ from connectors.errors import (
     TypeConversion,
 )
 from connectors.sink import ParquetScan
+from connectors.source import SourceSpec, check_options, option_bool, option_int
 from policies.model import ColumnType, Table
 
-__all__ = ["COMMON_OPTIONS", "CSV_OPTIONS", "CsvOptions", "FileConnector"]
+__all__ = ["COMMON_OPTIONS", "CSV_OPTIONS", "DEFAULT_BATCH_ROWS", "CsvOptions", "FileConnector"]
 
 COMMON_OPTIONS: Final = ("extra_columns", "batch_size")
+DEFAULT_BATCH_ROWS: Final = 131_072
+"""Rows per batch unless the source sets ``batch_size``."""
 CSV_OPTIONS: Final = (
     "delimiter",
     "quote",
@@ -364,7 +354,7 @@ class FileConnector:
         self, table: Table, *, on_progress: ProgressCallback | None = None
     ) -> ParquetScan | None:
         """The fast path of a load: local Parquet files whose columns need no value-by-value
-        conversion (:func:`~connectors.base.exact_type`), for the build connection to read
+        conversion (:func:`~connectors.convert.exact_type`), for the build connection to read
         itself, in parallel. Every check of :meth:`open` that precedes reading (files, schemas,
         the privacy unit column, empty files and sources) runs here first. ``None``: stream
         :meth:`open` instead (other formats, object storage, columns that need conversion)."""

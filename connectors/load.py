@@ -22,14 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import (
-    Connector,
-    ProgressCallback,
-    Scannable,
-    SourceSpec,
-    connect,
-    parse_source,
-)
+from connectors.base import Connector, ProgressCallback, Scannable
+from connectors.connect import connect
 from connectors.errors import (
     InvalidSource,
     QualityRuleFailed,
@@ -41,6 +35,7 @@ from connectors.quality.profile import profile_workspace
 from connectors.quality.report import ColumnQuality, QualityReport, TableQuality
 from connectors.quality.rules import QualityRules, evaluate_rules
 from connectors.sink import ParquetScan, TableSource, build_workspace
+from connectors.source import SourceSpec, parse_source
 from policies.errors import VeilError
 from policies.model import Policy, Table
 

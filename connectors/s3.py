@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from connectors.base import SourceSpec, option_bool
 from connectors.errors import InvalidSource, SourceNotFound, SourceUnreachable
 from connectors.files import FileConnector
+from connectors.source import SourceSpec, option_bool
 
 __all__ = ["S3_OPTIONS", "S3Connector", "s3_filesystem"]
 

@@ -7,7 +7,7 @@ apart from the spec (importing the connectors from :mod:`connectors.source` woul
 from __future__ import annotations
 
 from connectors.base import Connector
-from connectors.files import FileConnector
+from connectors.files.connector import FileConnector
 from connectors.postgres import PostgresConnector
 from connectors.s3 import S3Connector
 from connectors.source import SourceSpec, parse_source

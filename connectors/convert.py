@@ -47,7 +47,7 @@ _TEXT_PATTERNS: Final[Mapping[ColumnType, str]] = {
 }
 
 
-# The same types in DuckDB, for loads that DuckDB reads itself (Parquet: connectors.files).
+# The same types in DuckDB, for loads that DuckDB reads itself (Parquet: connectors.files.parquet).
 _DUCKDB_TYPES: Final[Mapping[ColumnType, str]] = {
     ColumnType.INTEGER: "BIGINT",
     ColumnType.FLOAT: "DOUBLE",

@@ -188,9 +188,9 @@ def ingest(
     ``report`` set; ``workspace`` is then untouched.
 
     Local Parquet files whose columns need no value-by-value conversion are read by DuckDB
-    itself, in parallel (:meth:`connectors.files.FileConnector.scan`); everything else streams
-    through Arrow with strict conversion. If DuckDB cannot read such files, the table is read
-    again through Arrow, which names the file and row at fault (or loads it).
+    itself, in parallel (:meth:`connectors.files.connector.FileConnector.scan`); everything
+    else streams through Arrow with strict conversion. If DuckDB cannot read such files, the
+    table is read again through Arrow, which names the file and row at fault (or loads it).
     """
     now = now or datetime.now(UTC)
     rules = rules or QualityRules()

@@ -16,7 +16,7 @@ from connectors.base import Connector, Progress, ProgressCallback
 from connectors.connect import connect
 from connectors.convert import exact_type
 from connectors.errors import SourceError
-from connectors.files import FileConnector
+from connectors.files.connector import FileConnector
 from connectors.load import ingest
 from connectors.sink import ParquetScan
 from policies.errors import PolicyError

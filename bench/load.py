@@ -62,9 +62,8 @@ def measure(method: str, fmt: str, source: Path, workdir: Path) -> dict[str, Any
 
         reader = "read_parquet(?)" if fmt == "parquet" else "read_csv(?, header = true)"
     else:
-        import connectors.files  # noqa: F401  (imported on first use by connectors.base.connect)
         from connectors.load import ingest
-        from connectors.quality import read_rules
+        from connectors.quality.rules import read_rules
         from policies.loader import parse_policy
     started = time.perf_counter()
     if method == "raw":

@@ -1,23 +1,9 @@
 """Sources to Arrow to workspace: one module per source kind behind one small protocol.
 
-``connect(source)`` gives a :class:`Connector` for a source string; ``ingest`` loads a dataset
-version with its quality report. See :mod:`connectors.base` for source strings and options.
+:mod:`~connectors.source` parses a source string into a spec; :func:`connectors.connect.connect`
+gives the :class:`~connectors.base.Connector` that serves it (:mod:`~connectors.files`,
+:mod:`~connectors.s3`, :mod:`~connectors.postgres`), whose batches :mod:`~connectors.convert`
+converts to the policy's declared types; :func:`connectors.load.ingest` loads a dataset version
+through :mod:`~connectors.sink` into a workspace, with its :mod:`~connectors.quality` report.
+Errors are :mod:`~connectors.errors`.
 """
-
-from connectors.base import Connector, Progress, SourceSpec, connect, parse_source
-from connectors.errors import SourceError
-from connectors.quality import QualityReport, QualityRules, load_rules, read_rules, render_html
-
-__all__ = [
-    "Connector",
-    "Progress",
-    "QualityReport",
-    "QualityRules",
-    "SourceError",
-    "SourceSpec",
-    "connect",
-    "load_rules",
-    "parse_source",
-    "read_rules",
-    "render_html",
-]

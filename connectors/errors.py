@@ -3,17 +3,17 @@
 Each names where the problem is — ``file`` (a path or object URL), ``line`` (physical line, 1-based,
 header included), ``row`` (data record, 1-based, within that file), ``column`` — whenever that is
 known, as message text and as problem extension members. Messages never carry data values: only
-file names, line and row numbers, column names, type names and counts.
+file names, line and row numbers, column names, type names and counts. A failed load's error
+carries its quality report (:mod:`connectors.quality.report`, a model that imports nothing else
+of ``connectors``, so every module can import this one).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from connectors.quality.report import QualityReport
 from policies.errors import VeilError
-
-if TYPE_CHECKING:
-    from connectors.quality import QualityReport
 
 __all__ = [
     "EmptySource",

@@ -22,14 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import (
-    Connector,
-    ProgressCallback,
-    Scannable,
-    SourceSpec,
-    connect,
-    parse_source,
-)
+from connectors.base import Connector, ProgressCallback, Scannable
+from connectors.connect import connect
 from connectors.errors import (
     InvalidSource,
     QualityRuleFailed,
@@ -37,15 +31,11 @@ from connectors.errors import (
     SourceTooLarge,
     TypeConversion,
 )
-from connectors.quality import (
-    ColumnQuality,
-    QualityReport,
-    QualityRules,
-    TableQuality,
-    evaluate_rules,
-    profile_workspace,
-)
+from connectors.quality.profile import profile_workspace
+from connectors.quality.report import ColumnQuality, QualityReport, TableQuality
+from connectors.quality.rules import QualityRules, evaluate_rules
 from connectors.sink import ParquetScan, TableSource, build_workspace
+from connectors.source import SourceSpec, parse_source
 from policies.errors import VeilError
 from policies.model import Policy, Table
 
@@ -198,9 +188,9 @@ def ingest(
     ``report`` set; ``workspace`` is then untouched.
 
     Local Parquet files whose columns need no value-by-value conversion are read by DuckDB
-    itself, in parallel (:meth:`connectors.files.FileConnector.scan`); everything else streams
-    through Arrow with strict conversion. If DuckDB cannot read such files, the table is read
-    again through Arrow, which names the file and row at fault (or loads it).
+    itself, in parallel (:meth:`connectors.files.connector.FileConnector.scan`); everything
+    else streams through Arrow with strict conversion. If DuckDB cannot read such files, the
+    table is read again through Arrow, which names the file and row at fault (or loads it).
     """
     now = now or datetime.now(UTC)
     rules = rules or QualityRules()

@@ -30,16 +30,8 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as pg_dbapi  # type: ignore[import-untyped]
 import pyarrow as pa
 
-from connectors.base import (
-    Conformer,
-    Progress,
-    ProgressCallback,
-    SourceSpec,
-    check_options,
-    option_int,
-    policy_schema,
-    reader_from,
-)
+from connectors.base import Progress, ProgressCallback, reader_from
+from connectors.convert import Conformer, policy_schema
 from connectors.errors import (
     EmptySource,
     InvalidSource,
@@ -49,6 +41,7 @@ from connectors.errors import (
     SourceNotFound,
     SourceUnreachable,
 )
+from connectors.source import SourceSpec, check_options, option_int
 from policies.model import Table
 
 __all__ = ["PostgresConnector", "check_read_only"]

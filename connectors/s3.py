@@ -2,10 +2,12 @@
 
 ``s3://bucket/key`` names one object; ``s3://bucket/prefix/*.parquet`` (``*`` and ``?`` within one
 path segment, ``**`` across segments) names many, read in key order. The format comes from the key's
-extension or ``format=``; every file option of :mod:`connectors.files` applies. Storage options:
-``endpoint_url`` (e.g. ``http://127.0.0.1:9000`` for MinIO or a test server), ``region``,
-``anonymous`` (``true`` for public buckets), and ``access_key``/``secret_key`` — better left to the
-standard ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` environment, which is used by default.
+extension or ``format=``; every option of a file source (:mod:`connectors.files.connector`)
+applies. Storage options: ``endpoint_url`` (e.g. ``http://127.0.0.1:9000`` for MinIO or a test
+server), ``region``, ``anonymous`` (``true`` for public buckets), and ``access_key``/``secret_key``
+— better left to the standard ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` environment, which
+is used by default. :class:`S3Storage` lists and opens the objects; the format readers are those
+of local files.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from connectors.base import SourceSpec, option_bool
 from connectors.errors import InvalidSource, SourceNotFound, SourceUnreachable
-from connectors.files import FileConnector
+from connectors.files.connector import FileConnector
+from connectors.files.storage import FileStorage
+from connectors.source import SourceSpec, option_bool
 
-__all__ = ["S3_OPTIONS", "S3Connector", "s3_filesystem"]
+__all__ = ["S3_OPTIONS", "S3Connector", "S3Storage", "s3_filesystem"]
 
 S3_OPTIONS: Final = ("endpoint_url", "region", "anonymous", "access_key", "secret_key")
 _GLOB: Final = re.compile(r"[*?\[]")
@@ -80,20 +83,21 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-class S3Connector(FileConnector):
-    """Files in an S3-compatible bucket."""
+class S3Storage(FileStorage):
+    """Objects in an S3-compatible bucket, named by an ``s3://`` location and storage options."""
 
-    storage_options = S3_OPTIONS
+    options = S3_OPTIONS
 
     def __init__(self, spec: SourceSpec) -> None:
         if not spec.location.startswith("s3://"):
             raise InvalidSource("not an s3:// source")
-        super().__init__(spec)
+        super().__init__(spec.location)
+        self.source_options = dict(spec.options)
         self.key = spec.location[len("s3://") :]  # bucket/key, the filesystem's path
 
     @cached_property
     def filesystem(self) -> pafs.FileSystem:
-        return s3_filesystem(dict(self.options))
+        return s3_filesystem(self.source_options)
 
     @property
     def is_local(self) -> bool:
@@ -119,10 +123,10 @@ class S3Connector(FileConnector):
                     ]
                     if found:
                         return sorted(found)
-                raise SourceNotFound("no such object", file=self.spec.location)
+                raise SourceNotFound("no such object", file=self.location)
             base = self.key[: match.start()].rpartition("/")[0]
             if not base:
-                raise InvalidSource("a glob needs a bucket name before it", file=self.spec.location)
+                raise InvalidSource("a glob needs a bucket name before it", file=self.location)
             regex = _glob_regex(self.key)
             selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
             found = [
@@ -131,10 +135,17 @@ class S3Connector(FileConnector):
                 if i.type == pafs.FileType.File and regex.match(i.path)
             ]
             if not found:
-                raise SourceNotFound("no object matches the pattern", file=self.spec.location)
+                raise SourceNotFound("no object matches the pattern", file=self.location)
             return sorted(found)
         except OSError as exc:
             raise SourceUnreachable(
                 f"the object store cannot be reached or refused the listing ({type(exc).__name__})",
-                file=self.spec.location,
+                file=self.location,
             ) from None
+
+
+class S3Connector(FileConnector):
+    """Files in an S3-compatible bucket."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec, S3Storage(spec))

@@ -36,7 +36,7 @@ _TOP_KEYS = {
 }
 _STORAGE_KEYS = {"cluster_by"}
 # unique_unit, required and max_null_rate are quality rules, applied at load time
-# (connectors.quality.read_rules); the loader checks their types so a bad value names its key.
+# (connectors.quality.rules.read_rules); the loader checks their types so a bad value names its key.
 _TABLE_KEYS = {"description", "max_rows_per_unit", "columns", "unique_unit"}
 _COLUMN_KEYS = {
     "required",

@@ -37,10 +37,13 @@ from typing import Any, Final
 from sqlalchemy import Connection, Engine, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Connector, Progress, SourceSpec, parse_source
+from connectors.base import Connector, Progress
 from connectors.errors import InvalidSource
 from connectors.load import Source, ingest, sources_for
-from connectors.quality import QualityReport, QualityRules, read_rules, render_html
+from connectors.quality.html import render_html
+from connectors.quality.report import QualityReport
+from connectors.quality.rules import QualityRules, read_rules
+from connectors.source import SourceSpec, parse_source
 from policies.loader import parse_policy
 from policies.model import Policy
 from sandbox.access.model import SUBJECT_ID, Member, MemberRole, new_id

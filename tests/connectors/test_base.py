@@ -8,9 +8,11 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from connectors import Connector, connect, parse_source
-from connectors.base import Conformer, SourceSpec, convert, redact_url
+from connectors.base import Connector
+from connectors.connect import connect
+from connectors.convert import Conformer, convert
 from connectors.errors import SourceError
+from connectors.source import SourceSpec, parse_source, redact_url
 from policies.model import ColumnType, Table
 
 

@@ -12,9 +12,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from connectors.base import Connector, Progress, ProgressCallback, connect, exact_type
+from connectors.base import Connector, Progress, ProgressCallback
+from connectors.connect import connect
+from connectors.convert import exact_type
 from connectors.errors import SourceError
-from connectors.files import FileConnector
+from connectors.files.connector import FileConnector
 from connectors.load import ingest
 from connectors.sink import ParquetScan
 from policies.errors import PolicyError

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors import connect
-from connectors.base import Progress, policy_schema
+from connectors.base import Progress
+from connectors.connect import connect
+from connectors.convert import policy_schema
 from connectors.errors import SourceError
 from policies.model import Table
 

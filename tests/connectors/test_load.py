@@ -13,15 +13,9 @@ import pytest
 from connectors.base import Progress
 from connectors.errors import SourceError
 from connectors.load import ingest
-from connectors.quality import (
-    ColumnQuality,
-    QualityReport,
-    RuleResult,
-    TableQuality,
-    load_rules,
-    read_rules,
-    render_html,
-)
+from connectors.quality.html import render_html
+from connectors.quality.report import ColumnQuality, QualityReport, RuleResult, TableQuality
+from connectors.quality.rules import load_rules, read_rules
 from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy

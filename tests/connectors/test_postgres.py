@@ -10,11 +10,11 @@ from urllib.parse import quote
 import adbc_driver_postgresql.dbapi as pg_dbapi  # type: ignore[import-untyped]
 import pytest
 
-from connectors import connect
-from connectors.base import parse_source
+from connectors.connect import connect
 from connectors.errors import SourceError
 from connectors.load import ingest
 from connectors.postgres import PostgresConnector, check_read_only
+from connectors.source import parse_source
 from policies.model import Policy, Table
 from tests.conftest import free_port
 

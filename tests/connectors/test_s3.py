@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from connectors import connect
+from connectors.connect import connect
 from connectors.load import ingest
 from policies.model import Policy, Table
 from tests.conftest import free_port

@@ -24,7 +24,7 @@ from sandbox.cli.app import app, echo_result, local_settings
 if TYPE_CHECKING:
     from connectors.base import Progress
     from sandbox.client import Client
-    from sandbox.onboarding.service import Onboarding
+    from sandbox.onboarding.services import Onboarding
 
 zone_app = typer.Typer(no_args_is_help=True, help="Public-data zones.")
 provider_app = typer.Typer(
@@ -55,19 +55,19 @@ POLL_S = 0.5  # how often `veil load --url` asks the server for progress
 
 @contextmanager
 def _onboarding(data_dir: Path | None, *, subjects: bool = False) -> Iterator[Onboarding]:
-    """The onboarding service on a data directory; a ``VeilError`` becomes a clean exit 1.
+    """The onboarding services on a data directory; a ``VeilError`` becomes a clean exit 1.
 
     ``subjects``: key subject references with the zone secret, as the server does (issues about
     a subject must match its receipts)."""
     from sandbox.errors import VeilError
     from sandbox.keys import directory as keystore
-    from sandbox.onboarding.service import Onboarding
+    from sandbox.onboarding.services import Onboarding
     from sandbox.store import db
 
     settings = local_settings(data_dir)
     engine = db.connect(settings.state_url)
     try:
-        yield Onboarding(
+        yield Onboarding.build(
             engine,
             settings.workspace_dir,
             quota_bytes=settings.load_quota_bytes,
@@ -142,7 +142,7 @@ def zone_create(
         data_dir,
         url,
         key,
-        lambda s: s.create_zone(None, id, kind, operator, title, description),
+        lambda s: s.zones.create_zone(None, id, kind, operator, title, description),
         lambda c: c.create_zone({**body, "description": description}, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -151,15 +151,7 @@ def zone_create(
 @zone_app.command("list")
 def zone_list(data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
     """List zones."""
-    from sandbox import catalog
-
-    _run(
-        data_dir,
-        url,
-        key,
-        lambda s: [z.__dict__ for z in catalog.list_zones(s.engine)],
-        lambda c: c.list_zones(),
-    )
+    _run(data_dir, url, key, lambda s: s.zones.list_zones(), lambda c: c.list_zones())
 
 
 @provider_app.command("create")
@@ -179,7 +171,7 @@ def provider_create(
         data_dir,
         url,
         key,
-        lambda s: s.create_provider(None, id, name, zone, description),
+        lambda s: s.providers.create_provider(None, id, name, zone, description),
         lambda c: c.create_provider(body, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -188,7 +180,13 @@ def provider_create(
 @provider_app.command("list")
 def provider_list(data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
     """List providers and their datasets."""
-    _run(data_dir, url, key, lambda s: s.list_providers(), lambda c: c.list_providers())
+    _run(
+        data_dir,
+        url,
+        key,
+        lambda s: s.providers.list_providers(),
+        lambda c: c.list_providers(),
+    )
 
 
 @provider_app.command("add-member")
@@ -205,7 +203,7 @@ def provider_add_member(
         data_dir,
         url,
         key,
-        lambda s: s.add_provider_member(None, provider, member),
+        lambda s: s.providers.add_provider_member(None, provider, member),
         lambda c: c.add_provider_member(provider, member, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -280,7 +278,7 @@ def load_command(
     if idempotency_key is not None:
         raise typer.BadParameter("needs --url", param_hint="--idempotency-key")
     with _onboarding(data_dir) as service:
-        pending = service.begin_load(
+        pending = service.loads.begin_load(
             None,
             zone,
             dataset,
@@ -293,9 +291,9 @@ def load_command(
         )
         with _progress_bar(show) as hook:
             try:
-                result = service.run_load(pending, on_progress=hook)
+                result = service.loads.run_load(pending, on_progress=hook)
             except Exception:
-                _report_failure(service.get_version(None, zone, dataset, pending.version))
+                _report_failure(service.versions.get_version(None, zone, dataset, pending.version))
                 raise
     echo_result(result)
 
@@ -390,7 +388,7 @@ def versions_command(
         data_dir,
         url,
         key,
-        lambda s: s.list_versions(None, zone, dataset),
+        lambda s: s.versions.list_versions(None, zone, dataset),
         lambda c: c.list_versions(zone, dataset),
     )
 
@@ -410,7 +408,7 @@ def activate_command(
         data_dir,
         url,
         key,
-        lambda s: s.activate(None, zone, dataset, version),
+        lambda s: s.versions.activate(None, zone, dataset, version),
         lambda c: c.activate(zone, dataset, version, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -429,8 +427,8 @@ def quality_command(
 
     def local(service: Onboarding) -> Any:
         if html:
-            return service.quality_html(None, dataset, version)
-        return service.quality(None, dataset, version)
+            return service.versions.quality_html(None, dataset, version)
+        return service.versions.quality(None, dataset, version)
 
     _run(data_dir, url, key, local, lambda c: c.quality(dataset, version, html))
 
@@ -458,7 +456,7 @@ def issue_raise(
         data_dir,
         url,
         key,
-        lambda s: s.raise_issue(None, dataset, title, description, subject),
+        lambda s: s.issues.raise_issue(None, dataset, title, description, subject),
         lambda c: c.raise_issue(dataset, issue, idempotency_key),
         idempotency_key=idempotency_key,
         subjects=True,
@@ -477,7 +475,7 @@ def issue_list(
         data_dir,
         url,
         key,
-        lambda s: s.list_issues(None, dataset),
+        lambda s: s.issues.list_issues(None, dataset),
         lambda c: c.list_issues(dataset),
     )
 
@@ -495,7 +493,7 @@ def issue_show(
         data_dir,
         url,
         key,
-        lambda s: s.get_issue(None, dataset, number),
+        lambda s: s.issues.get_issue(None, dataset, number),
         lambda c: c.get_issue(dataset, number),
     )
 
@@ -515,7 +513,7 @@ def issue_answer(
         data_dir,
         url,
         key,
-        lambda s: s.answer_issue(None, dataset, number, answer),
+        lambda s: s.issues.answer_issue(None, dataset, number, answer),
         lambda c: c.answer_issue(dataset, number, answer, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -550,7 +548,7 @@ def issue_resolve(
         data_dir,
         url,
         key,
-        lambda s: s.resolve_issue(
+        lambda s: s.issues.resolve_issue(
             None, dataset, number, kind, version, note, revoke_receipts=revoke_receipts
         ),
         lambda c: c.resolve_issue(dataset, number, resolution, idempotency_key),

@@ -24,6 +24,7 @@ from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import NotFound
 from sandbox.keys import directory as keystore
+from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.store import db
 from sandbox.vault.decrypted import Vault
@@ -93,6 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 facts=facts,
             ),
             key_cache=KeyCache(engine, settings.auth_cache_s),
+            onboarding=Onboarding.build(
+                engine,
+                settings.workspace_dir,
+                quota_bytes=settings.load_quota_bytes,
+                zone_secret=zone_secret,
+                master_keys=master_keys,
+            ),
         )
         try:
             yield

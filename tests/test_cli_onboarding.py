@@ -9,8 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from connectors.base import Progress
+from sandbox.cli.loads import _follow
 from sandbox.cli.main import app
-from sandbox.cli.onboarding import _follow
 from sandbox.client import Client
 from tests.api.test_onboarding import POLICY, ROWS, ZONE, write_csv
 

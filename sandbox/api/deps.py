@@ -16,6 +16,7 @@ from sandbox.api.guard import enter_tenant
 from sandbox.audit import log as audit
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
+from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.vault.decrypted import Vault
 from sandbox.verification.service import VerificationService
@@ -30,6 +31,7 @@ class Services:
     queries: QueryService
     verification: VerificationService
     key_cache: KeyCache
+    onboarding: Onboarding
 
 
 async def services(request: Request) -> Services:

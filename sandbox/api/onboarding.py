@@ -17,7 +17,6 @@ from sandbox.api.idempotency import IdempotencyKey, once
 from sandbox.api.responses import onboarding as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.api.responses.catalog import Zone
-from sandbox.onboarding.service import Onboarding
 
 router = APIRouter(prefix="/v1", tags=["onboarding"], route_class=ViewRoute)
 T = TypeVar("T")
@@ -25,16 +24,6 @@ T = TypeVar("T")
 MAX_POLICY_CHARS = 1_000_000
 MAX_NUMBER = 2**31 - 1  # versions and issue numbers: stored as integers
 Number = Annotated[int, Path(ge=1, le=MAX_NUMBER)]
-
-
-def _service(services: Services) -> Onboarding:
-    return Onboarding(
-        services.engine,
-        services.settings.workspace_dir,
-        quota_bytes=services.settings.load_quota_bytes,
-        zone_secret=services.verification.zone_secret,
-        master_keys=services.vault.keys,
-    )
 
 
 def _public(services: Services, view: T) -> T:
@@ -136,7 +125,7 @@ def create_zone(
 ) -> dict[str, Any]:
     return once(
         services, member, idempotency_key, request, response, body,
-        lambda: _service(services).create_zone(
+        lambda: services.onboarding.zones.create_zone(
             member, body.id, body.kind, body.operator, body.title, body.description
         ),
     )  # fmt: skip
@@ -153,7 +142,7 @@ def create_provider(
 ) -> dict[str, Any]:
     return once(
         services, member, idempotency_key, request, response, body,
-        lambda: _service(services).create_provider(
+        lambda: services.onboarding.providers.create_provider(
             member, body.id, body.name, body.zone, body.description
         ),
     )  # fmt: skip
@@ -163,7 +152,7 @@ def create_provider(
 def list_providers(
     member: MemberDep, services: ServicesDep, zone: str | None = None
 ) -> dict[str, Any]:
-    return {"providers": _service(services).list_providers(zone)}
+    return {"providers": services.onboarding.providers.list_providers(zone)}
 
 
 @router.post("/providers/{provider}/members", status_code=201, response_model=views.ProviderMember)
@@ -178,7 +167,7 @@ def add_provider_member(
 ) -> dict[str, Any]:
     return once(
         services, member, idempotency_key, request, response, body,
-        lambda: _service(services).add_provider_member(member, provider, body.member),
+        lambda: services.onboarding.providers.add_provider_member(member, provider, body.member),
     )  # fmt: skip
 
 
@@ -204,8 +193,8 @@ def start_load(
     version becomes current only if the load and its quality rules pass."""
 
     def start() -> dict[str, Any]:
-        service = _service(services)
-        pending = service.begin_load(
+        onboarding = services.onboarding
+        pending = onboarding.loads.begin_load(
             member,
             zone,
             dataset,
@@ -217,9 +206,9 @@ def start_load(
             confine_to=services.settings.data_dir / "sources",
             cluster_by=body.cluster_by,
         )
-        service.start_load(pending)
+        onboarding.loads.start_load(pending)
         url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
-        view = service.get_version(member, zone, dataset, pending.version)
+        view = onboarding.versions.get_version(member, zone, dataset, pending.version)
         return _public(services, {**view, "url": url})
 
     started: dict[str, Any] = once(
@@ -233,14 +222,16 @@ def start_load(
 def list_versions(
     zone: str, dataset: str, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return _public(services, _service(services).list_versions(member, zone, dataset))
+    return _public(services, services.onboarding.versions.list_versions(member, zone, dataset))
 
 
 @router.get("/zones/{zone}/datasets/{dataset}/versions/{version}", response_model=views.Version)
 def get_version(
     zone: str, dataset: str, version: Number, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return _public(services, _service(services).get_version(member, zone, dataset, version))
+    return _public(
+        services, services.onboarding.versions.get_version(member, zone, dataset, version)
+    )
 
 
 @router.post(
@@ -258,9 +249,10 @@ def activate_version(
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Make a ready version current (a rollback, or forward again)."""
+    versions = services.onboarding.versions
     return once(
         services, member, idempotency_key, request, response, None,
-        lambda: _public(services, _service(services).activate(member, zone, dataset, version)),
+        lambda: _public(services, versions.activate(member, zone, dataset, version)),
     )  # fmt: skip
 
 
@@ -277,10 +269,10 @@ def get_quality(
 ) -> dict[str, Any] | HTMLResponse:
     """The quality report of the current version (or ``?version=N``): admins, operators and the
     dataset's provider only."""
-    service = _service(services)
+    versions = services.onboarding.versions
     if format == "html":
-        return HTMLResponse(_public(services, service.quality_html(member, dataset, version)))
-    found = _public(services, service.quality(member, dataset, version))
+        return HTMLResponse(_public(services, versions.quality_html(member, dataset, version)))
+    found = _public(services, versions.quality(member, dataset, version))
     return views.Quality.model_validate(found).model_dump(mode="json", exclude_unset=True)
 
 
@@ -299,7 +291,7 @@ def raise_issue(
 ) -> dict[str, Any]:
     return once(
         services, member, idempotency_key, request, response, body,
-        lambda: _service(services).raise_issue(
+        lambda: services.onboarding.issues.raise_issue(
             member, dataset, body.title, body.description, body.subject
         ),
     )  # fmt: skip
@@ -308,14 +300,14 @@ def raise_issue(
 @router.get("/datasets/{dataset}/issues", response_model=views.IssueList)
 def list_issues(dataset: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """Staff (admin, operator, the dataset's provider) see every issue; others their tenant's."""
-    return {"issues": _service(services).list_issues(member, dataset)}
+    return {"issues": services.onboarding.issues.list_issues(member, dataset)}
 
 
 @router.get("/datasets/{dataset}/issues/{number}", response_model=views.Issue)
 def get_issue(
     dataset: str, number: Number, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return _service(services).get_issue(member, dataset, number)
+    return services.onboarding.issues.get_issue(member, dataset, number)
 
 
 @router.post("/datasets/{dataset}/issues/{number}/answer", response_model=views.Issue)
@@ -331,7 +323,7 @@ def answer_issue(
 ) -> dict[str, Any]:
     return once(
         services, member, idempotency_key, request, response, body,
-        lambda: _service(services).answer_issue(member, dataset, number, body.answer),
+        lambda: services.onboarding.issues.answer_issue(member, dataset, number, body.answer),
     )  # fmt: skip
 
 
@@ -348,7 +340,7 @@ def resolve_issue(
 ) -> dict[str, Any]:
     return once(
         services, member, idempotency_key, request, response, body,
-        lambda: _service(services).resolve_issue(
+        lambda: services.onboarding.issues.resolve_issue(
             member,
             dataset,
             number,

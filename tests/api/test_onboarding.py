@@ -25,7 +25,8 @@ from sandbox.access.model import MemberRole
 from sandbox.cli.main import app as cli_app
 from sandbox.clock import now
 from sandbox.ledger.grants import create_grant
-from sandbox.onboarding.service import Onboarding, _ProgressWriter
+from sandbox.onboarding.loads import Loads
+from sandbox.onboarding.progress import ProgressWriter
 from sandbox.store.schema import charges, consents, receipts, verification_events
 from tests.conftest import auth
 
@@ -328,8 +329,8 @@ def test_progress_is_visible_while_loading(
     client: TestClient, keys: dict[str, str], data_dir: Path, settings: Any
 ) -> None:
     admin = keys["admin"]
-    service = Onboarding(engine_of(client), settings.workspace_dir)
-    pending = service.begin_load(
+    loads = Loads(engine_of(client), settings.workspace_dir)
+    pending = loads.begin_load(
         None, ZONE, "firms", POLICY, write_csv(data_dir, "firms.csv", ROWS),
         confine_to=sources(data_dir),
     )  # fmt: skip
@@ -343,7 +344,7 @@ def test_progress_is_visible_while_loading(
         headers=auth(admin),
     )
     assert (again.status_code, again.json()["code"]) == (409, "conflict")
-    _ProgressWriter(engine_of(client), pending, None)(Progress("firms", 3, 50, 200))
+    ProgressWriter(engine_of(client), pending, None)(Progress("firms", 3, 50, 200))
     view = client.get(url, headers=auth(admin)).json()
     assert view["state"] == "loading"
     assert view["progress"] == {
@@ -354,7 +355,7 @@ def test_progress_is_visible_while_loading(
         "fraction": 0.25,
     }
     seen: list[int] = []
-    service.run_load(pending, on_progress=lambda p: seen.append(p.rows))
+    loads.run_load(pending, on_progress=lambda p: seen.append(p.rows))
     assert seen and seen[-1] == 4
     done = client.get(url, headers=auth(admin)).json()
     assert (done["state"], done["rows_loaded"], done["current"]) == ("ready", 4, True)

@@ -1,0 +1,334 @@
+"""Issues (数据异议处理): the feedback loop between those who use a dataset and its provider.
+
+An issue is numbered per dataset and goes ``open`` → ``answered`` → ``resolved``; a resolved
+issue cannot be answered or resolved again. Staff (:mod:`sandbox.onboarding.staff`), members of
+tenants with a grant on the dataset, verifiers, and a subject about its own records may raise
+one; staff see every issue, others their own tenant's; staff answer and resolve. The subject an
+issue is about is kept only as its keyed reference and never shown back. A ``corrected``
+resolution names the newer version that holds the correction and may revoke receipts
+(:mod:`sandbox.onboarding.corrections`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sandbox.access.model import SUBJECT_ID, Member, MemberRole, new_id
+from sandbox.audit import log as audit
+from sandbox.clock import now
+from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoGrant, NotFound
+from sandbox.onboarding.corrections import revocation_counts, revoke_older
+from sandbox.onboarding.model import IssueState, ResolutionKind, iso
+from sandbox.onboarding.staff import dataset_row, is_staff, require_staff
+from sandbox.store.schema import dataset_issues, grants, versions
+from sandbox.verification.receipts import subject_ref
+
+__all__ = ["Issues"]
+
+log = logging.getLogger("veil.onboarding")
+
+
+class Issues:
+    """The issues on the datasets of the state store behind ``engine``.
+
+    ``zone_secret`` keys the subject references of issues like those of receipts (without it
+    they are SHA-256, which does not match receipts, so no receipt can be revoked by a
+    correction).
+    """
+
+    def __init__(self, engine: Engine, *, zone_secret: bytes | None = None) -> None:
+        self.engine = engine
+        self.zone_secret = zone_secret
+
+    def raise_issue(
+        self,
+        actor: Member | None,
+        dataset: str,
+        title: str,
+        description: str,
+        subject: str | None = None,
+    ) -> dict[str, Any]:
+        """A quality issue on a dataset, or on one subject's records (named by its credit code,
+        kept only as a keyed hash). Staff, members of tenants with a grant on the dataset,
+        verifiers, and a subject about its own records may raise one."""
+        if not title.strip():
+            raise InvalidRequest("an issue needs a title", field="title")
+        if actor is not None and actor.role == MemberRole.SUBJECT:
+            if subject is not None and subject != actor.subject_id:
+                raise Forbidden("a subject raises issues about its own records only")
+            subject = actor.subject_id
+        ref = self._subject_ref(subject) if subject is not None else None
+        for _attempt in range(5):
+            try:
+                with self.engine.begin() as con:
+                    ds = dataset_row(con, dataset)
+                    _may_raise(con, actor, dataset)
+                    number = 1 + (
+                        con.execute(
+                            select(func.max(dataset_issues.c.number)).where(
+                                dataset_issues.c.dataset_id == dataset
+                            )
+                        ).scalar()
+                        or 0
+                    )
+                    issue_id = new_id("iss")
+                    con.execute(
+                        dataset_issues.insert().values(
+                            id=issue_id,
+                            dataset_id=dataset,
+                            number=number,
+                            tenant_id=actor.tenant_id if actor is not None else None,
+                            raised_by=actor.id if actor is not None else None,
+                            title=title,
+                            description=description,
+                            subject_ref=ref,
+                            dataset_version=ds.current_version,
+                            state=IssueState.OPEN.value,
+                            created_at=now(),
+                        )
+                    )
+                    audit.append(
+                        con,
+                        audit.Event(
+                            "onboarding",
+                            "issue.raise",
+                            refs={"dataset": dataset, "issue": issue_id, "number": number},
+                            sealed={
+                                "title": title,
+                                "description": description,
+                                "subject": subject,
+                            },
+                        ),
+                    )
+                break
+            except IntegrityError:  # another issue took the number: try the next
+                continue
+        else:
+            raise Conflict("could not number the issue; try again")
+        log.info("issue raised dataset=%s number=%d", dataset, number)
+        return self._issue(dataset, number)
+
+    def list_issues(self, actor: Member | None, dataset: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as con:
+            dataset_row(con, dataset)
+            rows = con.execute(
+                select(dataset_issues)
+                .where(_visible(con, actor, dataset))
+                .order_by(dataset_issues.c.number)
+            ).all()
+            revoked = revocation_counts(con, [r.id for r in rows])
+        return [_issue_view(r, revoked.get(r.id, 0)) for r in rows]
+
+    def get_issue(self, actor: Member | None, dataset: str, number: int) -> dict[str, Any]:
+        with self.engine.connect() as con:
+            dataset_row(con, dataset)
+            row = con.execute(
+                select(dataset_issues).where(
+                    _visible(con, actor, dataset), dataset_issues.c.number == number
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no issue {number} on {dataset!r}")
+        return self._issue(dataset, number)
+
+    def answer_issue(
+        self, actor: Member | None, dataset: str, number: int, answer: str
+    ) -> dict[str, Any]:
+        if not answer.strip():
+            raise InvalidRequest("an answer needs text", field="answer")
+        with self.engine.begin() as con:
+            require_staff(con, actor, dataset)
+            row = _issue_row(con, dataset, number)
+            if row.state == IssueState.RESOLVED.value:
+                raise Conflict(f"issue {number} is resolved")
+            con.execute(
+                update(dataset_issues)
+                .where(dataset_issues.c.id == row.id)
+                .values(
+                    state=IssueState.ANSWERED.value,
+                    answer=answer,
+                    answered_by=actor.id if actor is not None else None,
+                    answered_at=now(),
+                )
+            )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "issue.answer",
+                    refs={"dataset": dataset, "issue": row.id, "number": number},
+                    sealed={"answer": answer},
+                ),
+            )
+        return self._issue(dataset, number)
+
+    def resolve_issue(
+        self,
+        actor: Member | None,
+        dataset: str,
+        number: int,
+        kind: str,
+        version: int | None = None,
+        note: str = "",
+        *,
+        revoke_receipts: bool = True,
+    ) -> dict[str, Any]:
+        """Close an issue. ``corrected`` names the ready version that carries the correction;
+        for an issue about a subject it revokes (``revoke_receipts``) that subject's valid
+        receipts answered from older versions of the dataset, with reason ``data_correction``."""
+        try:
+            resolution = ResolutionKind(kind)
+        except ValueError:
+            raise InvalidRequest("kind is no_change or corrected", field="kind") from None
+        if resolution == ResolutionKind.CORRECTED and version is None:
+            raise InvalidRequest("a correction names the version that holds it", field="version")
+        if resolution == ResolutionKind.NO_CHANGE and version is not None:
+            raise InvalidRequest("only a correction names a version", field="version")
+        with self.engine.begin() as con:
+            require_staff(con, actor, dataset)
+            row = _issue_row(con, dataset, number)
+            if row.state == IssueState.RESOLVED.value:
+                raise Conflict(f"issue {number} is resolved")
+            if version is not None:
+                ready = con.execute(
+                    select(versions.c.version).where(
+                        versions.c.dataset_id == dataset, versions.c.version == version
+                    )
+                ).first()
+                if ready is None:
+                    raise InvalidRequest(
+                        f"version {version} of {dataset} is not a ready version", field="version"
+                    )
+                if row.dataset_version is not None and version <= row.dataset_version:
+                    raise InvalidRequest(
+                        "a correction is a version newer than the one the issue was raised on",
+                        field="version",
+                    )
+            at = now()
+            con.execute(
+                update(dataset_issues)
+                .where(dataset_issues.c.id == row.id)
+                .values(
+                    state=IssueState.RESOLVED.value,
+                    resolution=resolution.value,
+                    resolution_version=version,
+                    resolution_note=note,
+                    resolved_by=actor.id if actor is not None else None,
+                    resolved_at=at,
+                )
+            )
+            revoked = 0
+            if (
+                resolution == ResolutionKind.CORRECTED
+                and revoke_receipts
+                and row.subject_ref is not None
+                and version is not None
+            ):
+                revoked = revoke_older(con, row.id, row.subject_ref, dataset, version, at)
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "issue.resolve",
+                    refs={
+                        "dataset": dataset,
+                        "issue": row.id,
+                        "number": number,
+                        "kind": resolution.value,
+                        "version": version,
+                        "revoked": revoked,
+                    },
+                    sealed={"note": note},
+                ),
+            )
+        log.info(
+            "issue resolved dataset=%s number=%d kind=%s revoked=%d",
+            dataset,
+            number,
+            resolution.value,
+            revoked,
+        )
+        return self._issue(dataset, number)
+
+    def _subject_ref(self, subject: str) -> str:
+        if not SUBJECT_ID.match(subject):
+            raise InvalidRequest(
+                "a subject is 1 to 64 letters, digits, '_', '.' or '-'", field="subject"
+            )
+        if self.zone_secret is not None:
+            return subject_ref(subject, self.zone_secret)
+        return hashlib.sha256(b"veil.subject.v1\x00" + subject.encode("utf-8")).hexdigest()
+
+    def _issue(self, dataset: str, number: int) -> dict[str, Any]:
+        with self.engine.connect() as con:
+            row = _issue_row(con, dataset, number)
+            revoked = revocation_counts(con, [row.id])
+        return _issue_view(row, revoked.get(row.id, 0))
+
+
+def _may_raise(con: Connection, actor: Member | None, dataset: str) -> None:
+    if actor is None or is_staff(con, actor, dataset):
+        return
+    if actor.role in (MemberRole.VERIFIER, MemberRole.SUBJECT):
+        return
+    has_grant = con.execute(
+        select(grants.c.id).where(
+            grants.c.tenant_id == actor.tenant_id, grants.c.dataset_id == dataset
+        )
+    ).first()
+    if has_grant is None:
+        raise NoGrant(f"your tenant has no grant on {dataset!r}")
+
+
+def _issue_row(con: Connection, dataset: str, number: int) -> Any:
+    row = con.execute(
+        select(dataset_issues).where(
+            dataset_issues.c.dataset_id == dataset, dataset_issues.c.number == number
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no issue {number} on {dataset!r}")
+    return row
+
+
+def _visible(con: Connection, actor: Member | None, dataset: str) -> Any:
+    """A filter on issues: all for staff, the actor's tenant's otherwise."""
+    if is_staff(con, actor, dataset):
+        return dataset_issues.c.dataset_id == dataset
+    assert actor is not None
+    return and_(
+        dataset_issues.c.dataset_id == dataset, dataset_issues.c.tenant_id == actor.tenant_id
+    )
+
+
+def _issue_view(row: Any, revoked: int) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": row.id,
+        "number": row.number,
+        "dataset": row.dataset_id,
+        "state": row.state,
+        "title": row.title,
+        "description": row.description,
+        "about_subject": row.subject_ref is not None,  # the subject itself is never shown back
+        "dataset_version": row.dataset_version,
+        "tenant": row.tenant_id,
+        "raised_at": iso(row.created_at),
+        "answer": None,
+        "resolution": None,
+    }
+    if row.answer is not None:
+        view["answer"] = {"text": row.answer, "answered_at": iso(row.answered_at)}
+    if row.resolution is not None:
+        view["resolution"] = {
+            "kind": row.resolution,
+            "version": row.resolution_version,
+            "note": row.resolution_note or "",
+            "resolved_at": iso(row.resolved_at),
+            "revoked_receipts": revoked,
+        }
+    return view

@@ -1,0 +1,403 @@
+"""Loads: a new version of a dataset from its sources and policy, published only if it passes.
+
+A load is two steps. :meth:`Loads.begin_load` checks everything that can be checked without
+reading data (role, zone, policy and its quality rules, the sources, that no other load of the
+dataset runs), allocates the next version number and records it as ``loading``.
+:meth:`Loads.run_load` streams the sources into a plain workspace in the build area
+(:func:`connectors.load.ingest`), writing progress as it goes (:mod:`sandbox.onboarding.progress`),
+then seals it into ``<workspaces>/<dataset>/v<N>.sealed`` (:mod:`sandbox.vault`) and deletes the
+plain file; only when the load and its quality rules pass does one transaction register the
+version and make it current. A failed load records the version as ``failed`` with its report
+and error and changes nothing else: the current version, the workspace files, the ledger stay as
+they were. Over HTTP, :meth:`Loads.start_load` runs the second step in a background thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from connectors.load import Source, ingest, sources_for
+from connectors.quality.report import QualityReport
+from connectors.quality.rules import read_rules
+from policies.loader import parse_policy
+from sandbox.access.model import Member
+from sandbox.audit import log as audit
+from sandbox.clock import now
+from sandbox.errors import Conflict, InvalidRequest, NotFound, VeilError
+from sandbox.keys import directory as keystore
+from sandbox.keys.master import MasterKeyRing
+from sandbox.onboarding.model import LoadState, PendingLoad, utc
+from sandbox.onboarding.progress import ProgressHook, ProgressWriter, load_row
+from sandbox.onboarding.sources import source_spec
+from sandbox.onboarding.staff import STAFF, require
+from sandbox.onboarding.versions import version_view
+from sandbox.store.schema import (
+    dataset_providers,
+    datasets,
+    providers,
+    version_loads,
+    versions,
+    zones,
+)
+from sandbox.vault.sealed import build_area, build_name, seal, sealed_path
+
+__all__ = ["STALE_AFTER", "Loads"]
+
+log = logging.getLogger("veil.onboarding")
+
+STALE_AFTER: Final = timedelta(minutes=15)  # a ``loading`` version without progress this long
+
+
+class Loads:
+    """Loads into the workspace directory, recorded in the state store behind ``engine``.
+
+    ``quota_bytes`` caps each load's source size (``Settings.load_quota_bytes``).
+    ``master_keys`` seal new versions; default: those of the data directory's default key
+    directory (``<data_dir>/keys``, next to the workspaces).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        workspace_dir: Path,
+        *,
+        quota_bytes: int | None = None,
+        master_keys: MasterKeyRing | None = None,
+    ) -> None:
+        self.engine = engine
+        self.workspace_dir = workspace_dir
+        self.quota_bytes = quota_bytes
+        self.master_keys = (
+            master_keys
+            if master_keys is not None
+            else keystore.master_keys(workspace_dir.parent / "keys")
+        )
+
+    def begin_load(
+        self,
+        actor: Member | None,
+        zone: str,
+        dataset: str,
+        policy_text: str,
+        source: str | None = None,
+        sources: Mapping[str, str] | None = None,
+        *,
+        provider: str | None = None,
+        policy_name: str = "<policy>",
+        confine_to: Path | None = None,
+        cluster_by: str | None = None,
+    ) -> PendingLoad:
+        """Check a load, record its version as ``loading`` and return it (nothing read yet).
+
+        ``confine_to``: local file sources must lie in this directory (loads over HTTP: a
+        remote caller must not make the server read any file it can). ``cluster_by``: store
+        the tables sorted by this column (overrides the policy's ``[storage] cluster_by``)."""
+        require(actor, *STAFF)
+        policy = parse_policy(policy_text, policy_name)
+        rules = read_rules(tomllib.loads(policy_text), policy_name)
+        if policy.dataset != dataset:
+            raise InvalidRequest(
+                f"the policy is for dataset {policy.dataset!r}, not {dataset[:64]!r}",
+                field="policy",
+            )
+        if cluster_by is not None and not any(t.column(cluster_by) for t in policy.tables):
+            raise InvalidRequest(
+                "cluster_by must name a column of one of the policy's tables", field="cluster_by"
+            )
+        if (source is None) == (sources is None):
+            raise InvalidRequest("give a source, or sources (one per table)", field="source")
+        given: Source | Mapping[str, Source]
+        if sources is not None:
+            given = {t: source_spec(s, confine_to) for t, s in sources.items()}
+        else:
+            assert source is not None
+            given = source_spec(source, confine_to)
+        connectors = sources_for(policy, given)
+        names = sorted({c.name for c in connectors.values()})
+        with self.engine.begin() as con:
+            if con.execute(select(zones.c.id).where(zones.c.id == zone)).first() is None:
+                raise NotFound(f"no zone {zone!r}")
+            if provider is not None:
+                found = con.execute(
+                    select(providers.c.zone_id).where(providers.c.id == provider)
+                ).first()
+                if found is None:
+                    raise NotFound(f"no provider {provider!r}")
+                if found.zone_id != zone:
+                    raise InvalidRequest(f"provider {provider} is not of zone {zone}")
+            existing = con.execute(select(datasets).where(datasets.c.id == dataset)).first()
+            previous_rows: dict[str, int] | None = None
+            if existing is None:
+                con.execute(
+                    datasets.insert().values(
+                        id=dataset, zone_id=zone, title=policy.title, created_at=now()
+                    )
+                )
+            elif existing.zone_id != zone:
+                raise Conflict(f"dataset {dataset} belongs to another zone")
+            elif existing.current_version is not None:
+                row = con.execute(
+                    select(versions.c.row_counts).where(
+                        versions.c.dataset_id == dataset,
+                        versions.c.version == existing.current_version,
+                    )
+                ).first()
+                if row is not None:
+                    previous_rows = json.loads(row.row_counts)
+            _no_running_load(con, dataset)
+            version = 1 + max(
+                con.execute(
+                    select(func.max(versions.c.version)).where(versions.c.dataset_id == dataset)
+                ).scalar()
+                or 0,
+                con.execute(
+                    select(func.max(version_loads.c.version)).where(
+                        version_loads.c.dataset_id == dataset
+                    )
+                ).scalar()
+                or 0,
+            )
+            path = sealed_path(self.workspace_dir, dataset, version)
+            if path.exists():
+                raise Conflict(f"a workspace file for version {version} exists already")
+            at = now()
+            con.execute(
+                version_loads.insert().values(
+                    dataset_id=dataset,
+                    version=version,
+                    zone_id=zone,
+                    state=LoadState.LOADING.value,
+                    source=", ".join(names),
+                    policy=policy_text,
+                    path=str(path),
+                    rows_loaded=0,
+                    started_by=actor.id if actor is not None else None,
+                    started_at=at,
+                    updated_at=at,
+                )
+            )
+            if provider is not None:
+                con.execute(
+                    dataset_providers.delete().where(dataset_providers.c.dataset_id == dataset)
+                )
+                con.execute(
+                    dataset_providers.insert().values(dataset_id=dataset, provider_id=provider)
+                )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "load.begin",
+                    refs={
+                        "zone": zone,
+                        "dataset": dataset,
+                        "version": version,
+                        "provider": provider,
+                    },
+                    sealed={"sources": names},
+                ),
+            )
+        log.info("load started dataset=%s version=%d", dataset, version)
+        return PendingLoad(
+            zone,
+            dataset,
+            version,
+            path,
+            policy,
+            rules,
+            connectors,
+            previous_rows,
+            cluster_by or policy.cluster_by,
+        )
+
+    def run_load(
+        self, pending: PendingLoad, *, on_progress: ProgressHook | None = None, reraise: bool = True
+    ) -> dict[str, Any]:
+        """Load a pending version; publish it if it passes, else record it as failed.
+
+        With ``reraise`` the error of a failed load is raised after it is recorded (the CLI);
+        without, it is only recorded (a background load over HTTP). Returns the version's view.
+        """
+        progress = ProgressWriter(self.engine, pending, on_progress)
+        build: Path | None = None  # the plain workspace, only until it is sealed
+        try:
+            build = build_area(self.workspace_dir) / build_name(pending.dataset, pending.version)
+            report = ingest(
+                pending.policy,
+                pending.connectors,
+                build,
+                rules=pending.rules,
+                quota_bytes=self.quota_bytes,
+                previous_rows=pending.previous_rows,
+                on_progress=progress,
+                cluster_by=pending.cluster_by,
+            )
+            seal(build, pending.path, self.master_keys, pending.dataset, pending.version)
+        except VeilError as exc:
+            failed: QualityReport | None = getattr(exc, "report", None)
+            problem = exc.problem()
+            problem.pop("type", None)
+            self._fail(pending, problem, failed)
+            log.info(
+                "load failed dataset=%s version=%d code=%s",
+                pending.dataset,
+                pending.version,
+                exc.error_code,
+            )
+            if reraise:
+                raise
+            return version_view(self.engine, pending.dataset, pending.version)
+        except Exception as exc:
+            log.error(
+                "load failed dataset=%s version=%d error=%s",
+                pending.dataset,
+                pending.version,
+                type(exc).__name__,
+            )
+            self._fail(
+                pending,
+                {"title": "Internal error", "status": 500, "detail": "internal error",
+                 "code": "internal_error"},
+                None,
+            )  # fmt: skip
+            if reraise:
+                raise
+            return version_view(self.engine, pending.dataset, pending.version)
+        finally:
+            if build is not None:
+                build.unlink(missing_ok=True)
+        self._publish(pending, report, progress.rows)
+        log.info("load ready dataset=%s version=%d", pending.dataset, pending.version)
+        return version_view(self.engine, pending.dataset, pending.version)
+
+    def start_load(self, pending: PendingLoad) -> threading.Thread:
+        """Run a pending load in a background thread (its outcome is recorded, never raised)."""
+        thread = threading.Thread(
+            target=self.run_load,
+            args=(pending,),
+            kwargs={"reraise": False},
+            name=f"veil-load-{pending.dataset}-v{pending.version}",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+    def _publish(self, pending: PendingLoad, report: QualityReport, rows: int) -> None:
+        counts = {t.name: t.rows for t in report.tables}
+        at = now()
+        with self.engine.begin() as con:
+            con.execute(
+                versions.insert().values(
+                    dataset_id=pending.dataset,
+                    version=pending.version,
+                    path=str(pending.path),
+                    policy=_policy_text(con, pending),
+                    row_counts=json.dumps(counts),
+                    salt=secrets.randbits(62),
+                    created_at=at,
+                )
+            )
+            con.execute(
+                update(datasets)
+                .where(datasets.c.id == pending.dataset)
+                .values(current_version=pending.version, title=pending.policy.title)
+            )
+            con.execute(
+                load_row(pending).values(
+                    state=LoadState.READY.value,
+                    rows_loaded=max(rows, sum(counts.values())),
+                    bytes_read=version_loads.c.bytes_total,  # all of it (progress is throttled)
+                    report=json.dumps(report.to_dict()),
+                    finished_at=at,
+                    updated_at=at,
+                )
+            )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "load.ready",
+                    refs={
+                        "dataset": pending.dataset,
+                        "version": pending.version,
+                        "rows": sum(counts.values()),
+                    },
+                    primary=False,  # the load's outcome, after the request that began it
+                ),
+            )
+
+    def _fail(
+        self, pending: PendingLoad, problem: Mapping[str, Any], report: QualityReport | None
+    ) -> None:
+        at = now()
+        with self.engine.begin() as con:
+            con.execute(
+                load_row(pending).values(
+                    state=LoadState.FAILED.value,
+                    error=json.dumps(dict(problem), default=str),
+                    report=json.dumps(report.to_dict()) if report is not None else None,
+                    finished_at=at,
+                    updated_at=at,
+                )
+            )
+            audit.append(
+                con,
+                audit.Event(
+                    "onboarding",
+                    "load.failed",
+                    refs={"dataset": pending.dataset, "version": pending.version},
+                    code=str(problem.get("code") or "load_failed"),
+                    primary=False,
+                ),
+            )
+
+
+def _no_running_load(con: Connection, dataset: str) -> None:
+    """One load per dataset at a time; a load silent for STALE_AFTER was interrupted."""
+    running = con.execute(
+        select(version_loads.c.version, version_loads.c.updated_at).where(
+            version_loads.c.dataset_id == dataset,
+            version_loads.c.state == LoadState.LOADING.value,
+        )
+    ).all()
+    for row in running:
+        if now() - utc(row.updated_at) < STALE_AFTER:
+            raise Conflict(
+                f"version {row.version} of {dataset} is still loading", version=row.version
+            )
+        problem = {
+            "title": "Load interrupted",
+            "status": 500,
+            "detail": "the load stopped reporting progress (the server stopped?)",
+            "code": "load_interrupted",
+        }
+        con.execute(
+            update(version_loads)
+            .where(version_loads.c.dataset_id == dataset, version_loads.c.version == row.version)
+            .values(
+                state=LoadState.FAILED.value,
+                error=json.dumps(problem),
+                finished_at=now(),
+                updated_at=now(),
+            )
+        )
+
+
+def _policy_text(con: Connection, pending: PendingLoad) -> str:
+    row = con.execute(
+        select(version_loads.c.policy).where(
+            version_loads.c.dataset_id == pending.dataset,
+            version_loads.c.version == pending.version,
+        )
+    ).one()
+    return str(row.policy)

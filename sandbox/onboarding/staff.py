@@ -1,0 +1,74 @@
+"""Who may act on a dataset: the zone's staff (admins, operators) and the dataset's provider.
+
+"The dataset's provider" is a member of role ``provider`` linked (``provider_members``) to the
+provider the dataset was loaded for (``dataset_providers``). Staff see quality reports and every
+issue, and answer issues; everyone else is refused, or sees only their own tenant's issues.
+``actor`` is the authenticated member, or ``None`` for the local administrator (the CLI on a
+data directory), who may do everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import Connection, select
+
+from sandbox.access.model import Member, MemberRole
+from sandbox.errors import Forbidden, NotFound
+from sandbox.store.schema import dataset_providers, datasets, provider_members
+
+__all__ = ["STAFF", "dataset_row", "is_staff", "require", "require_staff"]
+
+STAFF: Final = (MemberRole.ADMIN, MemberRole.OPERATOR)
+
+
+def require(actor: Member | None, *roles: MemberRole) -> None:
+    """Refuse unless ``actor`` has one of ``roles`` (the local administrator has them all)."""
+    if actor is not None:
+        actor.require(*roles)
+
+
+def dataset_row(con: Connection, dataset: str) -> Any:
+    row = con.execute(select(datasets).where(datasets.c.id == dataset)).first()
+    if row is None:
+        raise NotFound(f"no dataset {dataset!r}")
+    return row
+
+
+def provider_of(con: Connection, dataset: str) -> str | None:
+    """The provider a dataset was loaded for, if any."""
+    row = con.execute(
+        select(dataset_providers.c.provider_id).where(dataset_providers.c.dataset_id == dataset)
+    ).first()
+    return None if row is None else str(row.provider_id)
+
+
+def speaks_for(con: Connection, member: Member) -> str | None:
+    """The provider a member of role ``provider`` speaks for, if any."""
+    row = con.execute(
+        select(provider_members.c.provider_id).where(provider_members.c.member_id == member.id)
+    ).first()
+    return None if row is None else str(row.provider_id)
+
+
+def is_staff(con: Connection, actor: Member | None, dataset: str) -> bool:
+    """Admins, operators and the dataset's provider: they see reports and every issue."""
+    if actor is None or actor.role in STAFF:
+        return True
+    if actor.role != MemberRole.PROVIDER:
+        return False
+    mine = speaks_for(con, actor)
+    return mine is not None and mine == provider_of(con, dataset)
+
+
+def require_staff(con: Connection, actor: Member | None, dataset: str) -> None:
+    """The dataset must exist (else 404) and ``actor`` be of its staff (else 403)."""
+    dataset_row(con, dataset)
+    if not is_staff(con, actor, dataset):
+        assert actor is not None
+        if actor.role == MemberRole.PROVIDER:
+            raise Forbidden("only the provider of this dataset may do this")
+        raise Forbidden(
+            "this call needs the role admin, operator or the dataset's provider",
+            role=actor.role.value,
+        )

@@ -17,6 +17,10 @@ from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.queries import QueryService
 from sandbox.vault.decrypted import Vault
+from sandbox.verification.consents import ConsentService
+from sandbox.verification.issued import ReceiptService
+from sandbox.verification.published import TemplateCatalog
+from sandbox.verification.quota import QuotaService
 from sandbox.verification.service import VerificationService
 
 
@@ -28,6 +32,10 @@ class Services:
     vault: Vault
     queries: QueryService
     verification: VerificationService
+    consents: ConsentService
+    receipts: ReceiptService
+    templates: TemplateCatalog
+    verification_quotas: QuotaService
     key_cache: KeyCache
 
 

@@ -28,7 +28,11 @@ from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.store import db
 from sandbox.vault.decrypted import Vault
+from sandbox.verification.consents import ConsentService
 from sandbox.verification.facts import FactsIndex
+from sandbox.verification.issued import ReceiptService
+from sandbox.verification.published import TemplateCatalog
+from sandbox.verification.quota import QuotaService
 from sandbox.verification.service import VerificationService
 from sandbox.verification.signer import Signer
 
@@ -93,6 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 vault=vault,
                 facts=facts,
             ),
+            consents=ConsentService(engine, templates, zone_secret),
+            receipts=ReceiptService(engine, keys, zone_secret),
+            templates=TemplateCatalog(templates),
+            verification_quotas=QuotaService(engine, templates),
             key_cache=KeyCache(engine, settings.auth_cache_s),
             onboarding=Onboarding.build(
                 engine,

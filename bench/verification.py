@@ -72,8 +72,10 @@ from sandbox.demo import synthetic as demo_data  # noqa: E402
 from sandbox.demo.build import build_demo  # noqa: E402
 from sandbox.keys import directory as keystore  # noqa: E402
 from sandbox.store import db  # noqa: E402
+from sandbox.verification.consents import ConsentService  # noqa: E402
+from sandbox.verification.quota import QuotaService  # noqa: E402
 from sandbox.verification.receipts import commit, subject_ref  # noqa: E402
-from sandbox.verification.service import ConsentRequest, VerificationService  # noqa: E402
+from sandbox.verification.requests import ConsentRequest  # noqa: E402
 
 PURPOSE = "credit_underwriting"
 SALT = bytes(range(16))
@@ -343,11 +345,12 @@ def main() -> None:
         templates = load_templates(settings.templates_path)
         latest = {t.id: t for t in templates}  # one version each in the demo
         order = sorted(latest)
-        ring, secret = keystore.open_keys(settings.keys_path)
-        service = VerificationService(engine, None, templates, ring, secret)  # type: ignore[arg-type]
+        _, secret = keystore.open_keys(settings.keys_path)
+        consent_service = ConsentService(engine, templates, secret)
+        quotas = QuotaService(engine, templates)
         bank = keys["verifier_tenant"]
         for template_id in order:
-            service.set_quota(None, bank, template_id, 10**9)
+            quotas.set_quota(None, bank, template_id, 10**9)
         expires = datetime.now(UTC) + timedelta(days=30)
 
         # questions: (template, enterprise) pairs, each used once
@@ -379,7 +382,7 @@ def main() -> None:
             )
         consents = []
         for start in range(0, len(grants), 5000):
-            consents += service.grant_consents(grants[start : start + 5000])
+            consents += consent_service.grant_consents(grants[start : start + 5000])
         for i, ((template_id, code), consent) in enumerate(zip(pairs, consents, strict=True)):
             lines.append(_line(latest[template_id], code, consent["id"], i))
         engine.dispose()

@@ -19,6 +19,10 @@ from sandbox.engine.executor import Executor
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.vault.decrypted import Vault
+from sandbox.verification.consents import ConsentService
+from sandbox.verification.issued import ReceiptService
+from sandbox.verification.published import TemplateCatalog
+from sandbox.verification.quota import QuotaService
 from sandbox.verification.service import VerificationService
 
 
@@ -30,6 +34,10 @@ class Services:
     vault: Vault
     queries: QueryService
     verification: VerificationService
+    consents: ConsentService
+    receipts: ReceiptService
+    templates: TemplateCatalog
+    verification_quotas: QuotaService
     key_cache: KeyCache
     onboarding: Onboarding
 

@@ -17,11 +17,11 @@ from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.responses import verification as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.errors import InvalidRequest, PayloadTooLarge, VeilError
-from sandbox.verification.service import (
+from sandbox.verification.consents import MAX_CONSENT_USES
+from sandbox.verification.issued import RevocationReason
+from sandbox.verification.requests import (
     MAX_BATCH_LINES,
-    MAX_CONSENT_USES,
     ConsentRequest,
-    RevocationReason,
     VerifyRequest,
     parse_csv,
     parse_request,
@@ -107,7 +107,7 @@ class QuotaBody(BaseModel):
 @router.get("/templates", response_model=views.TemplateList)
 def list_templates(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """Every published template version: question, claim, outcomes, limits."""
-    return {"templates": services.verification.list_templates()}
+    return {"templates": services.templates.list_templates()}
 
 
 @router.get("/templates/{template_id}", response_model=views.TemplateDetail)
@@ -118,13 +118,13 @@ def get_template(
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """One template version (default the latest), with the list of its versions."""
-    return services.verification.template(template_id, version)
+    return services.templates.template(template_id, version)
 
 
 @router.get("/keys", response_model=views.KeyDocument)
 def public_keys(services: ServicesDep) -> dict[str, Any]:
     """The receipt signing keys, current and retired: public, no key needed."""
-    return services.verification.keys_document()
+    return services.receipts.keys_document()
 
 
 # -- consents ------------------------------------------------------------------------------------
@@ -133,19 +133,19 @@ def public_keys(services: ServicesDep) -> dict[str, Any]:
 @router.post("/consents", status_code=201, response_model=views.Consent)
 def create_consent(body: ConsentBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """A subject authorises one tenant to verify one claim with one template version."""
-    return services.verification.create_consent(member, body.request())
+    return services.consents.create_consent(member, body.request())
 
 
 @router.get("/consents", response_model=views.ConsentList)
 def list_consents(member: MemberDep, services: ServicesDep, limit: Limit = 100) -> dict[str, Any]:
     """A subject's own consents; a verifier's tenant's; everything for admins and auditors."""
-    return {"consents": services.verification.list_consents(member, limit)}
+    return {"consents": services.consents.list_consents(member, limit)}
 
 
 @router.delete("/consents/{consent_id}", status_code=204)
 def revoke_consent(consent_id: str, member: MemberDep, services: ServicesDep) -> None:
     """The subject withdraws a consent."""
-    services.verification.revoke_consent(member, consent_id)
+    services.consents.revoke_consent(member, consent_id)
 
 
 # -- verifications -------------------------------------------------------------------------------
@@ -257,19 +257,19 @@ def _batch_lines(body: bytes, content_type: str) -> list[VerifyRequest | VeilErr
 @router.get("/receipts", response_model=views.ReceiptList)
 def list_receipts(member: MemberDep, services: ServicesDep, limit: Limit = 100) -> dict[str, Any]:
     """A subject: every receipt about it, whoever asked. A verifier: its tenant's."""
-    return {"receipts": services.verification.list_receipts(member, limit)}
+    return {"receipts": services.receipts.list_receipts(member, limit)}
 
 
 @router.get("/receipts/{receipt_id}", response_model=views.ReceiptView)
 def get_receipt(receipt_id: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
     """The signed receipt and its status."""
-    return services.verification.get_receipt(member, receipt_id)
+    return services.receipts.get_receipt(member, receipt_id)
 
 
 @router.get("/receipts/{receipt_id}/status", response_model=views.ReceiptStatus)
 def receipt_status(receipt_id: str, services: ServicesDep) -> dict[str, Any]:
     """``valid`` or ``revoked`` (with the reason): public, for anyone holding the receipt."""
-    return services.verification.receipt_status(receipt_id)
+    return services.receipts.receipt_status(receipt_id)
 
 
 @router.post("/receipts/{receipt_id}/revoke", response_model=views.ReceiptStatus)
@@ -277,7 +277,7 @@ def revoke_receipt(
     receipt_id: str, body: RevokeBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Withdraw a receipt, e.g. after a data correction (admins and operators)."""
-    return services.verification.revoke_receipt(member, receipt_id, RevocationReason(body.reason))
+    return services.receipts.revoke_receipt(member, receipt_id, RevocationReason(body.reason))
 
 
 # -- quotas --------------------------------------------------------------------------------------
@@ -288,4 +288,4 @@ def set_quota(
     tenant: str, template_id: str, body: QuotaBody, member: MemberDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Override a template's per-tenant quota for one tenant (admins)."""
-    return services.verification.set_quota(member, tenant, template_id, body.quota)
+    return services.verification_quotas.set_quota(member, tenant, template_id, body.quota)

@@ -23,8 +23,11 @@ from sandbox.config import Settings
 from sandbox.errors import BadSignature, MalformedReceipt, UnknownKey
 from sandbox.keys.signing import public_keys_from_document
 from sandbox.store.schema import alerts, consents, verification_events
+from sandbox.verification.consents import ConsentService
+from sandbox.verification.quota import QuotaService
 from sandbox.verification.receipts import commit, new_salt, signing_input, verify
-from sandbox.verification.service import ConsentRequest, VerificationService
+from sandbox.verification.requests import ConsentRequest
+from sandbox.verification.service import VerificationService
 from server import create_app
 from tests.conftest import auth
 
@@ -38,6 +41,16 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / 
 
 def service(client: TestClient) -> VerificationService:
     found: VerificationService = client.app.state.services.verification  # type: ignore[attr-defined]
+    return found
+
+
+def consent_service(client: TestClient) -> ConsentService:
+    found: ConsentService = client.app.state.services.consents  # type: ignore[attr-defined]
+    return found
+
+
+def quota_service(client: TestClient) -> QuotaService:
+    found: QuotaService = client.app.state.services.verification_quotas  # type: ignore[attr-defined]
     return found
 
 
@@ -560,7 +573,7 @@ def test_the_tenant_quota_caps_answers_per_template(client, keys):
         == 403
     )
     subjects = codes(client, 3)
-    made = svc.grant_consents(
+    made = consent_service(client).grant_consents(
         [
             (
                 svc.subject_ref(code),
@@ -577,7 +590,7 @@ def test_the_tenant_quota_caps_answers_per_template(client, keys):
     assert results[2].json()["code"] == "tenant_quota"
     # another bank has its own quota
     tenant_b, bank_b = new_bank(client, keys["admin"])
-    (theirs,) = svc.grant_consents(
+    (theirs,) = consent_service(client).grant_consents(
         [
             (
                 svc.subject_ref(subjects[2]),
@@ -712,7 +725,7 @@ def _seed(client: TestClient, keys: dict[str, str], n: int) -> list[dict[str, An
     bank = keys["verifier_tenant"]
     templates = sorted(svc.templates, key=lambda t: t.id)
     for t in templates:
-        svc.set_quota(None, bank, t.id, 10**6)
+        quota_service(client).set_quota(None, bank, t.id, 10**6)
     known = codes(client, 2000)
     subjects = known + [f"9111ZZZZ{i:010d}" for i in range(n // len(templates) + 1)]
     salt = bytes(range(16))
@@ -739,7 +752,7 @@ def _seed(client: TestClient, keys: dict[str, str], n: int) -> list[dict[str, An
                 ),
             )
         )
-    made = svc.grant_consents(grants)
+    made = consent_service(client).grant_consents(grants)
     lines = []
     for (template, code), claim, consent in zip(pairs, claims, made, strict=True):
         line: dict[str, Any] = {

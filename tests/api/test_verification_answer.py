@@ -33,13 +33,16 @@ from sandbox.errors import (
 )
 from sandbox.store import db
 from sandbox.store.schema import alerts, consents, receipts
+from sandbox.verification.lines import Line
 from sandbox.verification.receipts import new_salt
-from sandbox.verification.service import VerificationService, VerifyRequest, _Line
+from sandbox.verification.requests import VerifyRequest
+from sandbox.verification.service import VerificationService
 from server import create_app
 from tests.api.test_verification import (
     PURPOSE,
     REVENUE,
     TEMPLATES,
+    consent_service,
     engine_of,
     events,
     grant,
@@ -59,7 +62,7 @@ class Racing(VerificationService):
     race: Callable[[], object] | None = None
     redecided = 0
 
-    def _execute(self, lines: list[_Line], *, single: bool) -> None:
+    def _execute(self, lines: list[Line], *, single: bool) -> None:
         race, self.race = self.race, None
         if race is not None:
             race()
@@ -241,7 +244,9 @@ def test_a_consent_revoked_meanwhile_refuses_the_answer(client, keys):
         salt=salt.hex(),
     )
     racing = twin(client)
-    racing.race = lambda: service(client).revoke_consent(member(client, keys["subject"]), consent)
+    racing.race = lambda: consent_service(client).revoke_consent(
+        member(client, keys["subject"]), consent
+    )
     with pytest.raises(ConsentRefused):
         racing.verify(verifier, request)
     assert racing.redecided == 1

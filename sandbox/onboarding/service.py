@@ -170,7 +170,9 @@ class Onboarding:
         if self.master_keys is None:
             from sandbox.keys import directory as keystore
 
-            self.master_keys = keystore.master_keys(self.workspace_dir.parent / "keys")
+            self.master_keys = keystore.master_keys(
+                self.workspace_dir.parent / "keys", master_key=None
+            )
         return self.master_keys
 
     # -- zones and providers -------------------------------------------------------------------

@@ -53,10 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         templates = load_templates(settings.templates_path)  # a bad file: refuse to start
         keys, zone_secret = keystore.open_keys(settings.keys_path)
-        master_keys = keystore.master_keys(settings.keys_path)  # wrong permissions: refuse
+        # Key files open to group or others, or a malformed VEIL_MASTER_KEY: refuse to start.
+        master_keys = keystore.master_keys(settings.keys_path, master_key=settings.master_key)
         engine = db.connect(settings.state_url)
         # The audit log: entries in the same transactions as the changes they record.
-        audit_keys = keystore.audit_keys(settings.keys_path)
+        audit_keys = keystore.audit_keys(
+            settings.keys_path, master_key=settings.master_key, hmac_key=settings.audit_hmac_key
+        )
         audit_log = audit.AuditLog(engine, audit_keys)
         audit.attach(engine, audit_log)
         audit_log.prepare()

@@ -79,7 +79,9 @@ def _grant(engine: Engine) -> tuple[grants.Grant, str]:
 def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[str, Any]:
     engine = _engine(directory)
     if audited:
-        log = audit.AuditLog(engine, keystore.audit_keys(directory / "keys"))
+        log = audit.AuditLog(
+            engine, keystore.audit_keys(directory / "keys", master_key=None, hmac_key=None)
+        )
         audit.attach(engine, log)
         log.prepare()
     grant, member = _grant(engine)
@@ -110,7 +112,7 @@ def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[
 
 def log_costs(directory: Path, entries: int) -> dict[str, Any]:
     engine = _engine(directory)
-    keys = keystore.audit_keys(directory / "keys")
+    keys = keystore.audit_keys(directory / "keys", master_key=None, hmac_key=None)
     log = audit.AuditLog(engine, keys)
     audit.attach(engine, log)
     log.prepare()

@@ -1,13 +1,15 @@
 """Settings: one object, from ``VEIL_*`` environment variables, built in ``create_app``.
 
-Every setting is documented in docs/settings.md.
+This is the only module that reads a ``VEIL_*`` variable: everything else gets its value from
+here, so that docs/settings.md (checked against this class by tests/test_docs.py) lists every
+one. Secrets are ``SecretStr``: a printed or logged ``Settings`` shows ``**********``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies.gate.limits import MAX_SQL_CHARS, SqlLimits
@@ -33,6 +35,16 @@ class Settings(BaseSettings):
     key_dir: Path | None = Field(
         None,
         description="Receipt signing keys and the zone secret; default: <data_dir>/keys.",
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="Master key ring as `kid:base64` entries separated by commas, the first "
+        "current; replaces <key_dir>/master (unset: the key directory's).",
+    )
+    audit_hmac_key: SecretStr | None = Field(
+        None,
+        description="Audit HMAC key ring, same format; replaces <key_dir>/audit-hmac (unset: the "
+        "key directory's).",
     )
     templates_dir: Path | None = Field(
         None,

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 from sqlalchemy import Connection, Engine, bindparam, event, make_url, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -462,7 +463,19 @@ def _os_user() -> str:
 # ---------------------------------------------------------------------------------------------
 
 _LOGS: weakref.WeakKeyDictionary[Engine, AuditLog] = weakref.WeakKeyDictionary()
-_LOCAL: dict[str, Path] = {}  # state store URL -> key directory, for the CLI's local mode
+
+
+@dataclass(frozen=True)
+class _LocalKeys:
+    """Where the CLI's local mode finds the audit keys: the key directory, and the rings that
+    replace its own when VEIL_MASTER_KEY / VEIL_AUDIT_HMAC_KEY are set."""
+
+    key_dir: Path
+    master_key: SecretStr | None
+    hmac_key: SecretStr | None
+
+
+_LOCAL: dict[str, _LocalKeys] = {}  # state store URL -> its keys, for the CLI's local mode
 _LOCAL_LOCK = threading.Lock()
 
 
@@ -473,23 +486,30 @@ def attach(engine: Engine, audit_log: AuditLog) -> None:
     _LOGS[engine] = audit_log
 
 
-def record_local_changes(state_url: str, key_dir: Path) -> None:
+def record_local_changes(
+    state_url: str, key_dir: Path, *, master_key: SecretStr | None, hmac_key: SecretStr | None
+) -> None:
     """The CLI works on a data directory: every engine this process opens on ``state_url``
-    records its changes with the keys in ``key_dir``, as the local administrator."""
-    _LOCAL[make_url(state_url).render_as_string(hide_password=False)] = key_dir
+    records its changes with the keys in ``key_dir`` (or ``master_key``/``hmac_key``, the
+    settings' rings, when set), as the local administrator."""
+    url = make_url(state_url).render_as_string(hide_password=False)
+    _LOCAL[url] = _LocalKeys(key_dir, master_key, hmac_key)
 
 
 def log_for(engine: Engine) -> AuditLog | None:
     found = _LOGS.get(engine)
     if found is None and _LOCAL:
-        key_dir = _LOCAL.get(engine.url.render_as_string(hide_password=False))
-        if key_dir is not None:
+        local = _LOCAL.get(engine.url.render_as_string(hide_password=False))
+        if local is not None:
             from sandbox.keys import directory as keystore  # the server never gets here
 
             with _LOCAL_LOCK:
                 found = _LOGS.get(engine)
                 if found is None:
-                    found = AuditLog(engine, keystore.audit_keys(key_dir), actor="local")
+                    keys = keystore.audit_keys(
+                        local.key_dir, master_key=local.master_key, hmac_key=local.hmac_key
+                    )
+                    found = AuditLog(engine, keys, actor="local")
                     _LOGS[engine] = found
     return found
 

@@ -41,7 +41,12 @@ def local_settings(data_dir: Path | None) -> Any:
     if not settings.data_dir.exists():
         raise typer.BadParameter(f"no data directory {settings.data_dir}", param_hint="--data-dir")
     # Changes made through it are the local administrator's: recorded in the audit log.
-    audit.record_local_changes(settings.state_url, settings.keys_path)
+    audit.record_local_changes(
+        settings.state_url,
+        settings.keys_path,
+        master_key=settings.master_key,
+        hmac_key=settings.audit_hmac_key,
+    )
     return settings
 
 

@@ -28,12 +28,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _local_keys(key_dir: Path) -> Any:
+def _local_keys(settings: Any) -> Any:
+    """The audit keys of ``settings`` (key directory, or VEIL_MASTER_KEY/VEIL_AUDIT_HMAC_KEY),
+    never created: verification must not run against fresh keys."""
     from sandbox.errors import VeilError
     from sandbox.keys import directory as keystore
 
+    key_dir = settings.keys_path
     try:
-        return keystore.audit_keys(key_dir, create=False)
+        return keystore.audit_keys(
+            key_dir,
+            master_key=settings.master_key,
+            hmac_key=settings.audit_hmac_key,
+            create=False,
+        )
     except (VeilError, FileNotFoundError) as exc:
         _fail(f"the audit keys in {key_dir} do not load ({type(exc).__name__}): {exc}")
 
@@ -114,7 +122,7 @@ def verify_command(data_dir: DataDir = None, url: Url = None, key: Key = None) -
         from sandbox.store import db
 
         settings = local_settings(data_dir)
-        keys = _local_keys(settings.keys_path)
+        keys = _local_keys(settings)
         engine = db.connect(settings.state_url)
         try:
             ok = _print_report("audit log", audit_verify.verify(engine, keys).to_dict())
@@ -131,7 +139,7 @@ def checkpoint_command(data_dir: DataDir = None) -> None:
     from sandbox.store import db
 
     settings = local_settings(data_dir)
-    keys = _local_keys(settings.keys_path)
+    keys = _local_keys(settings)
     engine = db.connect(settings.state_url)
     try:
         document = Checkpointer(engine, keys.signing, settings.audit_checkpoint_s).write(force=True)
@@ -170,7 +178,7 @@ def proof_command(
             from sandbox.store import db
 
             settings = local_settings(data_dir)
-            keys = _local_keys(settings.keys_path)
+            keys = _local_keys(settings)
             keys_doc = public_key_document(keys.signing)
             engine = db.connect(settings.state_url)
             try:

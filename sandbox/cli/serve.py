@@ -40,7 +40,7 @@ def serve(
     if demo:
         engine = db.connect(settings.state_url)
         typer.echo(f"Building the demo zone in {data_dir} (first run only)…")
-        master_keys = keystore.master_keys(settings.keys_path)
+        master_keys = keystore.master_keys(settings.keys_path, master_key=settings.master_key)
         keys = build_demo(engine, data_dir, seed=seed, master_keys=master_keys)
         engine.dispose()
         typer.echo(f"Demo API keys (also in {data_dir / KEYS_FILE}):")

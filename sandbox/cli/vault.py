@@ -31,7 +31,9 @@ def seal_command(data_dir: DataDir = None) -> None:
     settings = local_settings(data_dir)
     engine = db.connect(settings.state_url)
     try:
-        sealed = seal_plain_versions(engine, keystore.master_keys(settings.keys_path))
+        sealed = seal_plain_versions(
+            engine, keystore.master_keys(settings.keys_path, master_key=settings.master_key)
+        )
     except VeilError as exc:
         typer.echo(f"error: {exc.error_code}: {exc.detail}", err=True)
         raise typer.Exit(1) from None

@@ -60,7 +60,8 @@ def build_demo(
     """Create the demo zone unless it exists; returns the demo API keys.
 
     ``master_keys`` seal the workspaces; default: those of ``DATA_DIR/keys`` (the default key
-    directory), created if missing."""
+    directory; never ``VEIL_MASTER_KEY``, which only the caller's settings hold), created if
+    missing."""
     keys_path = data_dir / KEYS_FILE
     zone_doc = tomllib.loads((DEMO_FILES / "zone.toml").read_text(encoding="utf-8"))
     with engine.connect() as con:
@@ -83,7 +84,7 @@ def build_demo(
         ),
     )
     if master_keys is None:
-        master_keys = keystore.master_keys(data_dir / "keys")
+        master_keys = keystore.master_keys(data_dir / "keys", master_key=None)
     workspaces = data_dir / "workspaces"
     area = build_area(workspaces)
     scratch = area / f"{os.getpid()}-{secrets.token_hex(4)}-demo-sources"  # swept if we die

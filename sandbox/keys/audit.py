@@ -7,16 +7,17 @@ Rotating the HMAC key starts a new current key; old keys stay in the ring, so ol
 verifying, and nothing is rewritten.
 
 Where the HMAC keys come from, first match wins (the same scheme as the master key,
-:mod:`sandbox.masterkey`):
+:mod:`sandbox.keys.master`):
 
-* ``VEIL_AUDIT_HMAC_KEY``: ``kid:base64`` entries separated by commas, the first one current;
+* ``VEIL_AUDIT_HMAC_KEY`` (``Settings.audit_hmac_key``, handed in by the caller): ``kid:base64``
+  entries separated by commas, the first one current;
 * ``<key_dir>/audit-hmac/<kid>.key`` (32 raw bytes, mode 0600) with ``<key_dir>/audit-hmac/current``
   naming the current one; created on first start.
 
 The checkpoint signing keys are an Ed25519 ring like the receipt keys
 (``<key_dir>/audit-signing.pem``, ``<key_dir>/audit-retired/<key_id>.pem``); the master key ring
-wraps the data keys that seal entries' sensitive members. :mod:`sandbox.keystore` loads all three
-under the key directory lock.
+wraps the data keys that seal entries' sensitive members. :mod:`sandbox.keys.directory` loads all
+three under the key directory lock.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
+
+from pydantic import SecretStr
 
 from sandbox.errors import MasterKeyError
 from sandbox.keys.master import KEY_BYTES, KEY_ID, MasterKeyRing, check_private
@@ -47,7 +49,7 @@ __all__ = [
     "rotate_hmac_ring",
 ]
 
-HMAC_ENV_VAR: Final = "VEIL_AUDIT_HMAC_KEY"
+HMAC_ENV_VAR: Final = "VEIL_AUDIT_HMAC_KEY"  # named in error messages; read by sandbox.config
 HMAC_DIR: Final = "audit-hmac"
 CURRENT_FILE: Final = "current"
 
@@ -124,20 +126,18 @@ def _from_dir(directory: Path, *, create: bool) -> HmacRing:
     return HmacRing(current_file.read_text().strip(), keys)
 
 
-def load_hmac_ring(
-    directory: Path, *, environ: Mapping[str, str] | None = None, create: bool = True
-) -> HmacRing:
-    """The ring from ``VEIL_AUDIT_HMAC_KEY`` if set, else from ``<directory>/audit-hmac``."""
-    env = os.environ if environ is None else environ
-    if env.get(HMAC_ENV_VAR):
-        return _from_env(env[HMAC_ENV_VAR])
+def load_hmac_ring(directory: Path, secret: SecretStr | None, *, create: bool = True) -> HmacRing:
+    """The ring from ``secret`` (``VEIL_AUDIT_HMAC_KEY``) if set and not empty, else from
+    ``<directory>/audit-hmac``."""
+    if secret is not None and secret.get_secret_value():
+        return _from_env(secret.get_secret_value())
     return _from_dir(directory, create=create)
 
 
 def rotate_hmac_ring(directory: Path) -> HmacRing:
     """Add a new current HMAC key in ``<directory>/audit-hmac``; old keys stay for checking.
 
-    Callers hold the key directory lock (:mod:`sandbox.keystore`)."""
+    Callers hold the key directory lock (:mod:`sandbox.keys.directory`)."""
     _from_dir(directory, create=True)
     _add_key(directory)
     return _from_dir(directory, create=False)

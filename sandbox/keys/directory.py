@@ -1,11 +1,15 @@
 """The key directory: the receipt signing key ring, the zone secret, the master key ring and
-the audit log's keys (HMAC ring and checkpoint signing ring, :mod:`sandbox.audit_keys`).
+the audit log's keys (HMAC ring and checkpoint signing ring, :mod:`sandbox.keys.audit`).
 
 ``<key_dir>/receipt-signing.pem`` (current Ed25519 key, PKCS#8, mode 0600),
 ``<key_dir>/receipt-retired/<key_id>.pem`` (retired public keys, still published) and
 ``<key_dir>/zone-secret`` (32 random bytes, mode 0600: keys subject references and claim
 fingerprints). Both are created on first start. Creation and rotation hold an exclusive lock on
 ``<key_dir>/.lock``, so several server processes starting at once agree on one key and one secret.
+
+The master and audit HMAC rings may instead come from ``VEIL_MASTER_KEY`` and
+``VEIL_AUDIT_HMAC_KEY``. Callers pass ``settings.master_key`` and ``settings.audit_hmac_key``
+(``None``: the directory's): the arguments have no default, so that no caller forgets them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
+
+from pydantic import SecretStr
 
 from sandbox.keys.audit import AuditKeys, HmacRing, load_hmac_ring, rotate_hmac_ring
 from sandbox.keys.master import MasterKeyRing, load_master_keys, rotate_master_key
@@ -85,10 +91,11 @@ def rotate(directory: Path) -> KeyRing:
         return rotate_key_ring(directory)
 
 
-def master_keys(directory: Path) -> MasterKeyRing:
-    """The master key ring (``VEIL_MASTER_KEY`` or ``<directory>/master``), created if missing."""
+def master_keys(directory: Path, *, master_key: SecretStr | None) -> MasterKeyRing:
+    """The master key ring: ``master_key`` (``VEIL_MASTER_KEY``) if set, else
+    ``<directory>/master``, created if missing."""
     with _locked(directory):
-        return load_master_keys(directory)
+        return load_master_keys(directory, master_key)
 
 
 def rotate_master(directory: Path) -> MasterKeyRing:
@@ -97,14 +104,21 @@ def rotate_master(directory: Path) -> MasterKeyRing:
         return rotate_master_key(directory)
 
 
-def audit_keys(directory: Path, *, create: bool = True) -> AuditKeys:
-    """The audit log's keys: master ring, HMAC ring and checkpoint signing ring. With
-    ``create`` (a server starting) missing keys are made; without (``veil audit verify``) a
-    missing key is an error, so that verification never runs against fresh keys."""
+def audit_keys(
+    directory: Path,
+    *,
+    master_key: SecretStr | None,
+    hmac_key: SecretStr | None,
+    create: bool = True,
+) -> AuditKeys:
+    """The audit log's keys: master ring, HMAC ring and checkpoint signing ring (``master_key``
+    and ``hmac_key``, when set, replace the directory's rings). With ``create`` (a server
+    starting) missing keys are made; without (``veil audit verify``) a missing key is an error,
+    so that verification never runs against fresh keys."""
     with _locked(directory):
         return AuditKeys(
-            master=load_master_keys(directory, create=create),
-            hmac=load_hmac_ring(directory, create=create),
+            master=load_master_keys(directory, master_key, create=create),
+            hmac=load_hmac_ring(directory, hmac_key, create=create),
             signing=load_key_ring(directory, create=create, name="audit"),
         )
 

@@ -8,8 +8,9 @@ rewritten.
 
 Where the keys come from, first match wins:
 
-* ``VEIL_MASTER_KEY``: ``kid:base64`` entries separated by commas, the first one current (for
-  deployments that inject secrets through the environment; rotation is then theirs to do);
+* ``VEIL_MASTER_KEY`` (``Settings.master_key``, handed in by the caller): ``kid:base64`` entries
+  separated by commas, the first one current (for deployments that inject secrets through the
+  environment; rotation is then theirs to do);
 * ``<key_dir>/master/<kid>.key`` (32 raw bytes, mode 0600) with ``<key_dir>/master/current``
   naming the current one; created on first start.
 
@@ -33,6 +34,7 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 from sandbox.errors import KeyFileExposed, MasterKeyError
 
@@ -46,7 +48,7 @@ __all__ = [
     "write_private",
 ]
 
-ENV_VAR: Final = "VEIL_MASTER_KEY"
+ENV_VAR: Final = "VEIL_MASTER_KEY"  # named in error messages; read by sandbox.config only
 KEY_BYTES: Final = 32
 NONCE_BYTES: Final = 12
 MASTER_DIR: Final = "master"
@@ -164,19 +166,19 @@ def _from_dir(directory: Path, *, create: bool) -> MasterKeyRing:
 
 
 def load_master_keys(
-    directory: Path, *, environ: Mapping[str, str] | None = None, create: bool = True
+    directory: Path, secret: SecretStr | None, *, create: bool = True
 ) -> MasterKeyRing:
-    """The ring from ``VEIL_MASTER_KEY`` if set, else from ``<directory>/master`` (see module)."""
-    env = os.environ if environ is None else environ
-    if env.get(ENV_VAR):
-        return _from_env(env[ENV_VAR])
+    """The ring from ``secret`` (``VEIL_MASTER_KEY``) if set and not empty, else from
+    ``<directory>/master`` (see module)."""
+    if secret is not None and secret.get_secret_value():
+        return _from_env(secret.get_secret_value())
     return _from_dir(directory, create=create)
 
 
 def rotate_master_key(directory: Path) -> MasterKeyRing:
     """Add a new current master key in ``<directory>/master``; old keys stay for unwrapping.
 
-    Callers hold the key directory lock (:mod:`sandbox.keystore`)."""
+    Callers hold the key directory lock (:mod:`sandbox.keys.directory`)."""
     _from_dir(directory, create=True)
     kid = _new_key_id()
     write_private(directory / MASTER_DIR / f"{kid}.key", MasterKeyRing.new_data_key())

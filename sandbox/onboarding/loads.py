@@ -80,7 +80,7 @@ class Loads:
         self.master_keys = (
             master_keys
             if master_keys is not None
-            else keystore.master_keys(workspace_dir.parent / "keys")
+            else keystore.master_keys(workspace_dir.parent / "keys", master_key=None)
         )
 
     def begin_load(

@@ -30,7 +30,7 @@ PER_THREAD = 40
 def test_concurrent_appends_chain_without_gaps(state_url: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir(exist_ok=True)
     engine = db.connect(state_url)
-    keys = keystore.audit_keys(tmp_path / "keys")
+    keys = keystore.audit_keys(tmp_path / "keys", master_key=None, hmac_key=None)
     audit.attach(engine, audit.AuditLog(engine, keys))
     start = threading.Barrier(THREADS + 1)
     errors: list[BaseException] = []

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select, text, update
 
 from policies.accounting import Accounting
@@ -40,6 +41,7 @@ from sandbox.audit.checkpoint import (
 )
 from sandbox.audit.verify import Report, verify
 from sandbox.canonical import canonical_json
+from sandbox.config import Settings
 from sandbox.errors import AuditNotCheckpointed, KeyFileExposed, MasterKeyError, NotCanonicalizable
 from sandbox.keys import directory as keystore
 from sandbox.keys.audit import AuditKeys, load_hmac_ring
@@ -57,6 +59,8 @@ postgres_url = ledger_fixtures.postgres_url
 state_url = ledger_fixtures.state_url
 
 REPO = Path(__file__).resolve().parents[2]
+# The rings of the key directory, not of VEIL_MASTER_KEY / VEIL_AUDIT_HMAC_KEY.
+DIRECTORY_ONLY: dict[str, SecretStr | None] = {"master_key": None, "hmac_key": None}
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Env:
 
     def restart(self) -> None:
         """A new process's view: keys read again, a new log (and data key)."""
-        self.keys = keystore.audit_keys(self.key_dir)
+        self.keys = keystore.audit_keys(self.key_dir, **DIRECTORY_ONLY)
         self.log = audit.AuditLog(self.engine, self.keys)
         audit.attach(self.engine, self.log)
 
@@ -78,7 +82,9 @@ class Env:
         return written
 
     def verify(self) -> Report:
-        return verify(self.engine, keystore.audit_keys(self.key_dir, create=False))
+        return verify(
+            self.engine, keystore.audit_keys(self.key_dir, **DIRECTORY_ONLY, create=False)
+        )
 
 
 @pytest.fixture()
@@ -86,7 +92,7 @@ def env(state_url: str, tmp_path: Path) -> Iterator[Env]:
     (tmp_path / "data").mkdir(exist_ok=True)
     key_dir = tmp_path / "keys"
     engine = db.connect(state_url)
-    keys = keystore.audit_keys(key_dir)
+    keys = keystore.audit_keys(key_dir, **DIRECTORY_ONLY)
     log = audit.AuditLog(engine, keys)
     audit.attach(engine, log)
     yield Env(key_dir, engine, keys, log)
@@ -396,7 +402,8 @@ from sandbox.store import db
 if __name__ == "__main__":
     url, key_dir, grant_id, member = sys.argv[1:5]
     engine = db.connect(url)
-    audit.attach(engine, audit.AuditLog(engine, keystore.audit_keys(Path(key_dir))))
+    keys = keystore.audit_keys(Path(key_dir), master_key=None, hmac_key=None)
+    audit.attach(engine, audit.AuditLog(engine, keys))
     audit.log_for(engine).prepare()
     grant = grants.grant_by_id(engine, grant_id)
 
@@ -504,16 +511,16 @@ def test_exposed_key_files_are_refused(env: Env) -> None:
     key_file = next(hmac_dir.glob("*.key"))
     key_file.chmod(0o644)
     with pytest.raises(KeyFileExposed, match="audit-hmac"):
-        keystore.audit_keys(env.key_dir)
+        keystore.audit_keys(env.key_dir, **DIRECTORY_ONLY)
     key_file.chmod(0o600)
     (env.key_dir / "audit-signing.pem").chmod(0o640)
     with pytest.raises(KeyFileExposed, match=r"audit-signing\.pem"):
-        keystore.audit_keys(env.key_dir)
+        keystore.audit_keys(env.key_dir, **DIRECTORY_ONLY)
 
 
 def test_verification_without_keys_refuses_to_create_them(tmp_path: Path) -> None:
     with pytest.raises(MasterKeyError):
-        keystore.audit_keys(tmp_path / "nowhere", create=False)
+        keystore.audit_keys(tmp_path / "nowhere", **DIRECTORY_ONLY, create=False)
     assert not (tmp_path / "nowhere" / "audit-hmac").exists()
 
 
@@ -551,12 +558,13 @@ def test_the_fast_canonical_form_refuses_what_has_none(bad: object) -> None:
         audit.canonical_body({"refs": bad})
 
 
-def test_hmac_keys_from_the_environment(tmp_path: Path) -> None:
+def test_hmac_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = os.urandom(32), os.urandom(32)
     value = f"hk-b:{base64.b64encode(second).decode()},hk-a:{base64.b64encode(first).decode()}"
-    ring = load_hmac_ring(tmp_path, environ={"VEIL_AUDIT_HMAC_KEY": value})
+    monkeypatch.setenv("VEIL_AUDIT_HMAC_KEY", value)
+    ring = load_hmac_ring(tmp_path, Settings().audit_hmac_key)
     assert ring.current_id == "hk-b" and set(ring.keys) == {"hk-a", "hk-b"}
     assert not (tmp_path / "audit-hmac").exists()  # nothing written to disk
     for bad in ("no-colon", "hk-a:not base64!", f"hk-a:{base64.b64encode(b'short').decode()}"):
         with pytest.raises(MasterKeyError):
-            load_hmac_ring(tmp_path, environ={"VEIL_AUDIT_HMAC_KEY": bad})
+            load_hmac_ring(tmp_path, SecretStr(bad))

@@ -98,7 +98,7 @@ def leaks(files: list[Path], needles: list[bytes]) -> dict[str, list[bytes]]:
 
 
 def decrypted(data_dir: Path, dataset: str, version: int, target: Path) -> bytes:
-    ring = keystore.master_keys(data_dir / "keys")
+    ring = keystore.master_keys(data_dir / "keys", master_key=None)
     stored = data_dir / "workspaces" / dataset / f"v{version}.sealed"
     open_sealed(stored, target, ring, dataset, version)
     return target.read_bytes()
@@ -466,7 +466,7 @@ def test_a_wrong_master_key_is_refused_over_http(
 def test_rotation_keeps_old_versions_readable_and_seals_new_ones_with_the_new_key(
     quiet_settings: Settings, keys: dict[str, str], data_dir: Path
 ) -> None:
-    old = keystore.master_keys(data_dir / "keys").current_id
+    old = keystore.master_keys(data_dir / "keys", master_key=None).current_id
     new = keystore.rotate_master(data_dir / "keys").current_id
     assert new != old
     with TestClient(create_app(quiet_settings)) as client:

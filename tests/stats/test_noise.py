@@ -36,7 +36,7 @@ def prepared(demo_dir: Path, dataset: str, sql: str, epsilon: float, accounting=
     calibration = calibrate(query_plan, budget, accounting, 10**5)
     with tempfile.TemporaryDirectory() as tmp:  # the stored workspace is sealed
         plain = Path(tmp) / "workspace.duckdb"
-        ring = keystore.master_keys(settings.keys_path)
+        ring = keystore.master_keys(settings.keys_path, master_key=settings.master_key)
         open_sealed(version.path, plain, ring, version.dataset, version.version)
         con = duckdb.connect(str(plain), read_only=True)
         rows = con.execute(query_plan.sql, list(query_plan.params)).fetchall()

@@ -52,7 +52,10 @@ def zone(data_dir: Path) -> Iterator[Zone]:
     engine.dispose()
     with (
         Executor(ExecutorLimits(workers=1, threads=1), data_dir / "tmp") as executor,
-        Vault(keystore.master_keys(settings.keys_path), settings.runtime_dir) as vault,
+        Vault(
+            keystore.master_keys(settings.keys_path, master_key=settings.master_key),
+            settings.runtime_dir,
+        ) as vault,
         leased(vault, version) as workspace,
     ):
         yield Zone(executor, vault, version, workspace)

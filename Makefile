@@ -25,6 +25,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q tests/test_architecture.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/gate_vs_raw.py

@@ -10,7 +10,6 @@ it a violation and shows that it fails.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from functools import cache
@@ -18,10 +17,8 @@ from pathlib import Path
 
 import grimp
 import pytest
-from grimp.adaptors.modulefinder import ModuleFinder
 from grimp.application.config import settings as grimp_settings
 from grimp.application.ports.filesystem import AbstractFileSystem
-from grimp.application.ports.modulefinder import FoundPackage, ModuleFile
 from grimp.application.ports.packagefinder import AbstractPackageFinder
 from importlinter import configuration
 from importlinter.application import use_cases
@@ -39,34 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "pyproject.toml"
 PACKAGES = ("policies", "sandbox", "connectors")
 
-# grimp builds graphs of packages, so two kinds of source file escape it; the graph builder below
-# adds them, and test_graph_covers_every_module keeps both lists exact.
-#
-# Modules at the top of the tree: grimp takes only packages as roots (python-grimp/grimp#300), so
-# the builder adds their imports from their syntax trees.
+# Modules at the top of the tree escape grimp, which takes only packages as roots
+# (python-grimp/grimp#300): the graph builder below adds their imports from their syntax trees, and
+# test_graph_covers_every_module keeps the list exact. (Directories of modules without an
+# __init__.py would escape it too: that test requires one in each.)
 TOP_MODULES = ("server",)
-# Directories of modules without an __init__.py: grimp does not look inside them. The builder adds
-# them as namespace packages. Each entry goes once the directory gets an __init__.py, as its
-# siblings have (the test fails until it is removed here).
-NAMESPACE_DIRS = (
-    "sandbox/audit",
-    "sandbox/demo",
-    "sandbox/keys",
-    "sandbox/onboarding",
-    "sandbox/verification",
-)
 # Not modules: alembic runs the migration scripts by path.
 SCRIPT_DIRS = ("sandbox/store/migrations",)
-
-# Import cycles between modules that exist today, each named by the modules of its strongly
-# connected component. They are in code being restructured now; the test fails once a listed cycle
-# is gone or changes, and the entry must then go (or be corrected).
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    # connectors.base.connect imports each connector (files, postgres, s3) inside the function,
-    # and each connector imports its protocol and option helpers from connectors.base; s3 also
-    # imports connectors.files.
-    frozenset({"connectors.base", "connectors.files", "connectors.postgres", "connectors.s3"}),
-}
 
 
 # The graph --------------------------------------------------------------------------------------
@@ -85,38 +61,6 @@ class _TreePackageFinder(AbstractPackageFinder):
         if not (directory / "__init__.py").is_file():
             raise ValueError(f"{directory} is not a package")
         return {str(directory)}
-
-
-class _NamespaceDirsModuleFinder(ModuleFinder):
-    """grimp's module finder, plus the modules of the listed directories without __init__.py."""
-
-    def __init__(self, root: Path, namespace_dirs: Iterable[str]) -> None:
-        self.root = root
-        self.namespace_dirs = tuple(namespace_dirs)
-
-    def find_package(
-        self, package_name: str, package_directory: str, file_system: AbstractFileSystem
-    ) -> FoundPackage:
-        found = super().find_package(package_name, package_directory, file_system)
-        files: set[ModuleFile] = set()
-        namespaces: set[str] = set()
-        for relative in self.namespace_dirs:
-            directory = self.root / relative
-            if directory.parts[len(self.root.parts)] != package_name:
-                continue
-            if (directory / "__init__.py").exists():
-                continue  # grimp sees it: test_graph_covers_every_module asks to drop the entry
-            name = relative.replace("/", ".")
-            namespaces.add(name)
-            files.update(
-                ModuleFile(module=grimp.Module(f"{name}.{path.stem}"), mtime=path.stat().st_mtime)
-                for path in directory.glob("*.py")
-            )
-        return dataclasses.replace(
-            found,
-            module_files=found.module_files | files,
-            namespace_packages=found.namespace_packages | namespaces,
-        )
 
 
 def _add_top_module(graph: grimp.ImportGraph, root: Path, name: str, packages: set[str]) -> None:
@@ -178,14 +122,11 @@ def _imported_names(node: ast.Import | ast.ImportFrom) -> list[str]:
 
 class TreeGraphBuilder(GraphBuilder):
     """import-linter's graph builder for one source tree: grimp's graph of its packages, plus the
-    top-level modules and the namespace directories that grimp does not see."""
+    top-level modules that grimp does not see."""
 
-    def __init__(
-        self, root: Path, top_modules: Iterable[str] = (), namespace_dirs: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, root: Path, top_modules: Iterable[str] = ()) -> None:
         self.root = root
         self.top_modules = tuple(top_modules)
-        self.namespace_dirs = tuple(namespace_dirs)
 
     def build(
         self,
@@ -194,14 +135,8 @@ class TreeGraphBuilder(GraphBuilder):
         include_external_packages: bool = False,
         exclude_type_checking_imports: bool = False,
     ) -> grimp.ImportGraph:
-        finders = {
-            "PACKAGE_FINDER": grimp_settings.PACKAGE_FINDER,
-            "MODULE_FINDER": grimp_settings.MODULE_FINDER,
-        }
-        grimp_settings.configure(
-            PACKAGE_FINDER=_TreePackageFinder(self.root),
-            MODULE_FINDER=_NamespaceDirsModuleFinder(self.root, self.namespace_dirs),
-        )
+        finders = {"PACKAGE_FINDER": grimp_settings.PACKAGE_FINDER}
+        grimp_settings.configure(PACKAGE_FINDER=_TreePackageFinder(self.root))
         try:
             graph = grimp.build_graph(
                 *root_package_names,
@@ -293,7 +228,7 @@ def import_cycles(graph: grimp.ImportGraph, packages: Iterable[str]) -> set[froz
     return cycles
 
 
-PROJECT = TreeGraphBuilder(ROOT, TOP_MODULES, NAMESPACE_DIRS)
+PROJECT = TreeGraphBuilder(ROOT, TOP_MODULES)
 
 
 @pytest.fixture(scope="module")
@@ -310,9 +245,7 @@ def test_import_contracts() -> None:
 
 
 def test_no_import_cycles(project_graph: grimp.ImportGraph) -> None:
-    cycles = import_cycles(project_graph, (*PACKAGES, *TOP_MODULES))
-    assert cycles - ALLOWED_CYCLES == set(), "new import cycles"
-    assert ALLOWED_CYCLES - cycles == set(), "allowed cycles that are gone: remove them"
+    assert import_cycles(project_graph, (*PACKAGES, *TOP_MODULES)) == set()
 
 
 def test_graph_covers_every_module(project_graph: grimp.ImportGraph) -> None:
@@ -331,7 +264,7 @@ def test_graph_covers_every_module(project_graph: grimp.ImportGraph) -> None:
         if not (path.parent / "__init__.py").exists()
     }
     unseen = {d for d in unseen if not d.startswith(SCRIPT_DIRS)}
-    assert unseen == set(NAMESPACE_DIRS), "NAMESPACE_DIRS: the directories without __init__.py"
+    assert unseen == set(), "directories of modules without an __init__.py"
     assert {path.stem for path in ROOT.glob("*.py")} == set(TOP_MODULES), "TOP_MODULES"
 
 
@@ -422,15 +355,6 @@ def test_top_module_is_in_the_graph(tmp_path: Path) -> None:
         "server"
     )
     assert graph.find_modules_that_directly_import("server") == {"sandbox.cli"}
-
-
-def test_namespace_dirs_are_in_the_graph(tmp_path: Path) -> None:
-    make_tree(tmp_path)
-    (tmp_path / "sandbox/demo/__init__.py").unlink()
-    unseen = tree_graph(TreeGraphBuilder(tmp_path, TOP_MODULES))
-    assert "sandbox.demo.synthetic" not in unseen.modules
-    graph = tree_graph(TreeGraphBuilder(tmp_path, TOP_MODULES, ["sandbox/demo"]))
-    assert graph.find_modules_that_directly_import("sandbox.demo.synthetic") == {"sandbox.cli"}
 
 
 def test_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
@@ -617,7 +541,7 @@ def test_queries_run_on_leased_workspaces_not_stored_files() -> None:
 
 
 def test_exempt_paths_exist() -> None:
-    for path in (*RANDOMNESS_EXEMPT, *HTTP_EXCEPTION_ALLOWED, *NAMESPACE_DIRS, *SCRIPT_DIRS):
+    for path in (*RANDOMNESS_EXEMPT, *HTTP_EXCEPTION_ALLOWED, *SCRIPT_DIRS):
         assert (ROOT / path).exists(), path
 
 

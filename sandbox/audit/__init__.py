@@ -1,0 +1,1 @@
+"""The audit log: hash-chained, MAC-ed and sealed entries, signed checkpoints, verification."""

@@ -153,10 +153,11 @@ class InvalidBudget(InvalidRequest):
 class SqlTooLong(QueryRejected):
     """SQL text longer than the limit (``VEIL_MAX_SQL_CHARS`` over HTTP): refused before parsing."""
 
+    code = "sql_too_long"
     title = "SQL too long"
 
     def __init__(self, limit: int) -> None:
-        super().__init__("sql_too_long", "", f"at most {limit} characters")
+        super().__init__(self.code, "", f"at most {limit} characters")
         self.extra.update(field="sql", limit=limit)
 
 
@@ -164,8 +165,9 @@ class SqlTooDeep(QueryRejected):
     """SQL nested deeper than the limit: brackets (``VEIL_MAX_SQL_DEPTH`` over HTTP, before
     parsing) or expressions (a fixed cap, while parsing)."""
 
+    code = "sql_too_deep"
     title = "SQL nested too deeply"
 
     def __init__(self, limit: int, what: str = "brackets") -> None:
-        super().__init__("sql_too_deep", "", f"{what} nested at most {limit} deep")
+        super().__init__(self.code, "", f"{what} nested at most {limit} deep")
         self.extra.update(field="sql", limit=limit)

@@ -38,6 +38,7 @@ __all__ = [
     "InvalidRequest",
     "KeyFileExposed",
     "LeakageCapReached",
+    "LoadInterrupted",
     "LockdownError",
     "MalformedReceipt",
     "MasterKeyError",
@@ -275,3 +276,11 @@ class HttpError(VeilError):
 
 class InternalError(VeilError):
     """Anything unexpected: logged by its class name only, answered without its message."""
+
+
+class LoadInterrupted(VeilError):
+    """Recorded on a load that stopped reporting progress (its server stopped?): never raised,
+    the version shows it."""
+
+    code = "load_interrupted"
+    title = "Load interrupted"

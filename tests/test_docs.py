@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from pydantic_core import PydanticUndefined
 
-from policies.errors import InvalidRequest, NotFound, QueryRejected, Refusal, VeilError
+from policies.errors import QueryRejected, Refusal, VeilError
 from sandbox.config import Settings
+from sandbox.errors import HttpError
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("policies", "connectors", "sandbox")
@@ -159,14 +160,8 @@ def test_defaults_compare_by_meaning(written: str | None, default: object, same:
 
 ERRORS_MD = ROOT / "docs" / "errors.md"
 
-# Codes written by hand (problem documents not made from a VeilError) that are the same error
-# as a class's: the schema-validation 422 is an invalid request, an unknown route is not found,
-# and any unexpected exception is the base class's internal error.
-SAME_MEANING: dict[str, type[VeilError]] = {
-    "invalid_request": InvalidRequest,
-    "not_found": NotFound,
-    "internal_error": VeilError,
-}
+# Error classes whose status is the HTTP layer's own, per instance: documented as "other".
+STATUS_OF_THE_INSTANCE = {HttpError}
 
 
 def sources() -> list[Path]:
@@ -271,10 +266,10 @@ def gate_rules() -> dict[str, set[str]]:
     return found
 
 
-def written_codes() -> dict[str, set[str]]:
+def written_codes(trees: list[tuple[Path, ast.Module]] | None = None) -> dict[str, set[str]]:
     """Codes of problem documents written by hand as ``{"code": ...}`` -> where."""
     found: dict[str, set[str]] = defaultdict(set)
-    for path, tree in parsed():
+    for path, tree in parsed() if trees is None else trees:
         for node, scope in _scopes(tree):
             if not isinstance(node, ast.Dict):
                 continue
@@ -291,7 +286,7 @@ def written_codes() -> dict[str, set[str]]:
 def stable_codes() -> dict[str, set[str]]:
     """Every stable code -> what defines it. One meaning per code: an error class (whose
     subclasses share it), the gate (one rule, raised in many places), a refusal, or a problem
-    written by hand (as a class's error when :data:`SAME_MEANING` says so)."""
+    written by hand (there should be none: see test_no_problem_is_written_by_hand)."""
     owners: dict[str, set[str]] = defaultdict(set)
     for cls in error_classes():
         if (code := own_code(cls)) is not None:
@@ -302,11 +297,7 @@ def stable_codes() -> dict[str, set[str]]:
         if refusal.value not in owners:  # else: its VerificationRefused class, one meaning
             owners[refusal.value].add(f"policies.errors.Refusal.{refusal.name}")
     for code, where in written_codes().items():
-        same = SAME_MEANING.get(code)
-        if same is not None:
-            owners[code].add(f"class {same.__module__}.{same.__qualname__}")
-        else:
-            owners[code].add(f"a problem written in {', '.join(sorted(where))}")
+        owners[code].add(f"a problem written in {', '.join(sorted(where))}")
     return owners
 
 
@@ -338,7 +329,15 @@ def test_the_code_scan_finds_what_it_should() -> None:
     assert {"raw_rows", "unit_not_allowed", "column_not_allowed"} <= gate_rules().keys()
     assert {r.value for r in Refusal} <= codes.keys()
     handler = {"invalid_request", "not_found", "method_not_allowed", "http_error", "internal_error"}
-    assert handler | {"load_interrupted"} <= written_codes().keys()
+    assert handler | {"load_interrupted", "sql_too_long", "sql_too_deep"} <= codes.keys()
+    snippet = ast.parse('problem = {"title": "Oops", "status": 500, "code": "oops"}\n')
+    assert written_codes([(ROOT / "snippet.py", snippet)]).keys() == {"oops"}
+
+
+def test_no_problem_is_written_by_hand() -> None:
+    """Every problem document is a ``VeilError``'s (``problem()``): one renderer, one place
+    where a code gets its status and title."""
+    assert written_codes() == {}
 
 
 def test_every_code_has_one_meaning() -> None:
@@ -358,7 +357,8 @@ def test_every_code_is_in_the_errors_doc_with_its_status() -> None:
     ]
     for cls in error_classes():
         code = own_code(cls)
-        if code is not None and str(cls.status) not in documented.statuses.get(code, set()):
+        status = "other" if cls in STATUS_OF_THE_INSTANCE else str(cls.status)
+        if code is not None and status not in documented.statuses.get(code, set()):
             problems.append(
                 f"{code}: status {cls.status} ({cls.__qualname__}) not documented in a table "
                 f"with a status column (found {sorted(documented.statuses.get(code, set()))})"

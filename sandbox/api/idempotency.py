@@ -10,19 +10,18 @@ reads, are not touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Final, TypeVar
+from typing import Final, TypeVar
 
 from anyio import to_thread
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox import idempotency
 from sandbox.errors import RequestDoesNotValidate
 
-__all__ = ["HEADER", "IdempotencyKey", "IdempotencyMiddleware", "claim", "install", "once"]
+__all__ = ["HEADER", "IdempotencyMiddleware", "claim", "install"]
 
 T = TypeVar("T")
 
@@ -143,27 +142,3 @@ def install(app: FastAPI) -> None:
         )
 
     app.add_middleware(IdempotencyMiddleware)
-
-
-# Transitional: routes that still declare the header and wrap their call; the middleware above
-# does the work now, so the wrapper only runs the call.
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        min_length=1,
-        max_length=idempotency.MAX_KEY_CHARS,
-        description="Retry safely: the same key and request replays the first response.",
-    ),
-]
-
-
-def once(
-    services: object,
-    member: object,
-    key: object,
-    request: object,
-    response: object,
-    body: object,
-    call: Callable[[], T],
-) -> T:
-    return call()

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api import redact
 from sandbox.api.deps import MemberDep, Services, ServicesDep
-from sandbox.api.idempotency import IdempotencyKey, once
 from sandbox.api.responses import onboarding as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.api.responses.catalog import Zone
@@ -119,16 +118,10 @@ def create_zone(
     body: ZoneBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return once(
-        services, member, idempotency_key, request, response, body,
-        lambda: services.onboarding.zones.create_zone(
-            member, body.id, body.kind, body.operator, body.title, body.description
-        ),
-    )  # fmt: skip
+    return services.onboarding.zones.create_zone(
+        member, body.id, body.kind, body.operator, body.title, body.description
+    )
 
 
 @router.post("/providers", status_code=201, response_model=views.Provider)
@@ -136,16 +129,10 @@ def create_provider(
     body: ProviderBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return once(
-        services, member, idempotency_key, request, response, body,
-        lambda: services.onboarding.providers.create_provider(
-            member, body.id, body.name, body.zone, body.description
-        ),
-    )  # fmt: skip
+    return services.onboarding.providers.create_provider(
+        member, body.id, body.name, body.zone, body.description
+    )
 
 
 @router.get("/providers", response_model=views.ProviderList)
@@ -161,14 +148,8 @@ def add_provider_member(
     body: ProviderMemberBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return once(
-        services, member, idempotency_key, request, response, body,
-        lambda: services.onboarding.providers.add_provider_member(member, provider, body.member),
-    )  # fmt: skip
+    return services.onboarding.providers.add_provider_member(member, provider, body.member)
 
 
 # -- loads and versions -------------------------------------------------------------------------
@@ -185,37 +166,28 @@ def start_load(
     body: LoadBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Start a load; it runs in the background. Poll the returned ``url`` for progress; the
     version becomes current only if the load and its quality rules pass."""
-
-    def start() -> dict[str, Any]:
-        onboarding = services.onboarding
-        pending = onboarding.loads.begin_load(
-            member,
-            zone,
-            dataset,
-            body.policy,
-            body.source,
-            body.sources,
-            provider=body.provider,
-            policy_name=f"policy of {dataset[:64]}",
-            confine_to=services.settings.data_dir / "sources",
-            cluster_by=body.cluster_by,
-        )
-        onboarding.loads.start_load(pending)
-        url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
-        view = onboarding.versions.get_version(member, zone, dataset, pending.version)
-        return _public(services, {**view, "url": url})
-
-    started: dict[str, Any] = once(
-        services, member, idempotency_key, request, response, body, start
+    onboarding = services.onboarding
+    pending = onboarding.loads.begin_load(
+        member,
+        zone,
+        dataset,
+        body.policy,
+        body.source,
+        body.sources,
+        provider=body.provider,
+        policy_name=f"policy of {dataset[:64]}",
+        confine_to=services.settings.data_dir / "sources",
+        cluster_by=body.cluster_by,
     )
-    response.headers["Location"] = started["url"]
-    return started
+    onboarding.loads.start_load(pending)
+    url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
+    view = onboarding.versions.get_version(member, zone, dataset, pending.version)
+    response.headers["Location"] = url
+    return _public(services, {**view, "url": url})
 
 
 @router.get("/zones/{zone}/datasets/{dataset}/versions", response_model=views.VersionList)
@@ -244,16 +216,10 @@ def activate_version(
     version: Number,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Make a ready version current (a rollback, or forward again)."""
     versions = services.onboarding.versions
-    return once(
-        services, member, idempotency_key, request, response, None,
-        lambda: _public(services, versions.activate(member, zone, dataset, version)),
-    )  # fmt: skip
+    return _public(services, versions.activate(member, zone, dataset, version))
 
 
 # -- quality ------------------------------------------------------------------------------------
@@ -285,16 +251,10 @@ def raise_issue(
     body: IssueBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return once(
-        services, member, idempotency_key, request, response, body,
-        lambda: services.onboarding.issues.raise_issue(
-            member, dataset, body.title, body.description, body.subject
-        ),
-    )  # fmt: skip
+    return services.onboarding.issues.raise_issue(
+        member, dataset, body.title, body.description, body.subject
+    )
 
 
 @router.get("/datasets/{dataset}/issues", response_model=views.IssueList)
@@ -317,14 +277,8 @@ def answer_issue(
     body: AnswerBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return once(
-        services, member, idempotency_key, request, response, body,
-        lambda: services.onboarding.issues.answer_issue(member, dataset, number, body.answer),
-    )  # fmt: skip
+    return services.onboarding.issues.answer_issue(member, dataset, number, body.answer)
 
 
 @router.post("/datasets/{dataset}/issues/{number}/resolve", response_model=views.Issue)
@@ -334,19 +288,13 @@ def resolve_issue(
     body: ResolveBody,
     member: MemberDep,
     services: ServicesDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    return once(
-        services, member, idempotency_key, request, response, body,
-        lambda: services.onboarding.issues.resolve_issue(
-            member,
-            dataset,
-            number,
-            body.kind,
-            body.version,
-            body.note,
-            revoke_receipts=body.revoke_receipts,
-        ),
-    )  # fmt: skip
+    return services.onboarding.issues.resolve_issue(
+        member,
+        dataset,
+        number,
+        body.kind,
+        body.version,
+        body.note,
+        revoke_receipts=body.revoke_receipts,
+    )

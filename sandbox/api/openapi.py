@@ -18,7 +18,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api import deps
+from sandbox.api.idempotency import HEADER, MUTATING
 from sandbox.api.problems import MEDIA_TYPE
+from sandbox.idempotency import MAX_KEY_CHARS
 
 REF = "#/components/schemas/{model}"
 # Statuses any operation may answer (beyond its own successes and 401 for keyed routes).
@@ -35,6 +37,15 @@ COMMON = {
     503: "The executor is not ready.",
 }
 
+
+IDEMPOTENCY_KEY = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Retry safely: the same key with the same request gets the first answer "
+    "again, with no second effect (docs/ledger.md#idempotency-keys).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+}
 
 RETRY_AFTER = {
     "description": "Whole seconds to wait (rate and concurrency limits; RFC 9110).",
@@ -120,6 +131,8 @@ def document(app: FastAPI) -> dict[str, Any]:
             if (method, path) in keyed:
                 operation["security"] = [{"apiKey": []}]
                 responses["401"] = _problem("Problem", "No API key, or an unknown or revoked one.")
+                if method.upper() in MUTATING:
+                    operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
             responses["default"] = _problem("Problem", "Any other error.")
     return doc
 

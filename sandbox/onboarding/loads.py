@@ -33,7 +33,14 @@ from policies.loader import parse_policy
 from sandbox.access.model import Member
 from sandbox.audit import log as audit
 from sandbox.clock import now
-from sandbox.errors import Conflict, InvalidRequest, NotFound, VeilError
+from sandbox.errors import (
+    Conflict,
+    InternalError,
+    InvalidRequest,
+    LoadInterrupted,
+    NotFound,
+    VeilError,
+)
 from sandbox.keys import directory as keystore
 from sandbox.keys.master import MasterKeyRing
 from sandbox.onboarding.model import LoadState, PendingLoad, utc
@@ -264,12 +271,7 @@ class Loads:
                 pending.version,
                 type(exc).__name__,
             )
-            self._fail(
-                pending,
-                {"title": "Internal error", "status": 500, "detail": "internal error",
-                 "code": "internal_error"},
-                None,
-            )  # fmt: skip
+            self._fail(pending, InternalError("internal error").problem(), None)
             if reraise:
                 raise
             return version_view(self.engine, pending.dataset, pending.version)
@@ -375,12 +377,9 @@ def _no_running_load(con: Connection, dataset: str) -> None:
             raise Conflict(
                 f"version {row.version} of {dataset} is still loading", version=row.version
             )
-        problem = {
-            "title": "Load interrupted",
-            "status": 500,
-            "detail": "the load stopped reporting progress (the server stopped?)",
-            "code": "load_interrupted",
-        }
+        problem = LoadInterrupted(
+            "the load stopped reporting progress (the server stopped?)"
+        ).problem()
         con.execute(
             update(version_loads)
             .where(version_loads.c.dataset_id == dataset, version_loads.c.version == row.version)

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings=settings,
             engine=engine,
+            audit=audit_log,
             executor=executor,
             vault=vault,
             queries=QueryService(engine, executor, settings, vault),

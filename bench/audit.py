@@ -37,6 +37,8 @@ from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
 from sandbox.audit import log as audit
 from sandbox.audit.checkpoint import Checkpointer, inclusion
+from sandbox.audit.entry import Event
+from sandbox.audit.request import RequestRecord
 from sandbox.audit.verify import verify
 from sandbox.clock import now
 from sandbox.keys import directory as keystore
@@ -85,7 +87,7 @@ def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[
         audit.attach(engine, log)
         log.prepare()
     grant, member = _grant(engine)
-    context = audit.RequestContext("POST", "/v1/queries", "127.0.0.1", None)
+    context = RequestRecord("POST", "/v1/queries", "127.0.0.1", None)
     context.sealed["sql"] = SQL
     token = audit.CURRENT.set(context)
     latencies: list[float] = []
@@ -116,7 +118,7 @@ def log_costs(directory: Path, entries: int) -> dict[str, Any]:
     log = audit.AuditLog(engine, keys)
     audit.attach(engine, log)
     log.prepare()
-    event = audit.Event("admin", "bench.append", refs={"n": 1}, sealed={"sql": SQL})
+    event = Event("admin", "bench.append", refs={"n": 1}, sealed={"sql": SQL})
     timed = min(2000, entries)
     started = time.perf_counter()
     for _ in range(timed):  # one entry per transaction: what a request pays

@@ -4,9 +4,10 @@ Routes: the entries (paged; sealed members decrypted only for auditors who ask, 
 an entry), one entry, its inclusion proof, the checkpoints, a consistency proof between two tree
 sizes, the audit public keys, and a full verification (``docs/audit.md``).
 
-:class:`AuditMiddleware` (pure ASGI, outermost) puts a :class:`~sandbox.audit.RequestContext`
-in the context for the handler, and when the response starts — before the client sees it —
-writes the request's entry with the status and the problem's error code, unless a service
+:class:`AuditMiddleware` (pure ASGI, outermost) gives each request a
+:class:`~sandbox.audit.request.RequestRecord` (in the ASGI scope, where the ``actor`` dependency
+finds it), and when the response starts — before the client sees it — writes the request's entry
+with the status and the problem's error code, unless a service
 already committed one for this request in its own transaction (then nothing is written, except
 for a 5xx answer). Health checks and the API docs are not recorded.
 """
@@ -22,16 +23,19 @@ from fastapi import Path as PathParam
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox.access.model import Member, MemberRole
-from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.access.model import Actor, MemberRole
+from sandbox.api.deps import ActorDep, Services, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
 from sandbox.api.responses import audit as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.audit import checkpoint as audit_checkpoint
 from sandbox.audit import log as audit
 from sandbox.audit import verify as audit_verify
+from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
-from sandbox.errors import MasterKeyError, NotFound, ServiceUnavailable
+from sandbox.audit.request import RECORD, RequestRecord
+from sandbox.audit.store import read_entries
+from sandbox.errors import MasterKeyError, NotFound
 from sandbox.keys.signing import public_key_document
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=ViewRoute)
@@ -42,25 +46,18 @@ MAX_SEQ = 2**62  # sequence numbers and tree sizes: within a 64-bit integer colu
 Seq = Annotated[int, PathParam(ge=1, le=MAX_SEQ, description="An entry's sequence number.")]
 
 
-def _log(services: Any) -> AuditLog:
-    found = audit.log_for(services.engine)
-    if found is None:
-        raise ServiceUnavailable("the audit log is not configured")
-    return found
-
-
-def _reader_log(member: Member, services: Any, decrypt: bool) -> AuditLog:
+def _reader_log(actor: Actor, services: Services, decrypt: bool) -> AuditLog:
     """The audit log, for a reader (an auditor, when it asks to decrypt)."""
-    member.require(*READERS)
+    actor.require_member(*READERS)
     if decrypt:
-        member.require(MemberRole.AUDITOR)
-    return _log(services)
+        actor.require_member(MemberRole.AUDITOR)
+    return services.audit
 
 
-def _decrypt(log: AuditLog, rows: list[dict[str, Any]]) -> None:
+def _decrypt(log: AuditLog, actor: Actor, rows: list[dict[str, Any]]) -> None:
     """Open the rows' sealed members, and record that they were read."""
     _unseal(log, rows)
-    _record_decrypt(log, rows)
+    _record_decrypt(log, actor, rows)
 
 
 def _unseal(log: AuditLog, rows: list[dict[str, Any]]) -> None:
@@ -78,13 +75,13 @@ def _unseal(log: AuditLog, rows: list[dict[str, Any]]) -> None:
                 row["unsealed"] = {"error": exc.error_code}
 
 
-def _record_decrypt(log: AuditLog, rows: list[dict[str, Any]]) -> None:
+def _record_decrypt(log: AuditLog, actor: Actor, rows: list[dict[str, Any]]) -> None:
     """Reading sealed members is itself an entry (the request's primary one)."""
     seqs = [r["seq"] for r in rows if "unsealed" in r]
     with log.engine.begin() as con:
         log.append(
             con,
-            audit.Event(
+            Event(
                 "audit",
                 "audit.decrypt",
                 refs={
@@ -93,12 +90,13 @@ def _record_decrypt(log: AuditLog, rows: list[dict[str, Any]]) -> None:
                     "last": max(seqs, default=0),
                 },
             ),
+            actor,
         )
 
 
 @router.get("", response_model=views.AuditEntries)
 def list_entries(
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Entries with a larger seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -109,56 +107,56 @@ def list_entries(
     ] = False,
 ) -> dict[str, Any]:
     """Audit entries in ``seq`` order: the canonical body as ``entry``, its hash and MAC."""
-    log = _reader_log(member, services, decrypt)
+    log = _reader_log(actor, services, decrypt)
     with services.engine.connect() as con:
-        rows = audit.read_entries(con, after=after, limit=limit, kind=kind, tenant=tenant)
+        rows = read_entries(con, after=after, limit=limit, kind=kind, tenant=tenant)
     if decrypt:
-        _decrypt(log, rows)
+        _decrypt(log, actor, rows)
     return {"entries": rows, "next": rows[-1]["seq"] if len(rows) == limit else None}
 
 
 @router.get("/entries/{seq}", response_model=views.AuditEntry)
 def get_entry(
-    seq: Seq, member: MemberDep, services: ServicesDep, decrypt: bool = False
+    seq: Seq, actor: ActorDep, services: ServicesDep, decrypt: bool = False
 ) -> dict[str, Any]:
-    log = _reader_log(member, services, decrypt)
+    log = _reader_log(actor, services, decrypt)
     with services.engine.connect() as con:
-        rows = audit.read_entries(con, after=seq - 1, limit=1)
+        rows = read_entries(con, after=seq - 1, limit=1)
     if not rows or rows[0]["seq"] != seq:
         raise NotFound(f"no audit entry {seq}")
     if decrypt:
-        _decrypt(log, rows)
+        _decrypt(log, actor, rows)
     return rows[0]
 
 
 @router.get("/entries/{seq}/proof", response_model=views.InclusionProof)
 def entry_proof(
     seq: Seq,
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> dict[str, Any]:
     """The entry's inclusion proof against the latest checkpoint (or the one of ``tree_size``)."""
-    member.require(*READERS)
+    actor.require_member(*READERS)
     return audit_checkpoint.inclusion(services.engine, seq, tree_size)
 
 
 @router.get("/checkpoints", response_model=views.CheckpointList)
 def list_checkpoints(
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Signed checkpoints, oldest first: ``{id, document}``."""
-    member.require(*READERS)
+    actor.require_member(*READERS)
     found = audit_checkpoint.list_checkpoints(services.engine, after, limit)
     return {"checkpoints": found, "next": found[-1]["id"] if len(found) == limit else None}
 
 
 @router.get("/consistency", response_model=views.ConsistencyProof)
 def consistency_proof(
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     first: Annotated[int, Query(ge=0, le=MAX_SEQ, description="The earlier tree size.")] = 0,
     second: Annotated[
@@ -166,22 +164,22 @@ def consistency_proof(
     ] = None,
 ) -> dict[str, Any]:
     """Proof that the tree of ``second`` entries extends the tree of ``first`` entries."""
-    member.require(*READERS)
+    actor.require_member(*READERS)
     return audit_checkpoint.consistency(services.engine, first, second)
 
 
 @router.get("/keys", response_model=views.AuditKeys)
-def audit_keys(member: MemberDep, services: ServicesDep) -> dict[str, object]:
+def audit_keys(actor: ActorDep, services: ServicesDep) -> dict[str, object]:
     """The checkpoint signing keys, current and retired (what offline checks need)."""
-    member.require(*READERS)
-    return public_key_document(_log(services).keys.signing)
+    actor.require_member(*READERS)
+    return public_key_document(services.audit.keys.signing)
 
 
 @router.get("/verify", response_model=views.AuditReport)
-def verify_log(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def verify_log(actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
     """Verify the whole log (chain, MACs, head, checkpoints): ``ok`` and the problems found."""
-    member.require(*READERS)
-    return audit_verify.verify(services.engine, _log(services).keys).to_dict()
+    actor.require_member(*READERS)
+    return audit_verify.verify(services.engine, services.audit.keys).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,13 +207,14 @@ class AuditMiddleware:
             return
         headers = Headers(scope=scope)
         client = scope.get("client")
-        ctx = audit.RequestContext(
+        ctx = RequestRecord(
             scope.get("method", ""),
             scope.get("path", ""),
             str(client[0]) if client else None,
             headers.get("x-request-id"),
         )
-        token = audit.CURRENT.set(ctx)
+        scope[RECORD] = ctx
+        token = audit.CURRENT.set(ctx)  # transitional: for services not given their actor yet
         recorded = False
         held: Message | None = None
         chunks: list[bytes] = []
@@ -227,7 +226,7 @@ class AuditMiddleware:
             if ctx.written and status < 500:
                 return
             log = _log_of(scope)
-            if log is not None:
+            if log is not None:  # None only before the app started (its lifespan builds one)
                 await asyncio.to_thread(log.record_request, ctx, status, code)
 
         async def send_recorded(message: Message) -> None:
@@ -263,7 +262,5 @@ class AuditMiddleware:
 
 
 def _log_of(scope: Scope) -> AuditLog | None:
-    app = scope.get("app")
-    services = getattr(getattr(app, "state", None), "services", None)
-    engine = getattr(services, "engine", None)
-    return None if engine is None else audit.log_for(engine)
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    return None if services is None else services.audit

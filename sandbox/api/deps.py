@@ -1,4 +1,5 @@
-"""Request dependencies: the running services and the authenticated member."""
+"""Request dependencies: the running services, the authenticated member, and the actor routes
+pass to services (the member, with the request's audit record)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
 from sandbox.access.keys import KeyCache
-from sandbox.access.model import Member
+from sandbox.access.model import Actor, Member
 from sandbox.api import idempotency
 from sandbox.api.guard import enter_tenant
-from sandbox.audit import log as audit
+from sandbox.audit.log import AuditLog
+from sandbox.audit.request import RECORD, RequestRecord
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.onboarding.services import Onboarding
@@ -28,8 +30,11 @@ from sandbox.verification.service import VerificationService
 
 @dataclass(frozen=True)
 class Services:
+    """Every service of the app, built once in the lifespan (``server.py``)."""
+
     settings: Settings
     engine: Engine
+    audit: AuditLog
     executor: Executor
     vault: Vault
     queries: QueryService
@@ -59,18 +64,27 @@ async def member(
     found = cache.cached(authorization)
     if found is None:
         found = await to_thread.run_sync(cache.authenticate, authorization)
-    audit.identify(  # who, and on which route, for the audit log
-        found.id,
-        found.tenant_id,
-        found.role.value,
-        found.key_id,
-        route=request.scope.get("route"),
-        params=request.path_params,
-    )
+    record = request.scope.get(RECORD)
+    if isinstance(record, RequestRecord):  # who, and on which route, for the audit log
+        record.identify(
+            found.id,
+            found.tenant_id,
+            found.role.value,
+            found.key_id,
+            route=request.scope.get("route"),
+            params=request.path_params,
+        )
     enter_tenant(request, found.tenant_id)  # the tenant's in-flight limit (sandbox/api/guard.py)
     await idempotency.claim(request, found.id)  # a mutating call's Idempotency-Key, if any
     return found
 
 
+async def actor(request: Request, caller: Annotated[Member, Depends(member)]) -> Actor:
+    """The caller as the actor of what the route asks services to do."""
+    record = request.scope.get(RECORD)
+    return Actor.of(caller, record if isinstance(record, RequestRecord) else None)
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 MemberDep = Annotated[Member, Depends(member)]
+ActorDep = Annotated[Actor, Depends(actor)]

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, select
 
 from sandbox.audit import merkle
-from sandbox.audit.log import format_at
+from sandbox.audit.entry import format_at
 from sandbox.canonical import b64url_decode, b64url_encode, canonical_json
 from sandbox.clock import now
 from sandbox.errors import AuditNotCheckpointed, NotFound

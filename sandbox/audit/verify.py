@@ -33,7 +33,7 @@ from sqlalchemy import Engine, select
 
 from sandbox.audit import merkle
 from sandbox.audit.checkpoint import checkpoint_problem
-from sandbox.audit.log import GENESIS, canonical_body, format_at
+from sandbox.audit.entry import GENESIS, canonical_body, format_at
 from sandbox.canonical import canonical_json
 from sandbox.errors import NotCanonicalizable
 from sandbox.keys.audit import AuditKeys, HmacRing

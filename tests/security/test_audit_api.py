@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 
 from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
-from sandbox.audit import log as audit
 from sandbox.audit.checkpoint import Checkpointer, verify_inclusion_proof
+from sandbox.audit.entry import GENESIS
+from sandbox.audit.store import read_entries
 from sandbox.cli.main import app as cli
 from sandbox.config import Settings
 from sandbox.keys.signing import public_keys_from_document
@@ -47,7 +48,7 @@ def head(client: TestClient) -> int:
 
 def since(client: TestClient, seq: int) -> list[dict[str, Any]]:
     with engine_of(client).connect() as con:
-        return [r["entry"] for r in audit.read_entries(con, after=seq, limit=1000)]
+        return [r["entry"] for r in read_entries(con, after=seq, limit=1000)]
 
 
 def new_member(client: TestClient, role: MemberRole) -> str:
@@ -187,7 +188,7 @@ def test_verify_proofs_and_keys_over_http(world: Any) -> None:
     client, keys = world
     reader = auth(keys["auditor"])
     services = client.app.state.services  # type: ignore[attr-defined]
-    log = audit.log_for(services.engine)
+    log = services.audit
     assert log is not None
     Checkpointer(services.engine, log.keys.signing, 60).write(force=True)
     report = client.get("/v1/audit/verify", headers=reader).json()
@@ -206,7 +207,7 @@ def test_verify_proofs_and_keys_over_http(world: Any) -> None:
     ).json()
     assert consistency["second_root"] == latest["root"]
     one = client.get("/v1/audit/entries/1", headers=reader).json()
-    assert one["seq"] == 1 and one["entry"]["prev"] == audit.GENESIS
+    assert one["seq"] == 1 and one["entry"]["prev"] == GENESIS
 
 
 def test_checkpoints_are_signed_on_a_timer_also_when_idle(settings: Settings) -> None:
@@ -256,7 +257,7 @@ def test_cli_verify_checkpoint_proof_rotate_and_tampering(
     with TestClient(create_app(settings)) as client:  # restarted with the new keys
         client.get("/v1/budgets", headers=auth(keys["analyst"]))
         with engine_of(client).connect() as con:
-            entries = [r["entry"] for r in audit.read_entries(con, limit=1000)]
+            entries = [r["entry"] for r in read_entries(con, limit=1000)]
         local = [e for e in entries if e["action"] in ("tenant.create", "zone.create")]
         assert [e["action"] for e in local] == ["tenant.create", "zone.create"]
         for entry in local:

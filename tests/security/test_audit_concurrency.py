@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from sandbox.audit import log as audit
 from sandbox.audit.checkpoint import Checkpointer
+from sandbox.audit.entry import GENESIS, Event
 from sandbox.audit.verify import verify
 from sandbox.keys import directory as keystore
 from sandbox.store import db
@@ -40,9 +41,7 @@ def test_concurrent_appends_chain_without_gaps(state_url: str, tmp_path: Path) -
             start.wait()
             for i in range(PER_THREAD):
                 with engine.begin() as con:
-                    audit.append(
-                        con, audit.Event("admin", "test.concurrent", refs={"t": n, "i": i})
-                    )
+                    audit.append(con, Event("admin", "test.concurrent", refs={"t": n, "i": i}))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -73,7 +72,7 @@ def test_concurrent_appends_chain_without_gaps(state_url: str, tmp_path: Path) -
             ).all()
             sizes = con.execute(select(audit_checkpoints.c.tree_size)).scalars().all()
         assert [r.seq for r in rows] == list(range(1, total + 1))
-        prev = audit.GENESIS
+        prev = GENESIS
         for r in rows:
             assert json.loads(r.body)["prev"] == prev
             prev = r.hash

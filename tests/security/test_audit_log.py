@@ -39,6 +39,8 @@ from sandbox.audit.checkpoint import (
     sign_checkpoint,
     verify_inclusion_proof,
 )
+from sandbox.audit.entry import GENESIS, Event, canonical_body, entry_hash
+from sandbox.audit.store import read_entries
 from sandbox.audit.verify import Report, verify
 from sandbox.canonical import canonical_json
 from sandbox.config import Settings
@@ -104,7 +106,7 @@ def write(env: Env, n: int, note: str = "secret") -> None:
         with env.engine.begin() as con:
             audit.append(
                 con,
-                audit.Event("admin", "test.write", refs={"i": i}, sealed={"note": f"{note}-{i}"}),
+                Event("admin", "test.write", refs={"i": i}, sealed={"note": f"{note}-{i}"}),
             )
 
 
@@ -124,10 +126,10 @@ def set_body(engine: Engine, seq: int, body: dict[str, object], *, rehash: bool)
     raw = canonical_json(body)
     values: dict[str, str] = {"body": raw.decode()}
     if rehash:
-        values["hash"] = audit.entry_hash(raw)
+        values["hash"] = entry_hash(raw)
     with engine.begin() as con:
         con.execute(update(audit_entries).where(audit_entries.c.seq == seq).values(**values))
-    return audit.entry_hash(raw)
+    return entry_hash(raw)
 
 
 # -- the chain ------------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ def test_a_clean_log_verifies_and_chains_from_genesis(env: Env) -> None:
     assert (report.entries, report.last_seq, report.checkpoints) == (5, 5, 1)
     assert report.macs_checked
     first, second = body_of(env.engine, 1), body_of(env.engine, 2)
-    assert first["prev"] == audit.GENESIS
+    assert first["prev"] == GENESIS
     with env.engine.connect() as con:
         hash_1 = con.execute(select(audit_entries.c.hash).where(audit_entries.c.seq == 1)).scalar()
         head = con.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
@@ -345,7 +347,7 @@ def test_consistency_between_two_checkpoints(env: Env) -> None:
 def test_an_entry_rolls_back_with_its_transaction(env: Env) -> None:
     write(env, 2)
     with pytest.raises(RuntimeError), env.engine.begin() as con:
-        audit.append(con, audit.Event("admin", "test.doomed"))
+        audit.append(con, Event("admin", "test.doomed"))
         raise RuntimeError("the change failed")
     write(env, 1)
     with env.engine.connect() as con:
@@ -457,7 +459,7 @@ def test_sealed_members_are_not_in_the_database_file(env: Env, backend: str) -> 
     assert raw_key and raw_key not in content
     env.restart()  # another process, with the same keys: opens them
     with env.engine.connect() as con:
-        rows = audit.read_entries(con)
+        rows = read_entries(con)
         opened = [env.log.unseal(con, r["entry"]["sealed"], {}) for r in rows]
     assert [o["note"] for o in opened] == [f"MARKER-Zq8VvX-{i}" for i in range(3)]
 
@@ -472,7 +474,7 @@ def test_master_key_rotation_keeps_old_entries_readable_and_verifiable(env: Env)
         wrapped_by = dict(
             con.execute(select(audit_data_keys.c.id, audit_data_keys.c.master_key_id)).all()
         )
-        rows = audit.read_entries(con)
+        rows = read_entries(con)
         opened = [env.log.unseal(con, r["entry"]["sealed"], {})["note"] for r in rows]
     assert opened == ["before-0", "before-1", "after-0", "after-1"]
     assert set(wrapped_by.values()) == {old_master, env.keys.master.current_id}
@@ -549,13 +551,13 @@ _VALUES = st.recursive(
 def test_the_fast_canonical_form_is_rfc_8785(body: dict[str, object]) -> None:
     """Entries are serialised with json.dumps after a type check: byte for byte the canonical
     JSON that verification recomputes, control characters and non-ASCII text included."""
-    assert audit.canonical_body(body) == canonical_json(body)
+    assert canonical_body(body) == canonical_json(body)
 
 
 @pytest.mark.parametrize("bad", [0.5, 2**53, {"é": 1}, {1: 2}, b"x"])
 def test_the_fast_canonical_form_refuses_what_has_none(bad: object) -> None:
     with pytest.raises(NotCanonicalizable):
-        audit.canonical_body({"refs": bad})
+        canonical_body({"refs": bad})
 
 
 def test_hmac_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,19 +1,46 @@
-"""The base of every response model, and the route class that serialises through it."""
+"""The base of every response model, and the route class that serialises through it.
+
+Services return frozen dataclasses; a response model turns one into its wire form with
+:meth:`View.of`, the only place a result becomes a body. A model that is the wire form of a result
+names it in ``mirrors`` and has exactly its fields (``tests/api/test_responses.py`` checks every
+pair), and models refuse keys they do not declare, so a field cannot be misspelt, dropped or
+added on one side only.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar, Self
 
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
 
 class View(BaseModel):
-    """A response body. Undeclared keys of the service's answer are dropped; declared keys the
-    answer lacks stay absent (routes serialise with ``exclude_unset``), so an optional member
-    is either present or missing, never a made-up ``null``."""
+    """A response body.
 
-    model_config = ConfigDict(extra="ignore")
+    ``mirrors``: the result dataclass this model is the wire form of (``None`` for a model built
+    otherwise, e.g. a list wrapper). ``omit_none``: fields left out of the body, rather than sent
+    as ``null``, when the result holds ``None`` (routes serialise with ``exclude_unset``), so an
+    optional member is either present or missing, never a made-up ``null``."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    mirrors: ClassVar[type | None] = None
+    omit_none: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def of(cls, result: Any) -> Self:
+        """The wire form of ``result``, a frozen dataclass with this model's fields (nested
+        results become their fields' models)."""
+        if not dataclasses.is_dataclass(result) or isinstance(result, type):
+            raise TypeError(f"{cls.__name__}.of takes a result dataclass, not {type(result)}")
+        values = {
+            f.name: getattr(result, f.name)
+            for f in dataclasses.fields(result)
+            if not (f.name in cls.omit_none and getattr(result, f.name) is None)
+        }
+        return cls.model_validate(values)
 
 
 class ViewRoute(APIRoute):

@@ -6,7 +6,7 @@ is shown as the caller named it, relative to ``<data_dir>/sources``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from sandbox.api.responses.base import View
 
@@ -37,7 +37,12 @@ class LoadProgress(View):
 
 
 class LoadError(View):
-    """Why a load failed: the problem it raised (where in which file, never a data value)."""
+    """Why a load failed: the problem it raised (where in which file, never a data value).
+
+    The stored problem may carry more extension members than these (a failed quality rule's
+    results, which the version's quality report shows): only the ones declared here are sent."""
+
+    model_config = ConfigDict(extra="ignore")
 
     code: str
     title: str

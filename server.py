@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from policies.templates.loader import load_templates
 from sandbox import api, catalog
+from sandbox.access.admin import Administration
 from sandbox.access.keys import KeyCache
 from sandbox.api import idempotency, openapi, problems
 from sandbox.api.audit import AuditMiddleware
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             audit=audit_log,
+            admin=Administration(engine, audit_log),
             executor=executor,
             vault=vault,
             queries=QueryService(engine, executor, settings, vault),

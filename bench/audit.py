@@ -34,10 +34,11 @@ from sqlalchemy import Engine
 
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
-from sandbox.access.model import MemberRole
+from sandbox.access.model import Actor, MemberRole
 from sandbox.audit import log as audit
 from sandbox.audit.checkpoint import Checkpointer, inclusion
 from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog
 from sandbox.audit.request import RequestRecord
 from sandbox.audit.verify import verify
 from sandbox.clock import now
@@ -64,8 +65,10 @@ def _grant(engine: Engine) -> tuple[grants.Grant, str]:
             )
         )
         con.execute(datasets.insert().values(id="ds", zone_id="z", title="d", created_at=now()))
-    tenant = tenants.create_tenant(engine, "Bench", "research", "public_welfare")
-    member, _ = members.create_member(engine, tenant, "analyst", MemberRole.ANALYST)
+    setup = AuditLog.open(engine, Path(str(engine.url.database)).parent / "keys")
+    local = Actor.local()
+    tenant = tenants.create_tenant(engine, setup, local, "Bench", "research", "public_welfare")
+    member, _ = members.create_member(engine, setup, local, tenant, "analyst", MemberRole.ANALYST)
     grant_id = grants.create_grant(
         engine,
         tenant,

@@ -48,7 +48,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
-from sandbox.access.model import MemberRole
+from sandbox.access.model import Actor, MemberRole
+from sandbox.audit.log import AuditLog
 from sandbox.clock import now
 from sandbox.ledger import grants
 from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
@@ -144,8 +145,11 @@ def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
                 )
             )
 
+    setup = AuditLog.open(engine, Path(tempfile.mkdtemp(prefix="veil-bench-keys-")))
+    local = Actor.local()
+
     def tenant_with_grant() -> tuple[str, str]:
-        tenant = tenants.create_tenant(engine, "bench", "research", "public_welfare")
+        tenant = tenants.create_tenant(engine, setup, local, "bench", "research", "public_welfare")
         grant = grants.create_grant(
             engine,
             tenant,
@@ -161,12 +165,16 @@ def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
     if scenario == "shared":
         tenant, grant = tenant_with_grant()
         for _ in range(clients):
-            member, _ = members.create_member(engine, tenant, "bench", MemberRole.ANALYST)
+            member, _ = members.create_member(
+                engine, setup, local, tenant, "bench", MemberRole.ANALYST
+            )
             pairs.append((grant, member))
     else:
         for _ in range(clients):
             tenant, grant = tenant_with_grant()
-            member, _ = members.create_member(engine, tenant, "bench", MemberRole.ANALYST)
+            member, _ = members.create_member(
+                engine, setup, local, tenant, "bench", MemberRole.ANALYST
+            )
             pairs.append((grant, member))
     return pairs
 

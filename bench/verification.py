@@ -67,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from policies.templates.loader import load_templates  # noqa: E402
 from policies.templates.model import ClaimType, Template  # noqa: E402
+from sandbox.audit.log import AuditLog  # noqa: E402
 from sandbox.config import Settings  # noqa: E402
 from sandbox.demo import synthetic as demo_data  # noqa: E402
 from sandbox.demo.build import build_demo  # noqa: E402
@@ -334,7 +335,9 @@ def main() -> None:
         t0 = time.perf_counter()
         settings = Settings(data_dir=data_dir)
         engine = db.connect(settings.state_url)
-        keys = build_demo(engine, data_dir, rows=args.rows)
+        keys = build_demo(
+            engine, data_dir, rows=args.rows, audit=AuditLog.open(engine, settings.keys_path)
+        )
         build_s = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:  # the data directory keeps no plain sources
             generated = demo_data.write_parquet(Path(tmp), args.rows)

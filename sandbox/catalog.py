@@ -16,7 +16,9 @@ from sqlalchemy import Engine, select, update
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog
 from sandbox.clock import now
 from sandbox.errors import Conflict, NotFound
 from sandbox.store.schema import datasets, versions, zones
@@ -43,7 +45,7 @@ class DatasetVersion:
     salt: int
 
 
-def create_zone(engine: Engine, zone: Zone) -> None:
+def create_zone(engine: Engine, audit: AuditLog, actor: Actor, zone: Zone) -> None:
     with engine.begin() as con:
         if con.execute(select(zones.c.id).where(zones.c.id == zone.id)).first():
             raise Conflict(f"zone {zone.id} exists")
@@ -58,7 +60,9 @@ def create_zone(engine: Engine, zone: Zone) -> None:
             )
         )
         audit.append(
-            con, audit.Event("onboarding", "zone.create", refs={"zone": zone.id, "kind": zone.kind})
+            con,
+            Event("onboarding", "zone.create", refs={"zone": zone.id, "kind": zone.kind}),
+            actor,
         )
 
 
@@ -70,6 +74,8 @@ def list_zones(engine: Engine) -> list[Zone]:
 
 def add_version(
     engine: Engine,
+    audit: AuditLog,
+    actor: Actor,
     zone_id: str,
     policy_text: str,
     path: Path,
@@ -122,12 +128,13 @@ def add_version(
         )
         audit.append(
             con,
-            audit.Event(
+            Event(
                 "onboarding",
                 "version.register",
                 refs={"zone": zone_id, "dataset": policy.dataset, "version": version},
                 primary=False,  # the load that built it is the request's entry
             ),
+            actor,
         )
     return version
 

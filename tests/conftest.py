@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
+from sandbox.access.model import Actor
+from sandbox.audit.log import AuditLog
 from sandbox.config import Settings
 from sandbox.demo.build import build_demo
 from sandbox.store import db
 from server import create_app
 
 DEMO_TEST_ROWS = 36_000  # about 1,300 enterprises: enough for real answers, quick to build
+LOCAL = Actor.local()  # the local administrator: who a test acts as when it sets up its store
+_AUDIT_LOGS: weakref.WeakKeyDictionary[Engine, AuditLog] = weakref.WeakKeyDictionary()
+
+
+def local_audit(engine: Engine) -> AuditLog:
+    """The audit log of a test's own state store: one per engine, with keys beside a SQLite
+    store (or in a fresh directory for PostgreSQL)."""
+    found = _AUDIT_LOGS.get(engine)
+    if found is None:
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database:
+            key_dir = Path(database).parent / "keys"
+        else:
+            key_dir = Path(tempfile.mkdtemp(prefix="veil-test-keys-"))
+        found = _AUDIT_LOGS[engine] = AuditLog.open(engine, key_dir)
+    return found
 
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("veil-demo")
     engine = db.connect(Settings(data_dir=data_dir).state_url)
-    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS)
+    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine))
     engine.dispose()
     return data_dir
 

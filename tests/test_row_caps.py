@@ -20,6 +20,7 @@ from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.queries import QueryService
 from sandbox.store import db
+from tests.conftest import LOCAL, local_audit
 
 POLICY_FILE = Path("tests/data/policy_small.toml")
 POLICY = load_policy(POLICY_FILE)
@@ -78,8 +79,11 @@ def test_measured_per_version(tmp_path: Path) -> None:
     path = tmp_path / "ws.duckdb"
     build_workspace(path, {"firms": firms, "sales": sales})
     engine = db.connect(f"sqlite:///{tmp_path / 'state.db'}")
-    catalog.create_zone(engine, catalog.Zone("z", "domain", "Z", "op", ""))
-    catalog.add_version(engine, "z", POLICY_FILE.read_text(), path, {"firms": 2, "sales": 7})
+    audit = local_audit(engine)
+    catalog.create_zone(engine, audit, LOCAL, catalog.Zone("z", "domain", "Z", "op", ""))
+    catalog.add_version(
+        engine, audit, LOCAL, "z", POLICY_FILE.read_text(), path, {"firms": 2, "sales": 7}
+    )
     version = catalog.current(engine, "firms")
     with Executor(ExecutorLimits(workers=1, threads=1), tmp_path / "tmp") as executor:
         assert sorted(executor.run(path, row_cap_sql(POLICY))) == [("firms", 1), ("sales", 6)]

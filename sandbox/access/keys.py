@@ -14,15 +14,16 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from sandbox.access.model import KEY_PREFIX, Member, MemberRole, hash_key, new_id
-from sandbox.audit import log as audit
+from sandbox.access.model import KEY_PREFIX, Actor, Member, MemberRole, hash_key, new_id
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog
 from sandbox.clock import now
 from sandbox.errors import NotFound, Unauthorized
 from sandbox.store.db import snapshot
 from sandbox.store.schema import api_keys, members
 
 
-def issue_key(engine: Engine, member_id: str) -> tuple[str, str]:
+def issue_key(engine: Engine, audit: AuditLog, actor: Actor, member_id: str) -> tuple[str, str]:
     """A new API key for a member: (key id, key). The key is shown once, stored as a hash."""
     key_id = new_id("key")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -32,16 +33,16 @@ def issue_key(engine: Engine, member_id: str) -> tuple[str, str]:
                 id=key_id, member_id=member_id, key_hash=hash_key(key), created_at=now()
             )
         )
-        audit.append(con, _key_event(con, "key.issue", member_id, key_id))
+        audit.append(con, _key_event(con, "key.issue", member_id, key_id), actor)
     return key_id, key
 
 
-def _key_event(con: Any, action: str, member_id: str, key_id: str) -> audit.Event:
+def _key_event(con: Any, action: str, member_id: str, key_id: str) -> Event:
     tenant = con.execute(select(members.c.tenant_id).where(members.c.id == member_id)).scalar()
-    return audit.Event("admin", action, tenant=tenant, refs={"member": member_id, "key": key_id})
+    return Event("admin", action, tenant=tenant, refs={"member": member_id, "key": key_id})
 
 
-def revoke_key(engine: Engine, member_id: str, key_id: str) -> None:
+def revoke_key(engine: Engine, audit: AuditLog, actor: Actor, member_id: str, key_id: str) -> None:
     with engine.begin() as con:
         done = con.execute(
             update(api_keys)
@@ -53,7 +54,7 @@ def revoke_key(engine: Engine, member_id: str, key_id: str) -> None:
             .values(revoked_at=now())
         )
         if done.rowcount:
-            audit.append(con, _key_event(con, "key.revoke", member_id, key_id))
+            audit.append(con, _key_event(con, "key.revoke", member_id, key_id), actor)
     for cache in list(_CACHES):  # committed: no cache in this process may still admit it
         cache.forget(key_id)
     if done.rowcount == 0:

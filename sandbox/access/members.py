@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from sandbox.access.keys import issue_key
-from sandbox.access.model import SUBJECT_ID, Member, MemberRole, new_id
-from sandbox.audit import log as audit
+from sandbox.access.model import SUBJECT_ID, Actor, Member, MemberRole, new_id
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog
 from sandbox.clock import now
 from sandbox.errors import InvalidRequest, NotFound
 from sandbox.store.schema import members
@@ -38,6 +39,8 @@ def get_member(engine: Engine, tenant_id: str, member_id: str) -> Member:
 
 def create_member(
     engine: Engine,
+    audit: AuditLog,
+    actor: Actor,
     tenant_id: str,
     name: str,
     role: MemberRole,
@@ -71,13 +74,14 @@ def create_member(
             sealed["subject"] = subject_id
         audit.append(
             con,
-            audit.Event(
+            Event(
                 "admin",
                 "member.create",
                 tenant=tenant_id,
                 refs={"member": member_id, "role": role.value},
                 sealed=sealed,
             ),
+            actor,
         )
-    _, key = issue_key(engine, member_id)
+    _, key = issue_key(engine, audit, actor, member_id)
     return member_id, key

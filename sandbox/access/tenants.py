@@ -8,14 +8,25 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from sandbox.access.model import ZONE_WIDE, Member, PurposeClass, Tenant, TenantKind, new_id
-from sandbox.audit import log as audit
+from sandbox.access.model import (
+    ZONE_WIDE,
+    Actor,
+    ActorKind,
+    PurposeClass,
+    Tenant,
+    TenantKind,
+    new_id,
+)
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog
 from sandbox.clock import now
 from sandbox.errors import InvalidRequest, NotFound
 from sandbox.store.schema import tenants
 
 
-def create_tenant(engine: Engine, name: str, kind: str, purpose_class: str) -> str:
+def create_tenant(
+    engine: Engine, audit: AuditLog, actor: Actor, name: str, kind: str, purpose_class: str
+) -> str:
     try:
         kind, purpose_class = TenantKind(kind), PurposeClass(purpose_class)
     except ValueError:
@@ -39,13 +50,14 @@ def create_tenant(engine: Engine, name: str, kind: str, purpose_class: str) -> s
         )
         audit.append(
             con,
-            audit.Event(
+            Event(
                 "admin",
                 "tenant.create",
                 tenant=tenant_id,
                 refs={"kind": kind.value, "purpose_class": purpose_class.value},
                 sealed={"name": name},
             ),
+            actor,
         )
     return tenant_id
 
@@ -54,18 +66,27 @@ def _tenant(row: Any) -> Tenant:
     return Tenant(row.id, row.name, TenantKind(row.kind), PurposeClass(row.purpose_class))
 
 
-def list_tenants(engine: Engine, viewer: Member | None) -> list[Tenant]:
+def list_tenants(engine: Engine, actor: Actor) -> list[Tenant]:
+    """The tenants ``actor`` sees: every one for zone staff and the local administrator, its
+    own for any other member."""
     query = select(tenants).order_by(tenants.c.created_at, tenants.c.id)
-    if viewer is not None and viewer.role not in ZONE_WIDE:
-        query = query.where(tenants.c.id == viewer.tenant_id)
+    if actor.member is not None and actor.member.role not in ZONE_WIDE:
+        query = query.where(tenants.c.id == actor.member.tenant_id)
+    elif actor.kind != ActorKind.LOCAL and actor.member is None:
+        return []
     with engine.connect() as con:
         return [_tenant(r) for r in con.execute(query)]
 
 
-def get_tenant(engine: Engine, viewer: Member | None, tenant_id: str) -> Tenant:
-    """A tenant the viewer may see (``None``: the local administrator); otherwise not found."""
-    if viewer is not None and not viewer.sees_tenant(tenant_id):
+def get_tenant(engine: Engine, actor: Actor, tenant_id: str) -> Tenant:
+    """A tenant ``actor`` may see; otherwise not found."""
+    if not actor.sees_tenant(tenant_id):
         raise NotFound(f"no tenant {tenant_id!r}")
+    return find_tenant(engine, tenant_id)
+
+
+def find_tenant(engine: Engine, tenant_id: str) -> Tenant:
+    """A tenant by id, whoever asks (checks of a request's references: a consent's tenant)."""
     with engine.connect() as con:
         row = con.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
     if row is None:

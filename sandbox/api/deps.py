@@ -10,6 +10,7 @@ from anyio import to_thread
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
+from sandbox.access.admin import Administration
 from sandbox.access.keys import KeyCache
 from sandbox.access.model import Actor, Member
 from sandbox.api import idempotency
@@ -35,6 +36,7 @@ class Services:
     settings: Settings
     engine: Engine
     audit: AuditLog
+    admin: Administration
     executor: Executor
     vault: Vault
     queries: QueryService

@@ -1,4 +1,4 @@
-"""Tenants, members, API keys and grants over HTTP (logic in :mod:`sandbox.admin`)."""
+"""Tenants, members, API keys and grants over HTTP (logic in :mod:`sandbox.access.admin`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.access import admin
-from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.deps import ActorDep, ServicesDep
 from sandbox.api.responses import tenants as views
 from sandbox.api.responses.base import ViewRoute
 
@@ -51,39 +50,39 @@ class SubBudgetBody(BaseModel):
 
 
 @router.post("/tenants", status_code=201, response_model=views.Tenant)
-def create_tenant(body: TenantBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    return admin.create_tenant(services.engine, member, body.name, body.kind, body.purpose_class)
+def create_tenant(body: TenantBody, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
+    return services.admin.create_tenant(actor, body.name, body.kind, body.purpose_class)
 
 
 @router.get("/tenants", response_model=views.TenantList)
-def list_tenants(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def list_tenants(actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
     """Admins and auditors see every tenant; other members their own."""
-    return {"tenants": admin.list_tenants(services.engine, member)}
+    return {"tenants": services.admin.list_tenants(actor)}
 
 
 @router.get("/tenants/{tenant}", response_model=views.Tenant)
-def get_tenant(tenant: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    return admin.get_tenant(services.engine, member, tenant)
+def get_tenant(tenant: str, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
+    return services.admin.get_tenant(actor, tenant)
 
 
 @router.post("/tenants/{tenant}/members", status_code=201, response_model=views.NewMember)
 def create_member(
-    tenant: str, body: MemberBody, member: MemberDep, services: ServicesDep
+    tenant: str, body: MemberBody, actor: ActorDep, services: ServicesDep
 ) -> dict[str, Any]:
     """A new member with its first API key, shown once: store it now."""
-    return admin.create_member(services.engine, member, tenant, body.name, body.role, body.subject)
+    return services.admin.create_member(actor, tenant, body.name, body.role, body.subject)
 
 
 @router.get("/tenants/{tenant}/members", response_model=views.MemberList)
-def list_members(tenant: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    return {"members": admin.list_members(services.engine, member, tenant)}
+def list_members(tenant: str, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
+    return {"members": services.admin.list_members(actor, tenant)}
 
 
 @router.get("/tenants/{tenant}/members/{member_id}/keys", response_model=views.ApiKeyList)
 def list_keys(
-    tenant: str, member_id: str, member: MemberDep, services: ServicesDep
+    tenant: str, member_id: str, actor: ActorDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return {"keys": admin.list_keys(services.engine, member, tenant, member_id)}
+    return {"keys": services.admin.list_keys(actor, tenant, member_id)}
 
 
 @router.post(
@@ -92,25 +91,24 @@ def list_keys(
     response_model=views.IssuedKey,
 )
 def issue_key(
-    tenant: str, member_id: str, member: MemberDep, services: ServicesDep
+    tenant: str, member_id: str, actor: ActorDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return admin.issue_key(services.engine, member, tenant, member_id)
+    return services.admin.issue_key(actor, tenant, member_id)
 
 
 @router.delete("/tenants/{tenant}/members/{member_id}/keys/{key_id}", status_code=204)
 def revoke_key(
-    tenant: str, member_id: str, key_id: str, member: MemberDep, services: ServicesDep
+    tenant: str, member_id: str, key_id: str, actor: ActorDep, services: ServicesDep
 ) -> None:
-    admin.revoke_key(services.engine, member, tenant, member_id, key_id)
+    services.admin.revoke_key(actor, tenant, member_id, key_id)
 
 
 @router.post("/tenants/{tenant}/grants", status_code=201, response_model=views.Grant)
 def create_grant(
-    tenant: str, body: GrantBody, member: MemberDep, services: ServicesDep
+    tenant: str, body: GrantBody, actor: ActorDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return admin.create_grant(
-        services.engine,
-        member,
+    return services.admin.create_grant(
+        actor,
         tenant,
         dataset=body.dataset,
         accounting=body.accounting,
@@ -123,8 +121,8 @@ def create_grant(
 
 
 @router.get("/tenants/{tenant}/grants", response_model=views.GrantList)
-def list_grants(tenant: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    return {"grants": admin.list_grants(services.engine, member, tenant)}
+def list_grants(tenant: str, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
+    return {"grants": services.admin.list_grants(actor, tenant)}
 
 
 @router.put(
@@ -135,8 +133,8 @@ def set_sub_budget(
     grant_id: str,
     member_id: str,
     body: SubBudgetBody,
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
 ) -> dict[str, Any]:
     """Give a member a sub-budget of the tenant's grant; it spends from both."""
-    return admin.set_sub_budget(services.engine, member, tenant, grant_id, member_id, body.budget)
+    return services.admin.set_sub_budget(actor, tenant, grant_id, member_id, body.budget)

@@ -54,6 +54,7 @@ from sandbox.audit.request import RequestRecord
 from sandbox.canonical import b64url_decode, b64url_encode
 from sandbox.clock import now
 from sandbox.errors import MasterKeyError, ServiceUnavailable
+from sandbox.keys import directory as keystore
 from sandbox.keys.audit import AuditKeys
 from sandbox.store.schema import audit_data_keys, audit_entries, audit_head
 from sandbox.store.statements import Prepared
@@ -104,6 +105,7 @@ class AuditLog:
     def __init__(self, engine: Engine, keys: AuditKeys) -> None:
         self.engine = engine
         self.keys = keys
+        self.prepared = False
         self._dk: _DataKey | None = None
         self._lock = threading.Lock()
         # Requests whose primary entry waits for its transaction: ``written`` on commit.
@@ -124,6 +126,22 @@ class AuditLog:
                 self._pending.pop(con, None)
 
     # -- data keys -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        engine: Engine,
+        key_dir: Path,
+        *,
+        master_key: SecretStr | None = None,
+        hmac_key: SecretStr | None = None,
+    ) -> AuditLog:
+        """The audit log of ``engine`` with the keys of ``key_dir`` (or the settings' rings that
+        replace them), ready to append."""
+        keys = keystore.audit_keys(key_dir, master_key=master_key, hmac_key=hmac_key)
+        found = cls(engine, keys)
+        found.prepare()
+        return found
 
     def prepare(self) -> None:
         """Store today's data key now (own transaction), so requests never have to."""
@@ -375,8 +393,6 @@ def log_for(engine: Engine) -> AuditLog | None:
     if found is None and _LOCAL:
         local = _LOCAL.get(engine.url.render_as_string(hide_password=False))
         if local is not None:
-            from sandbox.keys import directory as keystore  # the server never gets here
-
             with _LOCAL_LOCK:
                 found = _LOGS.get(engine)
                 if found is None:

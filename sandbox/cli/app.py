@@ -29,7 +29,22 @@ def _target(data_dir: Path | None, url: str | None, key: str | None) -> Any:
     from sandbox.cli.local import Local
     from sandbox.store import db
 
-    return Local(db.connect(local_settings(data_dir).state_url))
+    settings = local_settings(data_dir)
+    engine = db.connect(settings.state_url)
+    return Local(engine, local_audit_log(engine, settings))
+
+
+def local_audit_log(engine: Any, settings: Any) -> Any:
+    """The audit log of a data directory's state store, with its keys (or the settings' rings):
+    what the local administrator changes there is recorded like any change."""
+    from sandbox.audit.log import AuditLog
+
+    return AuditLog.open(
+        engine,
+        settings.keys_path,
+        master_key=settings.master_key,
+        hmac_key=settings.audit_hmac_key,
+    )
 
 
 def local_settings(data_dir: Path | None) -> Any:

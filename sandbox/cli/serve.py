@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sandbox.audit.log import AuditLog
 from sandbox.cli.app import app
 from sandbox.demo import synthetic as demo_data
 
@@ -41,7 +42,13 @@ def serve(
         engine = db.connect(settings.state_url)
         typer.echo(f"Building the demo zone in {data_dir} (first run only)…")
         master_keys = keystore.master_keys(settings.keys_path, master_key=settings.master_key)
-        keys = build_demo(engine, data_dir, seed=seed, master_keys=master_keys)
+        audit = AuditLog.open(
+            engine,
+            settings.keys_path,
+            master_key=settings.master_key,
+            hmac_key=settings.audit_hmac_key,
+        )
+        keys = build_demo(engine, data_dir, seed=seed, master_keys=master_keys, audit=audit)
         engine.dispose()
         typer.echo(f"Demo API keys (also in {data_dir / KEYS_FILE}):")
         for role, key in keys.items():

@@ -32,8 +32,9 @@ from policies.accounting import MICRO, PICO, Accounting
 from policies.loader import parse_policy
 from sandbox import catalog
 from sandbox.access.members import create_member
-from sandbox.access.model import MemberRole
+from sandbox.access.model import Actor, MemberRole
 from sandbox.access.tenants import create_tenant
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.demo import synthetic as demo_data
 from sandbox.errors import Conflict
 from sandbox.keys import directory as keystore
@@ -56,8 +57,10 @@ def build_demo(
     rows: int = demo_data.DEFAULT_DEMO_ROWS,
     seed: int = demo_data.DEFAULT_SEED,
     master_keys: MasterKeyRing | None = None,
+    audit: AuditLog,
 ) -> dict[str, str]:
-    """Create the demo zone unless it exists; returns the demo API keys.
+    """Create the demo zone unless it exists; returns the demo API keys. Every change is in
+    ``audit``, made by the local administrator, like any other.
 
     ``master_keys`` seal the workspaces; default: those of ``DATA_DIR/keys`` (the default key
     directory; never ``VEIL_MASTER_KEY``, which only the caller's settings hold), created if
@@ -73,8 +76,12 @@ def build_demo(
             )
         keys: dict[str, str] = json.loads(keys_path.read_text(encoding="utf-8"))
         return keys
+    require_log(audit, "the demo build")
+    actor = Actor.local()
     catalog.create_zone(
         engine,
+        audit,
+        actor,
         catalog.Zone(
             id=zone_doc["id"],
             kind=zone_doc["kind"],
@@ -106,6 +113,8 @@ def build_demo(
                 plain.unlink(missing_ok=True)
             catalog.add_version(
                 engine,
+                audit,
+                actor,
                 zone_doc["id"],
                 policy_text,
                 stored,
@@ -117,7 +126,7 @@ def build_demo(
         subject = _demo_subject(registry) if registry else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    keys = _demo_members(engine, dataset_ids, subject)
+    keys = _demo_members(engine, audit, actor, dataset_ids, subject)
     tmp = keys_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(keys, indent=2) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o600)
@@ -162,13 +171,22 @@ def _demo_subject(source: Path) -> str:
     raise Conflict("the demo data hold no enterprise in business with 12 months of tax filings")
 
 
-def _demo_members(engine: Engine, dataset_ids: list[str], subject_id: str | None) -> dict[str, str]:
-    operator = create_tenant(engine, "Zone operator (demo)", "government", "public_welfare")
-    bank = create_tenant(engine, "Demo Commercial Bank", "bank", "commercial")
-    institute = create_tenant(engine, "Demo Economics Institute", "research", "public_welfare")
-    _, admin_key = create_member(engine, operator, "demo admin", MemberRole.ADMIN)
-    _, analyst_key = create_member(engine, institute, "demo analyst", MemberRole.ANALYST)
-    _, verifier_key = create_member(engine, bank, "demo verifier", MemberRole.VERIFIER)
+def _demo_members(
+    engine: Engine, audit: AuditLog, actor: Actor, dataset_ids: list[str], subject_id: str | None
+) -> dict[str, str]:
+    def tenant(name: str, kind: str, purpose_class: str) -> str:
+        return create_tenant(engine, audit, actor, name, kind, purpose_class)
+
+    def member(tenant: str, name: str, role: MemberRole, subject: str | None = None) -> str:
+        _, key = create_member(engine, audit, actor, tenant, name, role, subject_id=subject)
+        return key
+
+    operator = tenant("Zone operator (demo)", "government", "public_welfare")
+    bank = tenant("Demo Commercial Bank", "bank", "commercial")
+    institute = tenant("Demo Economics Institute", "research", "public_welfare")
+    admin_key = member(operator, "demo admin", MemberRole.ADMIN)
+    analyst_key = member(institute, "demo analyst", MemberRole.ANALYST)
+    verifier_key = member(bank, "demo verifier", MemberRole.VERIFIER)
     for dataset in dataset_ids:
         grants.create_grant(
             engine,
@@ -181,10 +199,9 @@ def _demo_members(engine: Engine, dataset_ids: list[str], subject_id: str | None
         )
     keys = {"admin": admin_key, "analyst": analyst_key, "verifier": verifier_key}
     if subject_id is not None:
-        enterprise = create_tenant(engine, "Demo Enterprise (subject)", "other", "public_welfare")
-        _, subject_key = create_member(
-            engine, enterprise, "demo enterprise representative", MemberRole.SUBJECT,
-            subject_id=subject_id,
-        )  # fmt: skip
+        enterprise = tenant("Demo Enterprise (subject)", "other", "public_welfare")
+        subject_key = member(
+            enterprise, "demo enterprise representative", MemberRole.SUBJECT, subject_id
+        )
         keys.update({"subject": subject_key, "subject_id": subject_id, "verifier_tenant": bank})
     return keys

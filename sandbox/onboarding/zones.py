@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from sandbox import catalog
-from sandbox.access.model import Member, MemberRole
+from sandbox.access.model import Actor, Member, MemberRole
+from sandbox.audit.log import log_for
 from sandbox.errors import InvalidRequest
 from sandbox.onboarding.model import ZoneKind, check_id
 from sandbox.onboarding.staff import require
@@ -49,8 +50,13 @@ class Zones:
             ) from None
         if not operator.strip() or not title.strip():
             raise InvalidRequest("a zone needs an operator and a title", field="operator")
+        audit = log_for(self.engine)  # transitional: until onboarding gets its AuditLog
+        assert audit is not None
         catalog.create_zone(
-            self.engine, catalog.Zone(zone_id, zone_kind.value, title, operator, description)
+            self.engine,
+            audit,
+            Actor.local() if actor is None else Actor.of(actor),
+            catalog.Zone(zone_id, zone_kind.value, title, operator, description),
         )
         log.info("zone created id=%s", zone_id)
         return {

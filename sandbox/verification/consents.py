@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from policies.templates.loader import TemplateSet
 from policies.templates.model import ClaimType
 from sandbox.access.model import ZONE_WIDE, Member, MemberRole, new_id
-from sandbox.access.tenants import get_tenant
+from sandbox.access.tenants import find_tenant
 from sandbox.audit import log as audit
 from sandbox.clock import now
 from sandbox.errors import Forbidden, InvalidRequest, NotFound
@@ -229,7 +229,7 @@ class ConsentService:
         known_tenants: set[str] = set()
         for subject, request in items:
             if request.tenant not in known_tenants:
-                get_tenant(self.engine, None, request.tenant)
+                find_tenant(self.engine, request.tenant)
                 known_tenants.add(request.tenant)
             consent = self._consent(subject, request, at)
             rows.append(

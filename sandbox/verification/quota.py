@@ -22,7 +22,7 @@ from sqlalchemy.sql import Insert
 
 from policies.templates.loader import TemplateSet
 from policies.templates.model import Template
-from sandbox.access.model import Member, MemberRole
+from sandbox.access.model import Actor, Member, MemberRole
 from sandbox.access.tenants import get_tenant
 from sandbox.audit import log as audit
 from sandbox.clock import now
@@ -161,7 +161,7 @@ class QuotaService:
         self, actor: Member | None, tenant_id: str, template_id: str, quota: int
     ) -> dict[str, Any]:
         """Override a template's per-tenant quota (answers per template id per window)."""
-        get_tenant(self.engine, actor, tenant_id)
+        get_tenant(self.engine, Actor.local() if actor is None else Actor.of(actor), tenant_id)
         if actor is not None:
             actor.require(MemberRole.ADMIN)
         template = self.templates.get(template_id)

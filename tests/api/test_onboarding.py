@@ -28,7 +28,7 @@ from sandbox.ledger.grants import create_grant
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.progress import ProgressWriter
 from sandbox.store.schema import charges, consents, receipts, verification_events
-from tests.conftest import auth
+from tests.conftest import LOCAL, auth, local_audit
 
 ZONE = "beijing-finance"
 POLICY = """
@@ -109,8 +109,12 @@ def wait(client: TestClient, key: str, url: str) -> dict:
 def member(client: TestClient, role: MemberRole, tenant: str | None = None) -> tuple[str, str]:
     """(member id, API key) of a new member; in a new government tenant unless ``tenant``."""
     engine = engine_of(client)
-    tenant = tenant or tenants.create_tenant(engine, "Dept", "government", "public_welfare")
-    return members.create_member(engine, tenant, f"{role.value} member", role)
+    tenant = tenant or tenants.create_tenant(
+        engine, local_audit(engine), LOCAL, "Dept", "government", "public_welfare"
+    )
+    return members.create_member(
+        engine, local_audit(engine), LOCAL, tenant, f"{role.value} member", role
+    )
 
 
 def current_version(client: TestClient, key: str) -> int:
@@ -402,10 +406,16 @@ def test_issue_raise_answer_resolve_and_revoke(
     client.post("/v1/providers/bj-tax/members", json={"member": provider_id}, headers=admin)
     load(client, keys["admin"], write_csv(data_dir, "firms.csv", ROWS), provider="bj-tax")
 
-    bank = tenants.create_tenant(engine, "Bank", "bank", "commercial")
-    verifier_id, verifier = members.create_member(engine, bank, "v", MemberRole.VERIFIER)
-    lab = tenants.create_tenant(engine, "Lab", "research", "public_welfare")
-    _, analyst = members.create_member(engine, lab, "a", MemberRole.ANALYST)
+    bank = tenants.create_tenant(engine, local_audit(engine), LOCAL, "Bank", "bank", "commercial")
+    verifier_id, verifier = members.create_member(
+        engine, local_audit(engine), LOCAL, bank, "v", MemberRole.VERIFIER
+    )
+    lab = tenants.create_tenant(
+        engine, local_audit(engine), LOCAL, "Lab", "research", "public_welfare"
+    )
+    _, analyst = members.create_member(
+        engine, local_audit(engine), LOCAL, lab, "a", MemberRole.ANALYST
+    )
     _, stranger = member(client, MemberRole.ANALYST)  # no grant on firms
     create_grant(
         engine, lab, "firms", Accounting.PURE, budget_micro=1, delta_pico=0,

@@ -29,7 +29,7 @@ from sandbox.verification.receipts import commit, new_salt, signing_input, verif
 from sandbox.verification.requests import ConsentRequest
 from sandbox.verification.service import VerificationService
 from server import create_app
-from tests.conftest import auth
+from tests.conftest import LOCAL, auth
 
 PURPOSE = "credit_underwriting"
 REVENUE = 5_000_000
@@ -425,7 +425,14 @@ def _new_dataset_version(client: TestClient) -> int:
     with services.vault.lease(current) as plain:  # sealed again, for the new version number
         services.vault.seal(plain, copy, "enterprise", following)
     return catalog.add_version(
-        engine, current.zone, text, copy, current.row_counts, expect_version=following
+        engine,
+        services.audit,
+        LOCAL,
+        current.zone,
+        text,
+        copy,
+        current.row_counts,
+        expect_version=following,
     )
 
 

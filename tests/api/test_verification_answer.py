@@ -48,7 +48,7 @@ from tests.api.test_verification import (
     grant,
     service,
 )
-from tests.conftest import DEMO_TEST_ROWS
+from tests.conftest import DEMO_TEST_ROWS, local_audit
 from tests.ledger import conftest as ledger_fixtures
 
 postgres_server = ledger_fixtures.postgres_server
@@ -302,7 +302,7 @@ def pg_client(postgres_url: str, tmp_path: Path) -> Iterator[TestClient]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     engine = db.connect(postgres_url)
-    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS)
+    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine))
     engine.dispose()
     settings = Settings(data_dir=data_dir, database_url=postgres_url, workers=1, worker_threads=1)
     with TestClient(create_app(settings)) as test_client:

@@ -32,7 +32,7 @@ from sandbox.demo.build import build_demo
 from sandbox.ledger import grants
 from sandbox.store import db
 from sandbox.store.schema import datasets, zones
-from tests.conftest import free_port
+from tests.conftest import LOCAL, free_port, local_audit
 
 REPO = Path(__file__).resolve().parents[2]
 LEDGER_DEMO_ROWS = 20_000
@@ -116,7 +116,7 @@ def build_ledger_demo(data_dir: Path, state_url: str, rows: int = LEDGER_DEMO_RO
     """The demo zone in ``data_dir`` (workspaces) with its state in ``state_url``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.connect(state_url)
-    build_demo(engine, data_dir, rows=rows)
+    build_demo(engine, data_dir, rows=rows, audit=local_audit(engine))
     return engine
 
 
@@ -155,8 +155,12 @@ def new_analyst(
     name: str = "Ledger Test Institute",
 ) -> Analyst:
     """A fresh research tenant with one analyst (and key) and one grant on ``dataset``."""
-    tenant = tenants.create_tenant(engine, name, "research", "public_welfare")
-    member, key = members.create_member(engine, tenant, "analyst", MemberRole.ANALYST)
+    tenant = tenants.create_tenant(
+        engine, local_audit(engine), LOCAL, name, "research", "public_welfare"
+    )
+    member, key = members.create_member(
+        engine, local_audit(engine), LOCAL, tenant, "analyst", MemberRole.ANALYST
+    )
     grant = grants.create_grant(
         engine,
         tenant,

@@ -27,6 +27,7 @@ from sandbox.access.model import MemberRole
 from sandbox.config import Settings
 from sandbox.ledger import charges, entries, grants
 from server import create_app
+from tests.conftest import LOCAL, local_audit
 from tests.ledger.conftest import Analyst, auth, new_analyst
 
 SQL = "SELECT COUNT(*) AS n FROM registry WHERE founded >= '2001-01-01'"
@@ -169,7 +170,12 @@ def test_same_canonical_query_again_is_free_and_the_same_answer(client: TestClie
 
     # Another analyst of the same tenant: same tenant, same answer, still free.
     _, colleague = create_member(
-        _engine(client), analyst.tenant_id, "colleague", MemberRole.ANALYST
+        _engine(client),
+        local_audit(_engine(client)),
+        LOCAL,
+        analyst.tenant_id,
+        "colleague",
+        MemberRole.ANALYST,
     )
     shared = _query(client, colleague).json()
     assert shared["cached"] is True

@@ -13,15 +13,22 @@ from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
 from sandbox.errors import Conflict, IdempotencyKeyReused
 from sandbox.store import db
+from tests.conftest import LOCAL, local_audit
 
 
 def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir(exist_ok=True)
     engine = db.connect(state_url)
     try:
-        tenant = tenants.create_tenant(engine, "Dept", "government", "public_welfare")
-        admin, _ = members.create_member(engine, tenant, "a", MemberRole.ADMIN)
-        other, _ = members.create_member(engine, tenant, "b", MemberRole.ADMIN)
+        tenant = tenants.create_tenant(
+            engine, local_audit(engine), LOCAL, "Dept", "government", "public_welfare"
+        )
+        admin, _ = members.create_member(
+            engine, local_audit(engine), LOCAL, tenant, "a", MemberRole.ADMIN
+        )
+        other, _ = members.create_member(
+            engine, local_audit(engine), LOCAL, tenant, "b", MemberRole.ADMIN
+        )
         digest = idempotency.request_hash("POST", "/v1/zones", b'{"id": "z", "kind": "domain"}')
         same = idempotency.request_hash("post", "/v1/zones", b'{"kind":"domain","id":"z"}')
         assert same == digest  # key order, spacing and method case do not matter

@@ -43,6 +43,7 @@ from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
 from sandbox.ledger.grants import Refresh, create_grant, grant_by_id, set_member_budget, utc
 from sandbox.store import db
 from sandbox.store.schema import charges, credits, grants, member_budgets
+from tests.conftest import LOCAL, local_audit
 from tests.ledger.conftest import seed_catalog
 
 DATASET = "ds"
@@ -120,7 +121,9 @@ class LedgerMachine(RuleBasedStateMachine):
         refresh=st.sampled_from([Refresh.NONE, Refresh.DAILY]),
     )
     def create_grant(self, budget: int, cap: int, delta: int, refresh: Refresh) -> str:
-        tenant = tenants.create_tenant(self.engine, "t", "research", "public_welfare")
+        tenant = tenants.create_tenant(
+            self.engine, local_audit(self.engine), LOCAL, "t", "research", "public_welfare"
+        )
         grant_id = create_grant(
             self.engine,
             tenant,
@@ -143,7 +146,12 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def add_member(self, grant_id: str, sub_budget: int | None) -> str:
         member_id, _ = members.create_member(
-            self.engine, self.tenant_of[grant_id], "m", MemberRole.ANALYST
+            self.engine,
+            local_audit(self.engine),
+            LOCAL,
+            self.tenant_of[grant_id],
+            "m",
+            MemberRole.ANALYST,
         )
         if sub_budget is not None:
             set_member_budget(self.engine, grant_id, member_id, sub_budget)

@@ -33,10 +33,11 @@ from sqlalchemy import Engine
 
 from policies.accounting import Accounting
 from sandbox.access import keys, members, tenants
-from sandbox.access.model import MemberRole
+from sandbox.access.model import Actor, MemberRole
 from sandbox.config import Settings
 from sandbox.ledger import grants
 from server import create_app
+from tests.conftest import LOCAL, local_audit
 from tests.ledger.conftest import auth
 
 ROLES = tuple(role.value for role in MemberRole)
@@ -222,13 +223,25 @@ class World:
 
 
 def _tenant(engine: Engine, name: str, roles: tuple[str, ...]) -> TenantObjects:
-    tenant = TenantObjects(tenants.create_tenant(engine, name, "research", "public_welfare"))
+    tenant = TenantObjects(
+        tenants.create_tenant(
+            engine, local_audit(engine), LOCAL, name, "research", "public_welfare"
+        )
+    )
     for role in roles:
         subject = SUBJECT_ID if role == "subject" else None
         _, tenant.keys[role] = members.create_member(
-            engine, tenant.id, role, MemberRole(role), subject_id=subject
+            engine,
+            local_audit(engine),
+            LOCAL,
+            tenant.id,
+            role,
+            MemberRole(role),
+            subject_id=subject,
         )
-    tenant.target_member, _ = members.create_member(engine, tenant.id, "spare", MemberRole.ANALYST)
+    tenant.target_member, _ = members.create_member(
+        engine, local_audit(engine), LOCAL, tenant.id, "spare", MemberRole.ANALYST
+    )
     tenant.grant = grants.create_grant(
         engine,
         tenant.id,
@@ -281,7 +294,9 @@ def _path(template: str, target: TenantObjects, engine: Engine, mismatch: Tenant
         "seq": "1",
     }
     if "{key_id}" in template:  # a fresh key each call: a DELETE can succeed only once
-        values["key_id"], _ = keys.issue_key(engine, mismatch.target_member)
+        values["key_id"], _ = keys.issue_key(
+            engine, local_audit(engine), LOCAL, mismatch.target_member
+        )
     return template.format(**values)
 
 
@@ -350,7 +365,7 @@ def test_tenant_listing_shows_only_your_own_unless_zone_wide(
         t.id
         for t in tenants.list_tenants(
             _engine(client),
-            keys.authenticate(_engine(client), "Bearer " + world.home.keys["admin"]),
+            Actor.of(keys.authenticate(_engine(client), "Bearer " + world.home.keys["admin"])),
         )
     }
     assert {world.home.id, world.other.id} <= everyone
@@ -382,10 +397,12 @@ def test_a_revoked_key_is_refused_everywhere_like_an_unknown_one(
     client: TestClient, world: World
 ) -> None:
     engine = _engine(client)
-    member, key = members.create_member(engine, world.home.id, "leaver", MemberRole.ANALYST)
+    member, key = members.create_member(
+        engine, local_audit(engine), LOCAL, world.home.id, "leaver", MemberRole.ANALYST
+    )
     assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
     (key_id,) = [str(k["id"]) for k in keys.list_keys(engine, member)]
-    keys.revoke_key(engine, member, key_id)
+    keys.revoke_key(engine, local_audit(engine), LOCAL, member, key_id)
     revoked = client.get("/v1/budgets", headers=auth(key))
     unknown = client.get("/v1/budgets", headers=auth("veil_" + "y" * 43))
     assert revoked.status_code == unknown.status_code == 401

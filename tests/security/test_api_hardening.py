@@ -39,7 +39,7 @@ from sandbox.errors import SqlTooDeep, SqlTooLong
 from sandbox.ledger import entries, grants
 from sandbox.verification.receipts import RECEIPT_FIELDS
 from server import create_app
-from tests.conftest import auth
+from tests.conftest import LOCAL, auth, local_audit
 
 DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PROBLEM = "application/problem+json"
@@ -120,8 +120,10 @@ def guard_of(client: TestClient) -> Guard:
 
 def new_key(client: TestClient, role: MemberRole = MemberRole.ANALYST, tenant: str = "") -> str:
     engine = engine_of(client)
-    tenant = tenant or tenants.create_tenant(engine, "Hardening", "research", "public_welfare")
-    _, key = members.create_member(engine, tenant, role.value, role)
+    tenant = tenant or tenants.create_tenant(
+        engine, local_audit(engine), LOCAL, "Hardening", "research", "public_welfare"
+    )
+    _, key = members.create_member(engine, local_audit(engine), LOCAL, tenant, role.value, role)
     return key
 
 
@@ -274,7 +276,9 @@ def test_guessing_keys_is_limited_per_address_whatever_key_is_sent(limited: Test
 
 def test_a_tenant_over_its_in_flight_limit_gets_429_and_others_do_not(limited: TestClient) -> None:
     engine = engine_of(limited)
-    busy = tenants.create_tenant(engine, "Busy Bank", "bank", "commercial")
+    busy = tenants.create_tenant(
+        engine, local_audit(engine), LOCAL, "Busy Bank", "bank", "commercial"
+    )
     verifier = new_key(limited, MemberRole.VERIFIER, busy)
     colleague = new_key(limited, MemberRole.ANALYST, busy)
     stranger = new_key(limited)
@@ -311,7 +315,7 @@ def test_a_tenant_over_its_in_flight_limit_gets_429_and_others_do_not(limited: T
 
 
 def tenant_count(client: TestClient) -> int:
-    return len(tenants.list_tenants(engine_of(client), None))
+    return len(tenants.list_tenants(engine_of(client), LOCAL))
 
 
 def test_an_oversized_body_with_a_content_length_is_refused_unread(small: TestClient) -> None:
@@ -477,18 +481,22 @@ class Objects:
 
 
 def _side(engine: Engine, name: str, subject: str) -> Side:
-    tenant = tenants.create_tenant(engine, name, "bank", "commercial")
+    tenant = tenants.create_tenant(engine, local_audit(engine), LOCAL, name, "bank", "commercial")
     keys = {}
     for role in (MemberRole.ANALYST, MemberRole.VERIFIER, MemberRole.SUBJECT):
         _, keys[role.value] = members.create_member(
             engine,
+            local_audit(engine),
+            LOCAL,
             tenant,
             role.value,
             role,
             subject_id=subject if role == MemberRole.SUBJECT else None,
         )
-    member, _ = members.create_member(engine, tenant, "spare", MemberRole.ANALYST)
-    key_id, _ = issue_key(engine, member)
+    member, _ = members.create_member(
+        engine, local_audit(engine), LOCAL, tenant, "spare", MemberRole.ANALYST
+    )
+    key_id, _ = issue_key(engine, local_audit(engine), LOCAL, member)
     grant = grants.create_grant(
         engine,
         tenant,

@@ -51,6 +51,7 @@ from sandbox.keys.signing import KeyRing, generate_key
 from sandbox.ledger import charges, grants
 from sandbox.store import db
 from sandbox.store.schema import audit_checkpoints, audit_data_keys, audit_entries, audit_head
+from tests.conftest import LOCAL
 from tests.ledger import conftest as ledger_fixtures
 from tests.ledger.conftest import seed_catalog
 
@@ -363,8 +364,8 @@ def test_an_entry_rolls_back_with_its_transaction(env: Env) -> None:
 def analyst_grant(env: Env) -> tuple[str, str, str]:
     """A tenant, an analyst member and a grant of 1 ε on the seeded dataset ``ds``."""
     seed_catalog(env.engine)
-    tenant = tenants.create_tenant(env.engine, "T", "research", "public_welfare")
-    member, _ = members.create_member(env.engine, tenant, "a", MemberRole.ANALYST)
+    tenant = tenants.create_tenant(env.engine, env.log, LOCAL, "T", "research", "public_welfare")
+    member, _ = members.create_member(env.engine, env.log, LOCAL, tenant, "a", MemberRole.ANALYST)
     grant_id = grants.create_grant(
         env.engine,
         tenant,

@@ -16,6 +16,7 @@ The reads of single nodes (literal values, labels, function names) are in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,7 @@ from policies.gate.query import (
 from policies.model import ColumnType, KeyValue, Policy, Role, Table
 
 MAX_IN_ITEMS = 1_000
+TABLE_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # what a policy table name can be
 MAX_OUTPUTS = 64
 MAX_LIMIT = 100_000
 
@@ -135,6 +137,8 @@ class _Checker:
         if not isinstance(node.this, exp.Identifier):
             raise unsupported(node.this)
         name = node.name if node.this.quoted else node.name.lower()
+        if not TABLE_SHAPE.fullmatch(name):  # a quoted path or URL: never echoed back
+            raise QueryRejected("unknown_table", "", "not a table name")
         table = self.policy.table(name)
         if table is None:
             raise QueryRejected("unknown_table", name[:64])
@@ -229,9 +233,18 @@ class _Checker:
             parts = [self.literal(item, value_type) for item in items]
             return f"({value_sql} IN ({', '.join(parts)}))"
         if isinstance(node, exp.Between):
+            if set(node.args) - {"this", "low", "high", "symmetric"}:
+                raise QueryRejected("unsupported_expression", "between")
             value_sql, value_type = self.operand(node.this)
             low = self.literal(node.args["low"], value_type)
             high = self.literal(node.args["high"], value_type)
+            if node.args.get("symmetric"):  # either order of the bounds, exactly as asked
+                swapped_low = self.literal(node.args["high"], value_type)
+                swapped_high = self.literal(node.args["low"], value_type)
+                return (
+                    f"(({value_sql} BETWEEN {low} AND {high}) OR "
+                    f"({value_sql} BETWEEN {swapped_low} AND {swapped_high}))"
+                )
             return f"({value_sql} BETWEEN {low} AND {high})"
         if isinstance(node, exp.Is):
             if not isinstance(node.expression, exp.Null):

@@ -333,9 +333,9 @@ def test_progress_is_visible_while_loading(
     client: TestClient, keys: dict[str, str], data_dir: Path, settings: Any
 ) -> None:
     admin = keys["admin"]
-    loads = Loads(engine_of(client), settings.workspace_dir)
+    loads = Loads(engine_of(client), local_audit(engine_of(client)), settings.workspace_dir)
     pending = loads.begin_load(
-        None, ZONE, "firms", POLICY, write_csv(data_dir, "firms.csv", ROWS),
+        LOCAL, ZONE, "firms", POLICY, write_csv(data_dir, "firms.csv", ROWS),
         confine_to=sources(data_dir),
     )  # fmt: skip
     url = f"/v1/zones/{ZONE}/datasets/firms/versions/{pending.version}"

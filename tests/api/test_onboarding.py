@@ -22,11 +22,15 @@ from connectors.base import Progress
 from policies.accounting import Accounting
 from sandbox.access import members, model, tenants
 from sandbox.access.model import MemberRole
+from sandbox.audit.store import read_entries
 from sandbox.cli.main import app as cli_app
 from sandbox.clock import now
+from sandbox.errors import ServiceUnavailable
 from sandbox.ledger.grants import create_grant
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.progress import ProgressWriter
+from sandbox.onboarding.services import Onboarding
+from sandbox.store import db
 from sandbox.store.schema import charges, consents, receipts, verification_events
 from tests.conftest import LOCAL, auth, local_audit
 
@@ -295,6 +299,36 @@ def test_rollback_and_forward(client: TestClient, keys: dict[str, str], data_dir
     assert client.post(f"{url}/9/activate", headers=auth(admin)).status_code == 404
     refused = client.post(f"{url}/1/activate", headers=auth(keys["analyst"]))
     assert refused.status_code == 403
+
+
+def test_a_load_is_recorded_as_the_member_who_started_it(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    operator_id, operator = member(client, MemberRole.OPERATOR)
+    load(client, operator, write_csv(data_dir, "firms.csv", ROWS))
+    bad = write_csv(data_dir, "bad.csv", [ROWS[0], "A2,西城,12a,2020-01-31"])
+    assert load(client, operator, bad)["state"] == "failed"
+    with engine_of(client).connect() as con:
+        entries = [e["entry"] for e in read_entries(con, limit=100_000, kind="onboarding")]
+    actions = [e["action"] for e in entries if e["refs"].get("dataset") == "firms"]
+    assert actions == ["load.begin", "load.ready", "load.begin", "load.failed"]
+    begun, ready, _, failed = (e for e in entries if e["refs"].get("dataset") == "firms")
+    for entry in (begun, ready, failed):
+        assert (entry["actor"]["type"], entry["actor"]["member"]) == ("member", operator_id)
+    # the outcome, written by the background thread, names the request that started the load
+    assert ready["request"]["id"] == begun["request"]["id"]
+    assert failed["code"] == "type_conversion"
+
+
+def test_onboarding_refuses_to_start_without_an_audit_log(settings: Any) -> None:
+    engine = db.connect(settings.state_url)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            Onboarding.build(engine, None, settings.workspace_dir)  # type: ignore[arg-type]
+        with pytest.raises(ServiceUnavailable):
+            Loads(engine, None, settings.workspace_dir)  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
 
 
 def test_quality_for_staff_and_the_provider_only(

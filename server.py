@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             key_cache=KeyCache(engine, settings.auth_cache_s),
             onboarding=Onboarding.build(
                 engine,
+                audit_log,
                 settings.workspace_dir,
                 quota_bytes=settings.load_quota_bytes,
                 zone_secret=zone_secret,

@@ -9,9 +9,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from connectors.base import Progress
+from sandbox.audit.store import read_entries
 from sandbox.cli.loads import _follow
 from sandbox.cli.main import app
 from sandbox.client import Client
+from sandbox.config import Settings
+from sandbox.store import db
 from tests.api.test_onboarding import POLICY, ROWS, ZONE, write_csv
 
 SUBJECT = "91110108MA01ABCD2X"
@@ -53,6 +56,18 @@ def test_issues_on_a_data_directory(data_dir: Path, tmp_path: Path) -> None:
         app, ["issue", "answer", "firms", "1", "--answer", "x", "--idempotency-key", "k", *dd]
     )
     assert refused.exit_code == 2  # an Idempotency-Key means something only with --url
+    # the local administrator's changes are recorded as its own, load outcome included
+    engine = db.connect(Settings(data_dir=data_dir).state_url)
+    try:
+        with engine.connect() as con:
+            entries = [e["entry"] for e in read_entries(con, limit=100_000, kind="onboarding")]
+    finally:
+        engine.dispose()
+    mine = [e for e in entries if e["refs"].get("dataset") == "firms"]
+    assert [e["action"] for e in mine] == [
+        "load.begin", "load.ready", "issue.raise", "issue.answer", "issue.resolve",
+    ]  # fmt: skip
+    assert {e["actor"]["type"] for e in mine} == {"local"}
 
 
 def test_load_and_issues_against_a_server(

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sandbox import catalog
 from sandbox.api.deps import MemberDep, ServicesDep
 from sandbox.api.responses.base import ViewRoute
-from sandbox.api.responses.catalog import Dataset, DatasetList, ZoneList
+from sandbox.api.responses.catalog import Dataset, DatasetList, Zone, ZoneList
 
 router = APIRouter(prefix="/v1", tags=["datasets"], route_class=ViewRoute)
 
@@ -30,20 +30,8 @@ def _dataset(version: catalog.DatasetVersion, detail: bool) -> dict[str, Any]:
 
 
 @router.get("/zones", response_model=ZoneList)
-def list_zones(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
-    zones = catalog.list_zones(services.engine)
-    return {
-        "zones": [
-            {
-                "id": z.id,
-                "kind": z.kind,
-                "title": z.title,
-                "operator": z.operator,
-                "description": z.description,
-            }
-            for z in zones
-        ]
-    }
+def list_zones(member: MemberDep, services: ServicesDep) -> ZoneList:
+    return ZoneList(zones=[Zone.of(z) for z in services.onboarding.zones.list_zones()])
 
 
 @router.get("/datasets", response_model=DatasetList)

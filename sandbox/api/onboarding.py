@@ -12,22 +12,24 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.api import redact
-from sandbox.api.deps import MemberDep, Services, ServicesDep
+from sandbox.api.deps import ActorDep, Services, ServicesDep
 from sandbox.api.responses import onboarding as views
-from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.base import View, ViewRoute
 from sandbox.api.responses.catalog import Zone
 
 router = APIRouter(prefix="/v1", tags=["onboarding"], route_class=ViewRoute)
-T = TypeVar("T")
+V = TypeVar("V", bound=View)
 
 MAX_POLICY_CHARS = 1_000_000
 MAX_NUMBER = 2**31 - 1  # versions and issue numbers: stored as integers
 Number = Annotated[int, Path(ge=1, le=MAX_NUMBER)]
 
 
-def _public(services: Services, view: T) -> T:
-    """``view`` with paths under the data directory made relative (sources as named)."""
-    return redact.tree(view, services.settings.data_dir)
+def _public(services: Services, view: V) -> V:
+    """``view`` with paths under the data directory made relative (sources as named); members
+    absent from it stay absent."""
+    shown = redact.tree(view.model_dump(exclude_unset=True), services.settings.data_dir)
+    return type(view).model_validate(shown)
 
 
 _HTML: dict[int | str, dict[str, Any]] = {
@@ -114,42 +116,35 @@ class ResolveBody(BaseModel):
 
 
 @router.post("/zones", status_code=201, response_model=Zone)
-def create_zone(
-    body: ZoneBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return services.onboarding.zones.create_zone(
-        member, body.id, body.kind, body.operator, body.title, body.description
+def create_zone(body: ZoneBody, actor: ActorDep, services: ServicesDep) -> Zone:
+    zone = services.onboarding.zones.create_zone(
+        actor, body.id, body.kind, body.operator, body.title, body.description
     )
+    return Zone.of(zone)
 
 
 @router.post("/providers", status_code=201, response_model=views.Provider)
-def create_provider(
-    body: ProviderBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return services.onboarding.providers.create_provider(
-        member, body.id, body.name, body.zone, body.description
+def create_provider(body: ProviderBody, actor: ActorDep, services: ServicesDep) -> views.Provider:
+    provider = services.onboarding.providers.create_provider(
+        actor, body.id, body.name, body.zone, body.description
     )
+    return views.Provider.of(provider)
 
 
 @router.get("/providers", response_model=views.ProviderList)
 def list_providers(
-    member: MemberDep, services: ServicesDep, zone: str | None = None
-) -> dict[str, Any]:
-    return {"providers": services.onboarding.providers.list_providers(zone)}
+    actor: ActorDep, services: ServicesDep, zone: str | None = None
+) -> views.ProviderList:
+    found = services.onboarding.providers.list_providers(zone)
+    return views.ProviderList(providers=[views.Provider.of(p) for p in found])
 
 
 @router.post("/providers/{provider}/members", status_code=201, response_model=views.ProviderMember)
 def add_provider_member(
-    provider: str,
-    body: ProviderMemberBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return services.onboarding.providers.add_provider_member(member, provider, body.member)
+    provider: str, body: ProviderMemberBody, actor: ActorDep, services: ServicesDep
+) -> views.ProviderMember:
+    linked = services.onboarding.providers.add_provider_member(actor, provider, body.member)
+    return views.ProviderMember.of(linked)
 
 
 # -- loads and versions -------------------------------------------------------------------------
@@ -164,15 +159,15 @@ def start_load(
     zone: str,
     dataset: str,
     body: LoadBody,
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     response: Response,
-) -> dict[str, Any]:
+) -> views.StartedLoad:
     """Start a load; it runs in the background. Poll the returned ``url`` for progress; the
     version becomes current only if the load and its quality rules pass."""
     onboarding = services.onboarding
     pending = onboarding.loads.begin_load(
-        member,
+        actor,
         zone,
         dataset,
         body.policy,
@@ -185,25 +180,25 @@ def start_load(
     )
     onboarding.loads.start_load(pending)
     url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
-    view = onboarding.versions.get_version(member, zone, dataset, pending.version)
+    version = onboarding.versions.get_version(actor, zone, dataset, pending.version)
     response.headers["Location"] = url
-    return _public(services, {**view, "url": url})
+    return _public(services, views.StartedLoad.started(version, url))
 
 
 @router.get("/zones/{zone}/datasets/{dataset}/versions", response_model=views.VersionList)
 def list_versions(
-    zone: str, dataset: str, member: MemberDep, services: ServicesDep
-) -> dict[str, Any]:
-    return _public(services, services.onboarding.versions.list_versions(member, zone, dataset))
+    zone: str, dataset: str, actor: ActorDep, services: ServicesDep
+) -> views.VersionList:
+    found = services.onboarding.versions.list_versions(actor, zone, dataset)
+    return _public(services, views.VersionList.of(found))
 
 
 @router.get("/zones/{zone}/datasets/{dataset}/versions/{version}", response_model=views.Version)
 def get_version(
-    zone: str, dataset: str, version: Number, member: MemberDep, services: ServicesDep
-) -> dict[str, Any]:
-    return _public(
-        services, services.onboarding.versions.get_version(member, zone, dataset, version)
-    )
+    zone: str, dataset: str, version: Number, actor: ActorDep, services: ServicesDep
+) -> views.Version:
+    found = services.onboarding.versions.get_version(actor, zone, dataset, version)
+    return _public(services, views.Version.of(found))
 
 
 @router.post(
@@ -211,15 +206,11 @@ def get_version(
     response_model=views.Version,
 )
 def activate_version(
-    zone: str,
-    dataset: str,
-    version: Number,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
+    zone: str, dataset: str, version: Number, actor: ActorDep, services: ServicesDep
+) -> views.Version:
     """Make a ready version current (a rollback, or forward again)."""
-    versions = services.onboarding.versions
-    return _public(services, versions.activate(member, zone, dataset, version))
+    found = services.onboarding.versions.activate(actor, zone, dataset, version)
+    return _public(services, views.Version.of(found))
 
 
 # -- quality ------------------------------------------------------------------------------------
@@ -228,7 +219,7 @@ def activate_version(
 @router.get("/datasets/{dataset}/quality", response_model=None, responses=_HTML)
 def get_quality(
     dataset: str,
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     version: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
     format: Literal["json", "html"] = "json",
@@ -237,9 +228,11 @@ def get_quality(
     dataset's provider only."""
     versions = services.onboarding.versions
     if format == "html":
-        return HTMLResponse(_public(services, versions.quality_html(member, dataset, version)))
-    found = _public(services, versions.quality(member, dataset, version))
-    return views.Quality.model_validate(found).model_dump(mode="json", exclude_unset=True)
+        page = versions.quality_html(actor, dataset, version)
+        return HTMLResponse(redact.text(page, services.settings.data_dir))
+    found = _public(services, views.Quality.of(versions.quality(actor, dataset, version)))
+    # answered as JSON or HTML, so serialised here rather than through a response model
+    return found.model_dump(mode="json", exclude_unset=True)
 
 
 # -- issues -------------------------------------------------------------------------------------
@@ -247,50 +240,40 @@ def get_quality(
 
 @router.post("/datasets/{dataset}/issues", status_code=201, response_model=views.Issue)
 def raise_issue(
-    dataset: str,
-    body: IssueBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return services.onboarding.issues.raise_issue(
-        member, dataset, body.title, body.description, body.subject
+    dataset: str, body: IssueBody, actor: ActorDep, services: ServicesDep
+) -> views.Issue:
+    issue = services.onboarding.issues.raise_issue(
+        actor, dataset, body.title, body.description, body.subject
     )
+    return views.Issue.of(issue)
 
 
 @router.get("/datasets/{dataset}/issues", response_model=views.IssueList)
-def list_issues(dataset: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def list_issues(dataset: str, actor: ActorDep, services: ServicesDep) -> views.IssueList:
     """Staff (admin, operator, the dataset's provider) see every issue; others their tenant's."""
-    return {"issues": services.onboarding.issues.list_issues(member, dataset)}
+    found = services.onboarding.issues.list_issues(actor, dataset)
+    return views.IssueList(issues=[views.Issue.of(i) for i in found])
 
 
 @router.get("/datasets/{dataset}/issues/{number}", response_model=views.Issue)
-def get_issue(
-    dataset: str, number: Number, member: MemberDep, services: ServicesDep
-) -> dict[str, Any]:
-    return services.onboarding.issues.get_issue(member, dataset, number)
+def get_issue(dataset: str, number: Number, actor: ActorDep, services: ServicesDep) -> views.Issue:
+    return views.Issue.of(services.onboarding.issues.get_issue(actor, dataset, number))
 
 
 @router.post("/datasets/{dataset}/issues/{number}/answer", response_model=views.Issue)
 def answer_issue(
-    dataset: str,
-    number: Number,
-    body: AnswerBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return services.onboarding.issues.answer_issue(member, dataset, number, body.answer)
+    dataset: str, number: Number, body: AnswerBody, actor: ActorDep, services: ServicesDep
+) -> views.Issue:
+    issue = services.onboarding.issues.answer_issue(actor, dataset, number, body.answer)
+    return views.Issue.of(issue)
 
 
 @router.post("/datasets/{dataset}/issues/{number}/resolve", response_model=views.Issue)
 def resolve_issue(
-    dataset: str,
-    number: Number,
-    body: ResolveBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
-    return services.onboarding.issues.resolve_issue(
-        member,
+    dataset: str, number: Number, body: ResolveBody, actor: ActorDep, services: ServicesDep
+) -> views.Issue:
+    issue = services.onboarding.issues.resolve_issue(
+        actor,
         dataset,
         number,
         body.kind,
@@ -298,3 +281,4 @@ def resolve_issue(
         body.note,
         revoke_receipts=body.revoke_receipts,
     )
+    return views.Issue.of(issue)

@@ -40,7 +40,7 @@ def issue_raise(
         data_dir,
         url,
         key,
-        lambda s: s.issues.raise_issue(None, dataset, title, description, subject),
+        lambda s, actor: s.issues.raise_issue(actor, dataset, title, description, subject),
         lambda c: c.raise_issue(dataset, issue, idempotency_key),
         idempotency_key=idempotency_key,
         subjects=True,
@@ -59,7 +59,7 @@ def issue_list(
         data_dir,
         url,
         key,
-        lambda s: s.issues.list_issues(None, dataset),
+        lambda s, actor: s.issues.list_issues(actor, dataset),
         lambda c: c.list_issues(dataset),
     )
 
@@ -77,7 +77,7 @@ def issue_show(
         data_dir,
         url,
         key,
-        lambda s: s.issues.get_issue(None, dataset, number),
+        lambda s, actor: s.issues.get_issue(actor, dataset, number),
         lambda c: c.get_issue(dataset, number),
     )
 
@@ -97,7 +97,7 @@ def issue_answer(
         data_dir,
         url,
         key,
-        lambda s: s.issues.answer_issue(None, dataset, number, answer),
+        lambda s, actor: s.issues.answer_issue(actor, dataset, number, answer),
         lambda c: c.answer_issue(dataset, number, answer, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -132,8 +132,8 @@ def issue_resolve(
         data_dir,
         url,
         key,
-        lambda s: s.issues.resolve_issue(
-            None, dataset, number, kind, version, note, revoke_receipts=revoke_receipts
+        lambda s, actor: s.issues.resolve_issue(
+            actor, dataset, number, kind, version, note, revoke_receipts=revoke_receipts
         ),
         lambda c: c.resolve_issue(dataset, number, resolution, idempotency_key),
         idempotency_key=idempotency_key,

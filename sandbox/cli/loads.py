@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sandbox.cli.app import app, echo_result
-from sandbox.cli.onboarding import DataDir, IdemKey, Key, Url, client, onboarding, run
+from sandbox.cli.onboarding import DataDir, IdemKey, Key, Url, client, onboarding, run, wire
 
 if TYPE_CHECKING:
     from connectors.base import Progress
+    from sandbox.access.model import Actor
     from sandbox.client import Client
     from sandbox.onboarding.services import Onboarding
 
@@ -96,9 +97,12 @@ def load_command(
         return
     if idempotency_key is not None:
         raise typer.BadParameter("needs --url", param_hint="--idempotency-key")
+    from sandbox.access.model import Actor
+
+    actor = Actor.local()
     with onboarding(data_dir) as services:
         pending = services.loads.begin_load(
-            None,
+            actor,
             zone,
             dataset,
             text,
@@ -110,11 +114,12 @@ def load_command(
         )
         with _progress_bar(show) as hook:
             try:
-                result = services.loads.run_load(pending, on_progress=hook)
+                loaded = services.loads.run_load(pending, on_progress=hook)
             except Exception:
-                _report_failure(services.versions.get_version(None, zone, dataset, pending.version))
+                failed = services.versions.get_version(actor, zone, dataset, pending.version)
+                _report_failure(wire(failed))
                 raise
-    echo_result(result)
+    echo_result(wire(loaded))
 
 
 def _report_failure(view: dict[str, Any]) -> None:
@@ -207,7 +212,7 @@ def versions_command(
         data_dir,
         url,
         key,
-        lambda s: s.versions.list_versions(None, zone, dataset),
+        lambda s, actor: s.versions.list_versions(actor, zone, dataset),
         lambda c: c.list_versions(zone, dataset),
     )
 
@@ -227,7 +232,7 @@ def activate_command(
         data_dir,
         url,
         key,
-        lambda s: s.versions.activate(None, zone, dataset, version),
+        lambda s, actor: s.versions.activate(actor, zone, dataset, version),
         lambda c: c.activate(zone, dataset, version, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -244,9 +249,9 @@ def quality_command(
 ) -> None:
     """Print a version's quality report (JSON, or HTML with --html)."""
 
-    def local(services: Onboarding) -> Any:
+    def local(services: Onboarding, actor: Actor) -> Any:
         if html:
-            return services.versions.quality_html(None, dataset, version)
-        return services.versions.quality(None, dataset, version)
+            return services.versions.quality_html(actor, dataset, version)
+        return services.versions.quality(actor, dataset, version)
 
     run(data_dir, url, key, local, lambda c: c.quality(dataset, version, html))

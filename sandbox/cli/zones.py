@@ -40,7 +40,7 @@ def zone_create(
         data_dir,
         url,
         key,
-        lambda s: s.zones.create_zone(None, id, kind, operator, title, description),
+        lambda s, actor: s.zones.create_zone(actor, id, kind, operator, title, description),
         lambda c: c.create_zone({**body, "description": description}, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -49,7 +49,7 @@ def zone_create(
 @zone_app.command("list")
 def zone_list(data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
     """List zones."""
-    run(data_dir, url, key, lambda s: s.zones.list_zones(), lambda c: c.list_zones())
+    run(data_dir, url, key, lambda s, _: s.zones.list_zones(), lambda c: c.list_zones())
 
 
 @provider_app.command("create")
@@ -69,7 +69,7 @@ def provider_create(
         data_dir,
         url,
         key,
-        lambda s: s.providers.create_provider(None, id, name, zone, description),
+        lambda s, actor: s.providers.create_provider(actor, id, name, zone, description),
         lambda c: c.create_provider(body, idempotency_key),
         idempotency_key=idempotency_key,
     )
@@ -82,7 +82,7 @@ def provider_list(data_dir: DataDir = None, url: Url = None, key: Key = None) ->
         data_dir,
         url,
         key,
-        lambda s: s.providers.list_providers(),
+        lambda s, _: s.providers.list_providers(),
         lambda c: c.list_providers(),
     )
 
@@ -101,7 +101,7 @@ def provider_add_member(
         data_dir,
         url,
         key,
-        lambda s: s.providers.add_provider_member(None, provider, member),
+        lambda s, actor: s.providers.add_provider_member(actor, provider, member),
         lambda c: c.add_provider_member(provider, member, idempotency_key),
         idempotency_key=idempotency_key,
     )

@@ -5,7 +5,7 @@ The logic behind ``/v1/zones``, ``/v1/providers``, ``/v1/zones/{zone}/datasets/{
 (docs/onboarding.md). One module per concept:
 
 - :mod:`~sandbox.onboarding.model`: the records and states (zone kinds, load and issue states,
-  a pending load) and the id rule;
+  a problem document, a pending load) and the id rule;
 - :mod:`~sandbox.onboarding.staff`: who is a dataset's staff (admin, operator, its provider);
 - :mod:`~sandbox.onboarding.zones` and :mod:`~sandbox.onboarding.providers`: the registries;
 - :mod:`~sandbox.onboarding.loads`: checking and running a load (with
@@ -13,5 +13,10 @@ The logic behind ``/v1/zones``, ``/v1/providers``, ``/v1/zones/{zone}/datasets/{
 - :mod:`~sandbox.onboarding.versions`: the versions of a dataset, rollback, quality reports;
 - :mod:`~sandbox.onboarding.issues`: the feedback loop, and :mod:`~sandbox.onboarding.corrections`
   for the receipts a correction revokes;
-- :mod:`~sandbox.onboarding.services`: all of them built once, for a server or a CLI command.
+- :mod:`~sandbox.onboarding.services`: all of them built once, with the audit log, for a server
+  or a CLI command.
+
+Each call that acts for someone names its :class:`~sandbox.access.model.Actor`; each service
+returns frozen dataclasses defined beside it, which ``sandbox/api/responses/onboarding.py``
+turns into their wire form.
 """

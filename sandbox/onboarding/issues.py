@@ -13,55 +13,98 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, and_, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from sandbox.access.model import SUBJECT_ID, Member, MemberRole, new_id
-from sandbox.audit import log as audit
-from sandbox.clock import now
+from sandbox.access.model import SUBJECT_ID, Actor, MemberRole, new_id
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
+from sandbox.clock import now, utc
 from sandbox.errors import Conflict, Forbidden, InvalidRequest, NoGrant, NotFound
 from sandbox.onboarding.corrections import revocation_counts, revoke_older
-from sandbox.onboarding.model import IssueState, ResolutionKind, iso
+from sandbox.onboarding.model import IssueState, ResolutionKind
 from sandbox.onboarding.staff import dataset_row, is_staff, require_staff
 from sandbox.store.schema import dataset_issues, grants, versions
 from sandbox.verification.receipts import subject_ref
 
-__all__ = ["Issues"]
+__all__ = ["Issue", "IssueAnswer", "IssueResolution", "Issues"]
 
 log = logging.getLogger("veil.onboarding")
 
 
+@dataclass(frozen=True)
+class IssueAnswer:
+    text: str
+    answered_at: datetime
+
+
+@dataclass(frozen=True)
+class IssueResolution:
+    kind: ResolutionKind
+    version: int | None  # a correction's version
+    note: str
+    resolved_at: datetime
+    revoked_receipts: int
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue as anyone who may see it sees it: whether it is about one subject's records,
+    never which (``about_subject``); ``tenant`` is the raiser's (none for the local
+    administrator)."""
+
+    id: str
+    number: int
+    dataset: str
+    state: IssueState
+    title: str
+    description: str
+    about_subject: bool
+    dataset_version: int | None  # current when it was raised
+    tenant: str | None
+    raised_at: datetime
+    answer: IssueAnswer | None
+    resolution: IssueResolution | None
+
+
 class Issues:
-    """The issues on the datasets of the state store behind ``engine``.
+    """The issues on the datasets of the state store behind ``engine``; changes recorded in
+    ``audit``.
 
     ``zone_secret`` keys the subject references of issues like those of receipts (without it
     they are SHA-256, which does not match receipts, so no receipt can be revoked by a
     correction).
     """
 
-    def __init__(self, engine: Engine, *, zone_secret: bytes | None = None) -> None:
+    def __init__(
+        self, engine: Engine, audit: AuditLog, *, zone_secret: bytes | None = None
+    ) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "the issues service")
         self.zone_secret = zone_secret
 
     def raise_issue(
         self,
-        actor: Member | None,
+        actor: Actor,
         dataset: str,
         title: str,
         description: str,
         subject: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Issue:
         """A quality issue on a dataset, or on one subject's records (named by its credit code,
         kept only as a keyed hash). Staff, members of tenants with a grant on the dataset,
         verifiers, and a subject about its own records may raise one."""
         if not title.strip():
             raise InvalidRequest("an issue needs a title", field="title")
-        if actor is not None and actor.role == MemberRole.SUBJECT:
-            if subject is not None and subject != actor.subject_id:
+        member = actor.member
+        if member is not None and member.role == MemberRole.SUBJECT:
+            if subject is not None and subject != member.subject_id:
                 raise Forbidden("a subject raises issues about its own records only")
-            subject = actor.subject_id
+            subject = member.subject_id
         ref = self._subject_ref(subject) if subject is not None else None
         for _attempt in range(5):
             try:
@@ -82,8 +125,8 @@ class Issues:
                             id=issue_id,
                             dataset_id=dataset,
                             number=number,
-                            tenant_id=actor.tenant_id if actor is not None else None,
-                            raised_by=actor.id if actor is not None else None,
+                            tenant_id=member.tenant_id if member is not None else None,
+                            raised_by=member.id if member is not None else None,
                             title=title,
                             description=description,
                             subject_ref=ref,
@@ -92,9 +135,9 @@ class Issues:
                             created_at=now(),
                         )
                     )
-                    audit.append(
+                    self.audit.append(
                         con,
-                        audit.Event(
+                        Event(
                             "onboarding",
                             "issue.raise",
                             refs={"dataset": dataset, "issue": issue_id, "number": number},
@@ -104,6 +147,7 @@ class Issues:
                                 "subject": subject,
                             },
                         ),
+                        actor,
                     )
                 break
             except IntegrityError:  # another issue took the number: try the next
@@ -113,7 +157,8 @@ class Issues:
         log.info("issue raised dataset=%s number=%d", dataset, number)
         return self._issue(dataset, number)
 
-    def list_issues(self, actor: Member | None, dataset: str) -> list[dict[str, Any]]:
+    def list_issues(self, actor: Actor, dataset: str) -> list[Issue]:
+        """The issues ``actor`` sees: staff every one, others their own tenant's."""
         with self.engine.connect() as con:
             dataset_row(con, dataset)
             rows = con.execute(
@@ -122,9 +167,9 @@ class Issues:
                 .order_by(dataset_issues.c.number)
             ).all()
             revoked = revocation_counts(con, [r.id for r in rows])
-        return [_issue_view(r, revoked.get(r.id, 0)) for r in rows]
+        return [_issue(r, revoked.get(r.id, 0)) for r in rows]
 
-    def get_issue(self, actor: Member | None, dataset: str, number: int) -> dict[str, Any]:
+    def get_issue(self, actor: Actor, dataset: str, number: int) -> Issue:
         with self.engine.connect() as con:
             dataset_row(con, dataset)
             row = con.execute(
@@ -136,9 +181,7 @@ class Issues:
             raise NotFound(f"no issue {number} on {dataset!r}")
         return self._issue(dataset, number)
 
-    def answer_issue(
-        self, actor: Member | None, dataset: str, number: int, answer: str
-    ) -> dict[str, Any]:
+    def answer_issue(self, actor: Actor, dataset: str, number: int, answer: str) -> Issue:
         if not answer.strip():
             raise InvalidRequest("an answer needs text", field="answer")
         with self.engine.begin() as con:
@@ -152,24 +195,25 @@ class Issues:
                 .values(
                     state=IssueState.ANSWERED.value,
                     answer=answer,
-                    answered_by=actor.id if actor is not None else None,
+                    answered_by=actor.member.id if actor.member is not None else None,
                     answered_at=now(),
                 )
             )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "issue.answer",
                     refs={"dataset": dataset, "issue": row.id, "number": number},
                     sealed={"answer": answer},
                 ),
+                actor,
             )
         return self._issue(dataset, number)
 
     def resolve_issue(
         self,
-        actor: Member | None,
+        actor: Actor,
         dataset: str,
         number: int,
         kind: str,
@@ -177,7 +221,7 @@ class Issues:
         note: str = "",
         *,
         revoke_receipts: bool = True,
-    ) -> dict[str, Any]:
+    ) -> Issue:
         """Close an issue. ``corrected`` names the ready version that carries the correction;
         for an issue about a subject it revokes (``revoke_receipts``) that subject's valid
         receipts answered from older versions of the dataset, with reason ``data_correction``."""
@@ -218,7 +262,7 @@ class Issues:
                     resolution=resolution.value,
                     resolution_version=version,
                     resolution_note=note,
-                    resolved_by=actor.id if actor is not None else None,
+                    resolved_by=actor.member.id if actor.member is not None else None,
                     resolved_at=at,
                 )
             )
@@ -230,9 +274,9 @@ class Issues:
                 and version is not None
             ):
                 revoked = revoke_older(con, row.id, row.subject_ref, dataset, version, at)
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "issue.resolve",
                     refs={
@@ -245,6 +289,7 @@ class Issues:
                     },
                     sealed={"note": note},
                 ),
+                actor,
             )
         log.info(
             "issue resolved dataset=%s number=%d kind=%s revoked=%d",
@@ -264,21 +309,22 @@ class Issues:
             return subject_ref(subject, self.zone_secret)
         return hashlib.sha256(b"veil.subject.v1\x00" + subject.encode("utf-8")).hexdigest()
 
-    def _issue(self, dataset: str, number: int) -> dict[str, Any]:
+    def _issue(self, dataset: str, number: int) -> Issue:
         with self.engine.connect() as con:
             row = _issue_row(con, dataset, number)
             revoked = revocation_counts(con, [row.id])
-        return _issue_view(row, revoked.get(row.id, 0))
+        return _issue(row, revoked.get(row.id, 0))
 
 
-def _may_raise(con: Connection, actor: Member | None, dataset: str) -> None:
-    if actor is None or is_staff(con, actor, dataset):
+def _may_raise(con: Connection, actor: Actor, dataset: str) -> None:
+    if is_staff(con, actor, dataset):
         return
-    if actor.role in (MemberRole.VERIFIER, MemberRole.SUBJECT):
+    member = actor.require_member(*MemberRole)  # any member (not the system actor)
+    if member.role in (MemberRole.VERIFIER, MemberRole.SUBJECT):
         return
     has_grant = con.execute(
         select(grants.c.id).where(
-            grants.c.tenant_id == actor.tenant_id, grants.c.dataset_id == dataset
+            grants.c.tenant_id == member.tenant_id, grants.c.dataset_id == dataset
         )
     ).first()
     if has_grant is None:
@@ -296,39 +342,43 @@ def _issue_row(con: Connection, dataset: str, number: int) -> Any:
     return row
 
 
-def _visible(con: Connection, actor: Member | None, dataset: str) -> Any:
-    """A filter on issues: all for staff, the actor's tenant's otherwise."""
+def _visible(con: Connection, actor: Actor, dataset: str) -> Any:
+    """A filter on issues: all for staff, the acting member's tenant's otherwise (none for an
+    actor that is neither)."""
     if is_staff(con, actor, dataset):
         return dataset_issues.c.dataset_id == dataset
-    assert actor is not None
+    member = actor.member
+    if member is None:
+        return false()
     return and_(
-        dataset_issues.c.dataset_id == dataset, dataset_issues.c.tenant_id == actor.tenant_id
+        dataset_issues.c.dataset_id == dataset, dataset_issues.c.tenant_id == member.tenant_id
     )
 
 
-def _issue_view(row: Any, revoked: int) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": row.id,
-        "number": row.number,
-        "dataset": row.dataset_id,
-        "state": row.state,
-        "title": row.title,
-        "description": row.description,
-        "about_subject": row.subject_ref is not None,  # the subject itself is never shown back
-        "dataset_version": row.dataset_version,
-        "tenant": row.tenant_id,
-        "raised_at": iso(row.created_at),
-        "answer": None,
-        "resolution": None,
-    }
+def _issue(row: Any, revoked: int) -> Issue:
+    answer = None
     if row.answer is not None:
-        view["answer"] = {"text": row.answer, "answered_at": iso(row.answered_at)}
+        answer = IssueAnswer(row.answer, utc(row.answered_at))
+    resolution = None
     if row.resolution is not None:
-        view["resolution"] = {
-            "kind": row.resolution,
-            "version": row.resolution_version,
-            "note": row.resolution_note or "",
-            "resolved_at": iso(row.resolved_at),
-            "revoked_receipts": revoked,
-        }
-    return view
+        resolution = IssueResolution(
+            ResolutionKind(row.resolution),
+            row.resolution_version,
+            row.resolution_note or "",
+            utc(row.resolved_at),
+            revoked,
+        )
+    return Issue(
+        id=row.id,
+        number=row.number,
+        dataset=row.dataset_id,
+        state=IssueState(row.state),
+        title=row.title,
+        description=row.description,
+        about_subject=row.subject_ref is not None,  # the subject itself is never shown back
+        dataset_version=row.dataset_version,
+        tenant=row.tenant_id,
+        raised_at=utc(row.created_at),
+        answer=answer,
+        resolution=resolution,
+    )

@@ -10,6 +10,8 @@ plain file; only when the load and its quality rules pass does one transaction r
 version and make it current. A failed load records the version as ``failed`` with its report
 and error and changes nothing else: the current version, the workspace files, the ledger stay as
 they were. Over HTTP, :meth:`Loads.start_load` runs the second step in a background thread.
+Both steps are recorded in the audit log as the actor that began the load (the outcome names
+the request that began it, if any).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -30,9 +32,10 @@ from connectors.load import Source, ingest, sources_for
 from connectors.quality.report import QualityReport
 from connectors.quality.rules import read_rules
 from policies.loader import parse_policy
-from sandbox.access.model import Member
-from sandbox.audit import log as audit
-from sandbox.clock import now
+from sandbox.access.model import Actor
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
+from sandbox.clock import now, utc
 from sandbox.errors import (
     Conflict,
     InternalError,
@@ -43,11 +46,11 @@ from sandbox.errors import (
 )
 from sandbox.keys import directory as keystore
 from sandbox.keys.master import MasterKeyRing
-from sandbox.onboarding.model import LoadState, PendingLoad, utc
+from sandbox.onboarding.model import LoadState, PendingLoad, Problem
 from sandbox.onboarding.progress import ProgressHook, ProgressWriter, load_row
 from sandbox.onboarding.sources import source_spec
-from sandbox.onboarding.staff import STAFF, require
-from sandbox.onboarding.versions import version_view
+from sandbox.onboarding.staff import STAFF
+from sandbox.onboarding.versions import Version, version_of
 from sandbox.store.schema import (
     dataset_providers,
     datasets,
@@ -66,7 +69,8 @@ STALE_AFTER: Final = timedelta(minutes=15)  # a ``loading`` version without prog
 
 
 class Loads:
-    """Loads into the workspace directory, recorded in the state store behind ``engine``.
+    """Loads into the workspace directory, recorded in the state store behind ``engine`` and in
+    ``audit``.
 
     ``quota_bytes`` caps each load's source size (``Settings.load_quota_bytes``).
     ``master_keys`` seal new versions; default: those of the data directory's default key
@@ -76,12 +80,14 @@ class Loads:
     def __init__(
         self,
         engine: Engine,
+        audit: AuditLog,
         workspace_dir: Path,
         *,
         quota_bytes: int | None = None,
         master_keys: MasterKeyRing | None = None,
     ) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "the loads service")
         self.workspace_dir = workspace_dir
         self.quota_bytes = quota_bytes
         self.master_keys = (
@@ -92,7 +98,7 @@ class Loads:
 
     def begin_load(
         self,
-        actor: Member | None,
+        actor: Actor,
         zone: str,
         dataset: str,
         policy_text: str,
@@ -108,8 +114,9 @@ class Loads:
 
         ``confine_to``: local file sources must lie in this directory (loads over HTTP: a
         remote caller must not make the server read any file it can). ``cluster_by``: store
-        the tables sorted by this column (overrides the policy's ``[storage] cluster_by``)."""
-        require(actor, *STAFF)
+        the tables sorted by this column (overrides the policy's ``[storage] cluster_by``).
+        The load's run records its outcome as ``actor``'s."""
+        actor.require(*STAFF)
         policy = parse_policy(policy_text, policy_name)
         rules = read_rules(tomllib.loads(policy_text), policy_name)
         if policy.dataset != dataset:
@@ -188,7 +195,7 @@ class Loads:
                     policy=policy_text,
                     path=str(path),
                     rows_loaded=0,
-                    started_by=actor.id if actor is not None else None,
+                    started_by=actor.member.id if actor.member is not None else None,
                     started_at=at,
                     updated_at=at,
                 )
@@ -200,9 +207,9 @@ class Loads:
                 con.execute(
                     dataset_providers.insert().values(dataset_id=dataset, provider_id=provider)
                 )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "load.begin",
                     refs={
@@ -213,9 +220,11 @@ class Loads:
                     },
                     sealed={"sources": names},
                 ),
+                actor,
             )
         log.info("load started dataset=%s version=%d", dataset, version)
         return PendingLoad(
+            actor,
             zone,
             dataset,
             version,
@@ -229,11 +238,12 @@ class Loads:
 
     def run_load(
         self, pending: PendingLoad, *, on_progress: ProgressHook | None = None, reraise: bool = True
-    ) -> dict[str, Any]:
-        """Load a pending version; publish it if it passes, else record it as failed.
+    ) -> Version:
+        """Load a pending version; publish it if it passes, else record it as failed, in either
+        case as the actor that began it.
 
         With ``reraise`` the error of a failed load is raised after it is recorded (the CLI);
-        without, it is only recorded (a background load over HTTP). Returns the version's view.
+        without, it is only recorded (a background load over HTTP). Returns the version.
         """
         progress = ProgressWriter(self.engine, pending, on_progress)
         build: Path | None = None  # the plain workspace, only until it is sealed
@@ -263,7 +273,7 @@ class Loads:
             )
             if reraise:
                 raise
-            return version_view(self.engine, pending.dataset, pending.version)
+            return version_of(self.engine, pending.dataset, pending.version)
         except Exception as exc:
             log.error(
                 "load failed dataset=%s version=%d error=%s",
@@ -274,13 +284,13 @@ class Loads:
             self._fail(pending, InternalError("internal error").problem(), None)
             if reraise:
                 raise
-            return version_view(self.engine, pending.dataset, pending.version)
+            return version_of(self.engine, pending.dataset, pending.version)
         finally:
             if build is not None:
                 build.unlink(missing_ok=True)
         self._publish(pending, report, progress.rows)
         log.info("load ready dataset=%s version=%d", pending.dataset, pending.version)
-        return version_view(self.engine, pending.dataset, pending.version)
+        return version_of(self.engine, pending.dataset, pending.version)
 
     def start_load(self, pending: PendingLoad) -> threading.Thread:
         """Run a pending load in a background thread (its outcome is recorded, never raised)."""
@@ -324,9 +334,9 @@ class Loads:
                     updated_at=at,
                 )
             )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "load.ready",
                     refs={
@@ -336,11 +346,10 @@ class Loads:
                     },
                     primary=False,  # the load's outcome, after the request that began it
                 ),
+                pending.actor,
             )
 
-    def _fail(
-        self, pending: PendingLoad, problem: Mapping[str, Any], report: QualityReport | None
-    ) -> None:
+    def _fail(self, pending: PendingLoad, problem: Problem, report: QualityReport | None) -> None:
         at = now()
         with self.engine.begin() as con:
             con.execute(
@@ -352,15 +361,16 @@ class Loads:
                     updated_at=at,
                 )
             )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "load.failed",
                     refs={"dataset": pending.dataset, "version": pending.version},
                     code=str(problem.get("code") or "load_failed"),
                     primary=False,
                 ),
+                pending.actor,
             )
 
 

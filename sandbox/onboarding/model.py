@@ -1,7 +1,9 @@
-"""The vocabulary of onboarding: zone kinds, load and issue states, resolutions, the id rule, and
-:class:`PendingLoad`, the record that passes a checked load from its start to its run.
+"""The vocabulary of onboarding: zone kinds, load and issue states, resolutions, the id rule, a
+problem document, and :class:`PendingLoad`, the record that passes a checked load from its start
+to its run.
 
 Plain values only: no state store, no I/O. Every other onboarding module speaks these words.
+Times come from :mod:`sandbox.clock`.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from connectors.base import Connector
 from connectors.quality.rules import QualityRules
 from policies.model import Policy
+from sandbox.access.model import Actor
 from sandbox.errors import InvalidRequest
 
 __all__ = [
@@ -24,14 +26,17 @@ __all__ = [
     "IssueState",
     "LoadState",
     "PendingLoad",
+    "Problem",
     "ResolutionKind",
     "ZoneKind",
     "check_id",
-    "iso",
-    "utc",
 ]
 
 OBJECT_ID: Final = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+# An RFC 9457 problem document, as :meth:`sandbox.errors.VeilError.problem` makes it (without
+# ``type``): why a load failed, kept as such on its version.
+Problem = Mapping[str, Any]
 
 
 class ZoneKind(StrEnum):
@@ -60,8 +65,9 @@ class ResolutionKind(StrEnum):
 @dataclass(frozen=True)
 class PendingLoad:
     """A load that :meth:`sandbox.onboarding.loads.Loads.begin_load` accepted and recorded as
-    ``loading``."""
+    ``loading``, and who started it: its run records its outcome as theirs."""
 
+    actor: Actor
     zone: str
     dataset: str
     version: int
@@ -80,12 +86,3 @@ def check_id(value: str, what: str) -> None:
             f"a {what} id is 1 to 63 lower-case letters, digits, '_' or '-', from a letter",
             field="id",
         )
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC time (SQLite hands back naive ones)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    return utc(value).isoformat() if value is not None else None

@@ -10,38 +10,59 @@ may then see of its datasets is :mod:`sandbox.onboarding.staff`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from sandbox.access.model import Member, MemberRole
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor, MemberRole
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.clock import now
 from sandbox.errors import Conflict, InvalidRequest, NotFound
 from sandbox.onboarding.model import check_id
-from sandbox.onboarding.staff import require
 from sandbox.store.schema import dataset_providers, members, provider_members, providers, zones
 
-__all__ = ["Providers"]
+__all__ = ["Provider", "ProviderMember", "Providers"]
 
 log = logging.getLogger("veil.onboarding")
 
 
-class Providers:
-    """The providers of the state store behind ``engine``."""
+@dataclass(frozen=True)
+class Provider:
+    """A provider, with the datasets it supplies (by id)."""
 
-    def __init__(self, engine: Engine) -> None:
+    id: str
+    name: str
+    zone: str
+    description: str
+    datasets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProviderMember:
+    """A member that speaks for a provider."""
+
+    provider: str
+    member: str
+
+
+class Providers:
+    """The providers of the state store behind ``engine``; changes recorded in ``audit``."""
+
+    def __init__(self, engine: Engine, audit: AuditLog) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "the providers service")
 
     def create_provider(
         self,
-        actor: Member | None,
+        actor: Actor,
         provider_id: str,
         name: str,
         zone: str,
         description: str = "",
-    ) -> dict[str, Any]:
-        require(actor, MemberRole.ADMIN)
+    ) -> Provider:
+        actor.require(MemberRole.ADMIN)
         check_id(provider_id, "provider")
         if not name.strip():
             raise InvalidRequest("a provider needs a name", field="name")
@@ -59,19 +80,20 @@ class Providers:
                     created_at=now(),
                 )
             )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "provider.create",
                     refs={"provider": provider_id, "zone": zone},
                     sealed={"name": name},
                 ),
+                actor,
             )
         log.info("provider created id=%s zone=%s", provider_id, zone)
         return self.get_provider(provider_id)
 
-    def get_provider(self, provider_id: str) -> dict[str, Any]:
+    def get_provider(self, provider_id: str) -> Provider:
         with self.engine.connect() as con:
             row = con.execute(select(providers).where(providers.c.id == provider_id)).first()
             if row is None:
@@ -81,9 +103,10 @@ class Providers:
                 .where(dataset_providers.c.provider_id == provider_id)
                 .order_by(dataset_providers.c.dataset_id)
             ).all()
-        return _provider_view(row, [r.dataset_id for r in owned])
+        return _provider(row, [r.dataset_id for r in owned])
 
-    def list_providers(self, zone: str | None = None) -> list[dict[str, Any]]:
+    def list_providers(self, zone: str | None = None) -> list[Provider]:
+        """Every provider (of ``zone``), by id (any member may list them)."""
         query = select(providers).order_by(providers.c.id)
         if zone is not None:
             query = query.where(providers.c.zone_id == zone)
@@ -93,13 +116,11 @@ class Providers:
         by_provider: dict[str, list[str]] = {}
         for link in owned:
             by_provider.setdefault(link.provider_id, []).append(link.dataset_id)
-        return [_provider_view(r, sorted(by_provider.get(r.id, []))) for r in rows]
+        return [_provider(r, sorted(by_provider.get(r.id, []))) for r in rows]
 
-    def add_provider_member(
-        self, actor: Member | None, provider_id: str, member_id: str
-    ) -> dict[str, Any]:
+    def add_provider_member(self, actor: Actor, provider_id: str, member_id: str) -> ProviderMember:
         """Let a member of role ``provider`` speak for ``provider_id`` (one provider each)."""
-        require(actor, MemberRole.ADMIN)
+        actor.require(MemberRole.ADMIN)
         with self.engine.begin() as con:
             if (
                 con.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
@@ -117,22 +138,17 @@ class Providers:
                     member_id=member_id, provider_id=provider_id, created_at=now()
                 )
             )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "provider.member",
                     refs={"provider": provider_id, "member": member_id},
                 ),
+                actor,
             )
-        return {"provider": provider_id, "member": member_id}
+        return ProviderMember(provider_id, member_id)
 
 
-def _provider_view(row: Any, owned: list[str]) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "zone": row.zone_id,
-        "description": row.description,
-        "datasets": owned,
-    }
+def _provider(row: Any, owned: list[str]) -> Provider:
+    return Provider(row.id, row.name, row.zone_id, row.description, tuple(owned))

@@ -1,10 +1,11 @@
 """The onboarding services, built together once: by the server in its lifespan, or by a ``veil``
 command on a data directory.
 
-None holds per-request state: the acting member is an argument of each call (``None`` for the
-local administrator), so one set serves every request and thread. They share the state store
-(``engine``); loads also need the workspace directory, the load quota and the master keys that
-seal versions; issues need the zone secret that keys subject references like receipts.
+None holds per-request state: the :class:`~sandbox.access.model.Actor` is an argument of each
+call that acts for someone, so one set serves every request and thread. They share the state
+store (``engine``) and its audit log, which every change is recorded in (a service refuses to be
+built without it); loads also need the workspace directory, the load quota and the master keys
+that seal versions; issues need the zone secret that keys subject references like receipts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.keys.master import MasterKeyRing
 from sandbox.onboarding.issues import Issues
 from sandbox.onboarding.loads import Loads
@@ -38,18 +40,22 @@ class Onboarding:
     def build(
         cls,
         engine: Engine,
+        audit: AuditLog,
         workspace_dir: Path,
         *,
         quota_bytes: int | None = None,
         zone_secret: bytes | None = None,
         master_keys: MasterKeyRing | None = None,
     ) -> Onboarding:
-        """The services over ``engine`` and ``workspace_dir``; see :class:`Loads` and
-        :class:`Issues` for the keyword arguments."""
+        """The services over ``engine``, recording in ``audit``, and ``workspace_dir``; see
+        :class:`Loads` and :class:`Issues` for the keyword arguments."""
+        audit = require_log(audit, "onboarding")
         return cls(
-            zones=Zones(engine),
-            providers=Providers(engine),
-            loads=Loads(engine, workspace_dir, quota_bytes=quota_bytes, master_keys=master_keys),
-            versions=Versions(engine),
-            issues=Issues(engine, zone_secret=zone_secret),
+            zones=Zones(engine, audit),
+            providers=Providers(engine, audit),
+            loads=Loads(
+                engine, audit, workspace_dir, quota_bytes=quota_bytes, master_keys=master_keys
+            ),
+            versions=Versions(engine, audit),
+            issues=Issues(engine, audit, zone_secret=zone_secret),
         )

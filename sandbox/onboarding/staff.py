@@ -2,9 +2,9 @@
 
 "The dataset's provider" is a member of role ``provider`` linked (``provider_members``) to the
 provider the dataset was loaded for (``dataset_providers``). Staff see quality reports and every
-issue, and answer issues; everyone else is refused, or sees only their own tenant's issues.
-``actor`` is the authenticated member, or ``None`` for the local administrator (the CLI on a
-data directory), who may do everything.
+issue, and answer issues; everyone else is refused, or sees only their own tenant's issues. The
+local administrator (the CLI on a data directory) is staff of every dataset; the system actor of
+none.
 """
 
 from __future__ import annotations
@@ -13,19 +13,13 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, select
 
-from sandbox.access.model import Member, MemberRole
+from sandbox.access.model import Actor, ActorKind, Member, MemberRole
 from sandbox.errors import Forbidden, NotFound
 from sandbox.store.schema import dataset_providers, datasets, provider_members
 
-__all__ = ["STAFF", "dataset_row", "is_staff", "require", "require_staff"]
+__all__ = ["STAFF", "dataset_row", "is_staff", "require_staff"]
 
 STAFF: Final = (MemberRole.ADMIN, MemberRole.OPERATOR)
-
-
-def require(actor: Member | None, *roles: MemberRole) -> None:
-    """Refuse unless ``actor`` has one of ``roles`` (the local administrator has them all)."""
-    if actor is not None:
-        actor.require(*roles)
 
 
 def dataset_row(con: Connection, dataset: str) -> Any:
@@ -51,24 +45,33 @@ def speaks_for(con: Connection, member: Member) -> str | None:
     return None if row is None else str(row.provider_id)
 
 
-def is_staff(con: Connection, actor: Member | None, dataset: str) -> bool:
-    """Admins, operators and the dataset's provider: they see reports and every issue."""
-    if actor is None or actor.role in STAFF:
+def is_staff(con: Connection, actor: Actor, dataset: str) -> bool:
+    """Admins, operators and the dataset's provider (and the local administrator): they see
+    reports and every issue."""
+    if actor.kind == ActorKind.LOCAL:
         return True
-    if actor.role != MemberRole.PROVIDER:
+    member = actor.member
+    if member is None:
         return False
-    mine = speaks_for(con, actor)
+    if member.role in STAFF:
+        return True
+    if member.role != MemberRole.PROVIDER:
+        return False
+    mine = speaks_for(con, member)
     return mine is not None and mine == provider_of(con, dataset)
 
 
-def require_staff(con: Connection, actor: Member | None, dataset: str) -> None:
+def require_staff(con: Connection, actor: Actor, dataset: str) -> None:
     """The dataset must exist (else 404) and ``actor`` be of its staff (else 403)."""
     dataset_row(con, dataset)
-    if not is_staff(con, actor, dataset):
-        assert actor is not None
-        if actor.role == MemberRole.PROVIDER:
-            raise Forbidden("only the provider of this dataset may do this")
-        raise Forbidden(
-            "this call needs the role admin, operator or the dataset's provider",
-            role=actor.role.value,
-        )
+    if is_staff(con, actor, dataset):
+        return
+    member = actor.member
+    if member is None:  # the system actor
+        raise Forbidden(f"this call is made by a member, not the {actor.kind.value} actor")
+    if member.role == MemberRole.PROVIDER:
+        raise Forbidden("only the provider of this dataset may do this")
+    raise Forbidden(
+        "this call needs the role admin, operator or the dataset's provider",
+        role=member.role.value,
+    )

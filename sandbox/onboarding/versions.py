@@ -2,9 +2,9 @@
 
 Every load makes a version, numbered after every earlier one; a version is ``ready`` (registered
 in ``versions``, its workspace sealed), ``failed`` or ``loading`` (its ``version_loads`` row).
-:func:`version_view` is the one view of a version, read by the routes and returned by a load.
+:func:`version_of` reads the one :class:`Version` result, returned by the routes and by a load.
 Activating a ready version makes it current (a rollback, or forward again); workspace files are
-never deleted or overwritten. Views and reports are for the dataset's staff
+never deleted or overwritten. Versions and reports are for the dataset's staff
 (:mod:`sandbox.onboarding.staff`): reports hold counts and date ranges.
 """
 
@@ -12,32 +12,105 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
 from connectors.quality.html import render_html
-from connectors.quality.report import QualityReport
-from sandbox.access.model import Member
-from sandbox.audit import log as audit
+from connectors.quality.report import QualityReport, RuleResult
+from sandbox.access.model import Actor
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
+from sandbox.clock import utc
 from sandbox.errors import Conflict, NotFound
-from sandbox.onboarding.model import LoadState, iso
-from sandbox.onboarding.staff import STAFF, dataset_row, require, require_staff
+from sandbox.onboarding.model import LoadState, Problem
+from sandbox.onboarding.staff import STAFF, dataset_row, require_staff
 from sandbox.store.schema import datasets, version_loads, versions
 
-__all__ = ["Versions", "version_view"]
+__all__ = [
+    "LoadProgress",
+    "Quality",
+    "QualitySummary",
+    "Version",
+    "VersionList",
+    "Versions",
+    "version_of",
+]
 
 log = logging.getLogger("veil.onboarding")
 
 
+@dataclass(frozen=True)
+class LoadProgress:
+    """How far a load got: rows, the table being read, source bytes read of all (if known)."""
+
+    rows: int
+    table: str | None
+    bytes_read: int | None
+    bytes_total: int | None
+    fraction: float | None
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """A version's quality report in short: passed or failed, and the rules that failed."""
+
+    status: str
+    failed_rules: tuple[RuleResult, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Version:
+    """One version of a dataset. A version registered without a recorded load (the demo
+    zone's) has no source, progress, start, error or quality summary; ``row_counts`` is only
+    that of a ready version; ``error`` is the problem a failed load raised."""
+
+    dataset: str
+    zone: str
+    version: int
+    current: bool
+    state: LoadState
+    source: str | None = None
+    rows_loaded: int
+    progress: LoadProgress | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None
+    row_counts: Mapping[str, int] | None = None
+    error: Problem | None = None
+    quality: QualitySummary | None = None
+
+
+@dataclass(frozen=True)
+class VersionList:
+    dataset: str
+    zone: str
+    versions: tuple[Version, ...]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality report of one version."""
+
+    dataset: str
+    version: int
+    state: LoadState
+    current: bool
+    report: QualityReport
+
+
 class Versions:
-    """The versions and quality reports of the datasets in the state store behind ``engine``."""
+    """The versions and quality reports of the datasets in the state store behind ``engine``;
+    changes recorded in ``audit``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "the versions service")
 
-    def list_versions(self, actor: Member | None, zone: str, dataset: str) -> dict[str, Any]:
+    def list_versions(self, actor: Actor, zone: str, dataset: str) -> VersionList:
         with self.engine.connect() as con:
             _in_zone(con, zone, dataset)
             require_staff(con, actor, dataset)
@@ -52,25 +125,19 @@ class Versions:
                     select(version_loads.c.version).where(version_loads.c.dataset_id == dataset)
                 )
             }
-        return {
-            "dataset": dataset,
-            "zone": zone,
-            "versions": [version_view(self.engine, dataset, v) for v in sorted(numbers)],
-        }
+        return VersionList(
+            dataset, zone, tuple(version_of(self.engine, dataset, v) for v in sorted(numbers))
+        )
 
-    def get_version(
-        self, actor: Member | None, zone: str, dataset: str, version: int
-    ) -> dict[str, Any]:
+    def get_version(self, actor: Actor, zone: str, dataset: str, version: int) -> Version:
         with self.engine.connect() as con:
             _in_zone(con, zone, dataset)
             require_staff(con, actor, dataset)
-        return version_view(self.engine, dataset, version)
+        return version_of(self.engine, dataset, version)
 
-    def activate(
-        self, actor: Member | None, zone: str, dataset: str, version: int
-    ) -> dict[str, Any]:
+    def activate(self, actor: Actor, zone: str, dataset: str, version: int) -> Version:
         """Make an earlier (or later) ready version current again: a rollback, atomically."""
-        require(actor, *STAFF)
+        actor.require(*STAFF)
         with self.engine.begin() as con:
             _in_zone(con, zone, dataset)
             ready = con.execute(
@@ -92,20 +159,19 @@ class Versions:
             con.execute(
                 update(datasets).where(datasets.c.id == dataset).values(current_version=version)
             )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "onboarding",
                     "version.activate",
                     refs={"zone": zone, "dataset": dataset, "version": version},
                 ),
+                actor,
             )
         log.info("version activated dataset=%s version=%d", dataset, version)
-        return version_view(self.engine, dataset, version)
+        return version_of(self.engine, dataset, version)
 
-    def quality(
-        self, actor: Member | None, dataset: str, version: int | None = None
-    ) -> dict[str, Any]:
+    def quality(self, actor: Actor, dataset: str, version: int | None = None) -> Quality:
         """The quality report of a version (default: the current one), for staff only."""
         with self.engine.connect() as con:
             ds = dataset_row(con, dataset)
@@ -121,17 +187,17 @@ class Versions:
             ).first()
         if row is None or row.report is None:
             raise NotFound(f"no quality report for version {version} of {dataset!r}")
-        return {
-            "dataset": dataset,
-            "version": version,
-            "state": row.state,
-            "current": ds.current_version == version,
-            "report": json.loads(row.report),
-        }
+        return Quality(
+            dataset,
+            version,
+            LoadState(row.state),
+            ds.current_version == version,
+            QualityReport.from_dict(json.loads(row.report)),
+        )
 
-    def quality_html(self, actor: Member | None, dataset: str, version: int | None = None) -> str:
-        found = self.quality(actor, dataset, version)
-        return render_html(QualityReport.from_dict(found["report"]))
+    def quality_html(self, actor: Actor, dataset: str, version: int | None = None) -> str:
+        """The quality report as a readable HTML page."""
+        return render_html(self.quality(actor, dataset, version).report)
 
 
 def _in_zone(con: Connection, zone: str, dataset: str) -> Any:
@@ -141,9 +207,9 @@ def _in_zone(con: Connection, zone: str, dataset: str) -> Any:
     return row
 
 
-def version_view(engine: Engine, dataset: str, version: int) -> dict[str, Any]:
-    """One version as the API shows it: state, progress, error and quality summary (no
-    access check: the caller has made it)."""
+def version_of(engine: Engine, dataset: str, version: int) -> Version:
+    """One version: state, progress, error and quality summary (no access check: the caller
+    has made it)."""
     with engine.connect() as con:
         ds = dataset_row(con, dataset)
         load = con.execute(
@@ -158,48 +224,46 @@ def version_view(engine: Engine, dataset: str, version: int) -> dict[str, Any]:
         ).first()
     if load is None and ready is None:
         raise NotFound(f"no version {version} of {dataset!r}")
-    view: dict[str, Any] = {
-        "dataset": dataset,
-        "zone": ds.zone_id,
-        "version": version,
-        "current": ds.current_version == version,
-    }
+    current = ds.current_version == version
+    row_counts = json.loads(ready.row_counts) if ready is not None else None
     if load is None:  # registered without a recorded load (e.g. the demo zone)
-        assert ready is not None
-        counts = json.loads(ready.row_counts)
-        view.update(
-            state=LoadState.READY.value,
-            rows_loaded=sum(counts.values()),
-            row_counts=counts,
-            finished_at=iso(ready.created_at),
-            quality=None,
+        assert ready is not None and row_counts is not None
+        return Version(
+            dataset=dataset,
+            zone=ds.zone_id,
+            version=version,
+            current=current,
+            state=LoadState.READY,
+            rows_loaded=sum(row_counts.values()),
+            finished_at=utc(ready.created_at),
+            row_counts=row_counts,
         )
-        return view
+    state = LoadState(load.state)
     fraction = None
     if load.bytes_total and load.bytes_read is not None:
         fraction = min(1.0, load.bytes_read / load.bytes_total)
-    view.update(
-        state=load.state,
-        source=load.source,
-        rows_loaded=load.rows_loaded,
-        progress={
-            "rows": load.rows_loaded,
-            "table": load.current_table,
-            "bytes_read": load.bytes_read,
-            "bytes_total": load.bytes_total,
-            "fraction": 1.0 if load.state == LoadState.READY.value else fraction,
-        },
-        started_at=iso(load.started_at),
-        finished_at=iso(load.finished_at),
-    )
-    if ready is not None:
-        view["row_counts"] = json.loads(ready.row_counts)
-    if load.error is not None:
-        view["error"] = json.loads(load.error)
+    quality = None
     if load.report is not None:
         report = QualityReport.from_dict(json.loads(load.report))
-        view["quality"] = {
-            "status": report.status,
-            "failed_rules": [r.to_dict() for r in report.failed_rules],
-        }
-    return view
+        quality = QualitySummary(report.status, report.failed_rules)
+    return Version(
+        dataset=dataset,
+        zone=ds.zone_id,
+        version=version,
+        current=current,
+        state=state,
+        source=load.source,
+        rows_loaded=load.rows_loaded,
+        progress=LoadProgress(
+            rows=load.rows_loaded,
+            table=load.current_table,
+            bytes_read=load.bytes_read,
+            bytes_total=load.bytes_total,
+            fraction=1.0 if state == LoadState.READY else fraction,
+        ),
+        started_at=utc(load.started_at),
+        finished_at=utc(load.finished_at) if load.finished_at is not None else None,
+        row_counts=row_counts,
+        error=json.loads(load.error) if load.error is not None else None,
+        quality=quality,
+    )

@@ -1,24 +1,21 @@
-"""Zones (专区): creating one (admins) and listing them.
+"""Zones (专区): creating one (admins) and listing them (anyone).
 
-A zone's row and its audit entry are :mod:`sandbox.catalog`'s (the catalog also serves
-``GET /v1/zones``); this module checks what a new zone must be: an id, a kind, an operator and a
-title.
+A zone's row and its audit entry are :mod:`sandbox.catalog`'s, and so is the result,
+:class:`sandbox.catalog.Zone`; this module checks what a new zone must be: an id, a kind, an
+operator and a title.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any
 
 from sqlalchemy import Engine
 
 from sandbox import catalog
-from sandbox.access.model import Actor, Member, MemberRole
-from sandbox.audit.log import log_for
+from sandbox.access.model import Actor, MemberRole
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.errors import InvalidRequest
 from sandbox.onboarding.model import ZoneKind, check_id
-from sandbox.onboarding.staff import require
 
 __all__ = ["Zones"]
 
@@ -26,21 +23,22 @@ log = logging.getLogger("veil.onboarding")
 
 
 class Zones:
-    """The zones of the state store behind ``engine``."""
+    """The zones of the state store behind ``engine``; changes recorded in ``audit``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "the zones service")
 
     def create_zone(
         self,
-        actor: Member | None,
+        actor: Actor,
         zone_id: str,
         kind: str,
         operator: str,
         title: str,
         description: str = "",
-    ) -> dict[str, Any]:
-        require(actor, MemberRole.ADMIN)
+    ) -> catalog.Zone:
+        actor.require(MemberRole.ADMIN)
         check_id(zone_id, "zone")
         try:
             zone_kind = ZoneKind(kind)
@@ -50,23 +48,11 @@ class Zones:
             ) from None
         if not operator.strip() or not title.strip():
             raise InvalidRequest("a zone needs an operator and a title", field="operator")
-        audit = log_for(self.engine)  # transitional: until onboarding gets its AuditLog
-        assert audit is not None
-        catalog.create_zone(
-            self.engine,
-            audit,
-            Actor.local() if actor is None else Actor.of(actor),
-            catalog.Zone(zone_id, zone_kind.value, title, operator, description),
-        )
+        zone = catalog.Zone(zone_id, zone_kind.value, title, operator, description)
+        catalog.create_zone(self.engine, self.audit, actor, zone)
         log.info("zone created id=%s", zone_id)
-        return {
-            "id": zone_id,
-            "kind": zone_kind.value,
-            "title": title,
-            "operator": operator,
-            "description": description,
-        }
+        return zone
 
-    def list_zones(self) -> list[dict[str, Any]]:
-        """Every zone: id, kind, title, operator, description."""
-        return [dataclasses.asdict(z) for z in catalog.list_zones(self.engine)]
+    def list_zones(self) -> list[catalog.Zone]:
+        """Every zone, by id (any member may list them)."""
+        return catalog.list_zones(self.engine)

@@ -22,11 +22,15 @@ from connectors.base import Progress
 from policies.accounting import Accounting
 from sandbox.access import members, model, tenants
 from sandbox.access.model import MemberRole
+from sandbox.audit.store import read_entries
 from sandbox.cli.main import app as cli_app
 from sandbox.clock import now
+from sandbox.errors import ServiceUnavailable
 from sandbox.ledger.grants import create_grant
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.progress import ProgressWriter
+from sandbox.onboarding.services import Onboarding
+from sandbox.store import db
 from sandbox.store.schema import charges, consents, receipts, verification_events
 from tests.conftest import LOCAL, auth, local_audit
 
@@ -297,6 +301,36 @@ def test_rollback_and_forward(client: TestClient, keys: dict[str, str], data_dir
     assert refused.status_code == 403
 
 
+def test_a_load_is_recorded_as_the_member_who_started_it(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    operator_id, operator = member(client, MemberRole.OPERATOR)
+    load(client, operator, write_csv(data_dir, "firms.csv", ROWS))
+    bad = write_csv(data_dir, "bad.csv", [ROWS[0], "A2,西城,12a,2020-01-31"])
+    assert load(client, operator, bad)["state"] == "failed"
+    with engine_of(client).connect() as con:
+        entries = [e["entry"] for e in read_entries(con, limit=100_000, kind="onboarding")]
+    actions = [e["action"] for e in entries if e["refs"].get("dataset") == "firms"]
+    assert actions == ["load.begin", "load.ready", "load.begin", "load.failed"]
+    begun, ready, _, failed = (e for e in entries if e["refs"].get("dataset") == "firms")
+    for entry in (begun, ready, failed):
+        assert (entry["actor"]["type"], entry["actor"]["member"]) == ("member", operator_id)
+    # the outcome, written by the background thread, names the request that started the load
+    assert ready["request"]["id"] == begun["request"]["id"]
+    assert failed["code"] == "type_conversion"
+
+
+def test_onboarding_refuses_to_start_without_an_audit_log(settings: Any) -> None:
+    engine = db.connect(settings.state_url)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            Onboarding.build(engine, None, settings.workspace_dir)  # type: ignore[arg-type]
+        with pytest.raises(ServiceUnavailable):
+            Loads(engine, None, settings.workspace_dir)  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
 def test_quality_for_staff_and_the_provider_only(
     client: TestClient, keys: dict[str, str], data_dir: Path
 ) -> None:
@@ -333,9 +367,9 @@ def test_progress_is_visible_while_loading(
     client: TestClient, keys: dict[str, str], data_dir: Path, settings: Any
 ) -> None:
     admin = keys["admin"]
-    loads = Loads(engine_of(client), settings.workspace_dir)
+    loads = Loads(engine_of(client), local_audit(engine_of(client)), settings.workspace_dir)
     pending = loads.begin_load(
-        None, ZONE, "firms", POLICY, write_csv(data_dir, "firms.csv", ROWS),
+        LOCAL, ZONE, "firms", POLICY, write_csv(data_dir, "firms.csv", ROWS),
         confine_to=sources(data_dir),
     )  # fmt: skip
     url = f"/v1/zones/{ZONE}/datasets/firms/versions/{pending.version}"

@@ -6,12 +6,15 @@ from typing import Literal
 
 from pydantic import Field
 
+from sandbox import catalog
 from sandbox.api.responses.base import View
 
 KeyValue = str | int | float | bool
 
 
 class Zone(View):
+    mirrors = catalog.Zone
+
     id: str
     kind: str
     title: str

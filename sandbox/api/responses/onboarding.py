@@ -1,17 +1,26 @@
-"""Zones, providers, versions and their loads, quality reports and issues (staff views).
+"""Zones, providers, versions and their loads, quality reports and issues (staff views): the wire
+form of the results of :mod:`sandbox.onboarding` (zones are :mod:`sandbox.api.responses.catalog`'s
+``Zone``), for the routes and the ``veil`` commands alike.
 
-Paths under the data directory are shown relative to it (``sandbox/api/redact.py``); a source
-is shown as the caller named it, relative to ``<data_dir>/sources``.
+Over HTTP, paths under the data directory are shown relative to it (``sandbox/api/redact.py``);
+a source is shown as the caller named it, relative to ``<data_dir>/sources``.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Any, ClassVar, Self
+
 from pydantic import ConfigDict, Field
 
+from connectors.quality import report
 from sandbox.api.responses.base import View
+from sandbox.onboarding import issues, providers, versions
 
 
 class Provider(View):
+    mirrors = providers.Provider
+
     id: str
     name: str
     zone: str
@@ -24,11 +33,15 @@ class ProviderList(View):
 
 
 class ProviderMember(View):
+    mirrors = providers.ProviderMember
+
     provider: str
     member: str
 
 
 class LoadProgress(View):
+    mirrors = versions.LoadProgress
+
     rows: int
     table: str | None
     bytes_read: int | None
@@ -60,6 +73,8 @@ class LoadError(View):
 
 
 class RuleResult(View):
+    mirrors = report.RuleResult
+
     rule: str
     table: str
     column: str | None
@@ -70,11 +85,18 @@ class RuleResult(View):
 
 
 class QualitySummary(View):
+    mirrors = versions.QualitySummary
+
     status: str
     failed_rules: list[RuleResult]
 
 
 class Version(View):
+    mirrors: ClassVar[type | None] = versions.Version  # not StartedLoad's
+    # a version registered without a recorded load has none of these; only a ready one has
+    # row counts, only a failed one an error, only one with a report a quality summary
+    omit_none = frozenset({"source", "progress", "started_at", "row_counts", "error", "quality"})
+
     dataset: str
     zone: str
     version: int
@@ -83,24 +105,48 @@ class Version(View):
     source: str | None = None
     rows_loaded: int
     progress: LoadProgress | None = None
-    started_at: str | None = None
-    finished_at: str | None
+    started_at: datetime | None = None
+    finished_at: datetime | None
     row_counts: dict[str, int] | None = None
     error: LoadError | None = None
     quality: QualitySummary | None = None
 
 
 class StartedLoad(Version):
+    """A version just recorded as ``loading``, and where to follow it."""
+
+    mirrors = None  # the Version's fields, and the url of the route that shows it
+
     url: str = Field(description="Poll this for the load's progress (also the Location header).")
+
+    @classmethod
+    def started(cls, version: versions.Version, url: str) -> Self:
+        shown = Version.of(version)
+        return cls(**{name: getattr(shown, name) for name in shown.model_fields_set}, url=url)
 
 
 class VersionList(View):
+    mirrors = versions.VersionList
+
     dataset: str
     zone: str
     versions: list[Version]
 
+    @classmethod
+    def of(cls, result: Any) -> Self:
+        """Each version as :meth:`Version.of` shows it (members absent rather than null)."""
+        if not isinstance(result, versions.VersionList):
+            raise TypeError(f"{cls.__name__}.of takes a VersionList, not {type(result)}")
+        return cls(
+            dataset=result.dataset,
+            zone=result.zone,
+            versions=[Version.of(v) for v in result.versions],
+        )
+
 
 class ColumnQuality(View):
+    mirrors = report.ColumnQuality
+
     name: str
     type: str
     role: str
@@ -111,13 +157,15 @@ class ColumnQuality(View):
     out_of_bounds_share: float | None
     keys_outside: int | None
     distinct_keys_outside: int | None
-    date_min: str | None
-    date_max: str | None
+    date_min: date | None
+    date_max: date | None
     freshness_days: int | None
     outside_public_range: int | None
 
 
 class TableQuality(View):
+    mirrors = report.TableQuality
+
     name: str
     rows: int
     previous_rows: int | None
@@ -131,9 +179,12 @@ class TableQuality(View):
 
 
 class QualityReport(View):
+    """A load's quality report (:class:`connectors.quality.report.QualityReport`, with its
+    ``status``, which the report derives from its rules and error)."""
+
     dataset: str
     source: str
-    created_at: str
+    created_at: datetime
     status: str
     tables: list[TableQuality]
     rules: list[RuleResult]
@@ -141,6 +192,8 @@ class QualityReport(View):
 
 
 class Quality(View):
+    mirrors = versions.Quality
+
     dataset: str
     version: int
     state: str
@@ -149,19 +202,25 @@ class Quality(View):
 
 
 class IssueAnswer(View):
+    mirrors = issues.IssueAnswer
+
     text: str
-    answered_at: str | None
+    answered_at: datetime
 
 
 class IssueResolution(View):
+    mirrors = issues.IssueResolution
+
     kind: str
     version: int | None
     note: str
-    resolved_at: str | None
+    resolved_at: datetime
     revoked_receipts: int
 
 
 class Issue(View):
+    mirrors = issues.Issue
+
     id: str
     number: int
     dataset: str
@@ -173,7 +232,7 @@ class Issue(View):
     )
     dataset_version: int | None
     tenant: str | None
-    raised_at: str | None
+    raised_at: datetime
     answer: IssueAnswer | None
     resolution: IssueResolution | None
 

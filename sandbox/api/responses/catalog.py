@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from sandbox import catalog
 from sandbox.api.responses.base import View
 
 KeyValue = str | int | float | bool
 
 
 class Zone(View):
+    mirrors = catalog.Zone
+
     id: str
     kind: str
     title: str
@@ -24,6 +27,9 @@ class ZoneList(View):
 
 
 class PublicColumn(View):
+    mirrors = catalog.PublicColumn
+    omit_none = frozenset({"description", "lower", "upper", "keys", "public_range"})
+
     name: str
     type: str
     role: str
@@ -35,6 +41,8 @@ class PublicColumn(View):
 
 
 class PublicTable(View):
+    mirrors = catalog.PublicTable
+
     name: str
     description: str
     max_rows_per_unit: int
@@ -42,6 +50,8 @@ class PublicTable(View):
 
 
 class PublicPolicy(View):
+    mirrors = catalog.PublicPolicy
+
     privacy_unit: str
     max_groups_per_unit: int
     min_group_size: int
@@ -49,6 +59,8 @@ class PublicPolicy(View):
 
 
 class DatasetSummary(View):
+    mirrors: ClassVar[type | None] = catalog.DatasetSummary
+
     id: str
     zone: str
     title: str
@@ -59,6 +71,8 @@ class DatasetSummary(View):
 
 
 class Dataset(DatasetSummary):
+    mirrors = catalog.DatasetDetail
+
     policy: PublicPolicy
 
 

@@ -24,7 +24,7 @@ from sandbox.access import members, model, tenants
 from sandbox.access.model import MemberRole
 from sandbox.cli.main import app as cli_app
 from sandbox.clock import now
-from sandbox.ledger.grants import create_grant
+from sandbox.ledger.grants import Grants
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.progress import ProgressWriter
 from sandbox.store.schema import charges, consents, receipts, verification_events
@@ -417,8 +417,8 @@ def test_issue_raise_answer_resolve_and_revoke(
         engine, local_audit(engine), LOCAL, lab, "a", MemberRole.ANALYST
     )
     _, stranger = member(client, MemberRole.ANALYST)  # no grant on firms
-    create_grant(
-        engine, lab, "firms", Accounting.PURE, budget_micro=1, delta_pico=0,
+    Grants(engine, local_audit(engine)).create_grant(
+        LOCAL, lab, "firms", Accounting.PURE, budget_micro=1, delta_pico=0,
         per_query_cap_micro=1,
     )  # fmt: skip
 

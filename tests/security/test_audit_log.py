@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -306,10 +306,10 @@ def test_inclusion_proofs_verify_and_fail_for_a_tampered_entry(env: Env) -> None
     public = env.keys.signing.public_keys()
     for seq in range(1, 8):
         proof = inclusion(env.engine, seq)
-        assert proof["tree_size"] == 7
+        assert proof.tree_size == 7
         assert verify_inclusion_proof(proof, public) is None
     proof = inclusion(env.engine, 3)
-    proof["entry"] = {**proof["entry"], "action": "test.innocent"}
+    proof = replace(proof, entry={**proof.entry, "action": "test.innocent"})
     assert verify_inclusion_proof(proof, public) == "proof_does_not_verify"
     # tampered in the database: the proof's entry no longer hashes to its leaf
     body = body_of(env.engine, 5)
@@ -336,8 +336,8 @@ def test_consistency_between_two_checkpoints(env: Env) -> None:
     write(env, 5)
     new = env.checkpoint()
     proof = consistency(env.engine, 3, 8)
-    assert (proof["first_root"], proof["second_root"]) == (old["root"], new["root"])
-    path = [bytes.fromhex(p) for p in proof["path"]]
+    assert (proof.first_root, proof.second_root) == (old["root"], new["root"])
+    path = [bytes.fromhex(p) for p in proof.path]
     assert merkle.verify_consistency(
         3, 8, bytes.fromhex(str(old["root"])), bytes.fromhex(str(new["root"])), path
     )
@@ -462,7 +462,7 @@ def test_sealed_members_are_not_in_the_database_file(env: Env, backend: str) -> 
     env.restart()  # another process, with the same keys: opens them
     with env.engine.connect() as con:
         rows = read_entries(con)
-        opened = [env.log.unseal(con, r["entry"]["sealed"], {}) for r in rows]
+        opened = [env.log.unseal(con, r.entry["sealed"], {}) for r in rows]
     assert [o["note"] for o in opened] == [f"MARKER-Zq8VvX-{i}" for i in range(3)]
 
 
@@ -477,7 +477,7 @@ def test_master_key_rotation_keeps_old_entries_readable_and_verifiable(env: Env)
             con.execute(select(audit_data_keys.c.id, audit_data_keys.c.master_key_id)).all()
         )
         rows = read_entries(con)
-        opened = [env.log.unseal(con, r["entry"]["sealed"], {})["note"] for r in rows]
+        opened = [env.log.unseal(con, r.entry["sealed"], {})["note"] for r in rows]
     assert opened == ["before-0", "before-1", "after-0", "after-1"]
     assert set(wrapped_by.values()) == {old_master, env.keys.master.current_id}
     assert env.keys.master.current_id != old_master

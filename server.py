@@ -18,6 +18,7 @@ from sandbox.api import idempotency, openapi, problems
 from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
 from sandbox.api.guard import Guard, GuardMiddleware
+from sandbox.api.responses.queries import ANSWER_JSON
 from sandbox.audit import log as audit
 from sandbox.audit.checkpoint import Checkpointer, run_checkpoints
 from sandbox.config import Settings
@@ -25,6 +26,7 @@ from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import NotFound
 from sandbox.keys import directory as keystore
+from sandbox.ledger.service import Ledger
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.store import db
@@ -84,14 +86,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signer = Signer(keys.current, settings.signing_processes)
         facts = FactsIndex(executor, vault, settings.verification_index_max_subjects)
         facts.warm(templates.latest.values(), lambda dataset: _current(engine, dataset))
+        ledger = Ledger(engine, audit_log)
         app.state.services = Services(
             settings=settings,
             engine=engine,
             audit=audit_log,
-            admin=Administration(engine, audit_log),
+            admin=Administration(engine, audit_log, ledger),
+            ledger=ledger,
             executor=executor,
             vault=vault,
-            queries=QueryService(engine, executor, settings, vault),
+            queries=QueryService(engine, executor, settings, ledger, audit_log, ANSWER_JSON, vault),
             verification=VerificationService(
                 engine,
                 executor,

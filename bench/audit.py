@@ -1,9 +1,9 @@
 """The audit log's costs on the embedded SQLite store (WAL, ``synchronous=FULL``).
 
-1. What an entry adds to a ledger charge: charges per second (``charges.reserve`` then
-   ``charges.settle``, one thread) on an engine without and with an audit log attached. With it,
-   every charge writes two entries (``query.charge`` with the sealed SQL, ``query.settle``) inside
-   the same two transactions, so the number of commits does not change.
+1. What an entry adds to a ledger charge: charges per second (``Charges.reserve`` then
+   ``Charges.settle``, one thread) with an audit log that writes nothing, and with the real one.
+   With it, every charge writes two entries (``query.charge`` with the sealed SQL,
+   ``query.settle``) inside the same two transactions, so the number of commits does not change.
 2. Appends alone: entries per second, one sealed entry per transaction; and the CPU time of an
    append without its commit (many in one transaction).
 3. Verification: entries per second over a log of ``--entries`` entries (hashes, links, MACs,
@@ -30,12 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
-from sandbox.access.model import Actor, MemberRole
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor, Member, MemberRole
 from sandbox.audit.checkpoint import Checkpointer, inclusion
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
@@ -43,7 +42,9 @@ from sandbox.audit.request import RequestRecord
 from sandbox.audit.verify import verify
 from sandbox.clock import now
 from sandbox.keys import directory as keystore
-from sandbox.ledger import grants
+from sandbox.ledger.charges import ChargeState
+from sandbox.ledger.grants import Grant, Grants
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import datasets, zones
 
@@ -57,7 +58,7 @@ def _engine(directory: Path) -> Engine:
     return db.connect(f"sqlite:///{(directory / 'state.db').resolve()}")
 
 
-def _grant(engine: Engine) -> tuple[grants.Grant, str]:
+def _grant(engine: Engine) -> tuple[Grant, Member]:
     with engine.begin() as con:
         con.execute(
             zones.insert().values(
@@ -69,8 +70,9 @@ def _grant(engine: Engine) -> tuple[grants.Grant, str]:
     local = Actor.local()
     tenant = tenants.create_tenant(engine, setup, local, "Bench", "research", "public_welfare")
     member, _ = members.create_member(engine, setup, local, tenant, "analyst", MemberRole.ANALYST)
+    grants = Grants(engine, setup)
     grant_id = grants.create_grant(
-        engine,
+        local,
         tenant,
         "ds",
         Accounting.PURE,
@@ -78,38 +80,43 @@ def _grant(engine: Engine) -> tuple[grants.Grant, str]:
         delta_pico=0,
         per_query_cap_micro=10**6,
     )
-    return grants.grant_by_id(engine, grant_id), member
+    analyst = Member(member, tenant, "analyst", MemberRole.ANALYST)
+    return grants.grant_by_id(local, grant_id), analyst
 
 
-def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[str, Any]:
+class _Unrecorded(AuditLog):
+    """The baseline: a log that writes nothing (the ledger refuses to run without one)."""
+
+    def append(self, con: Connection, entry: Event, actor: Actor) -> int:
+        return 0
+
+
+def charges_per_second(directory: Path, count: int, *, audited: bool) -> dict[str, Any]:
     engine = _engine(directory)
-    if audited:
-        log = audit.AuditLog(
-            engine, keystore.audit_keys(directory / "keys", master_key=None, hmac_key=None)
-        )
-        audit.attach(engine, log)
-        log.prepare()
+    keys = keystore.audit_keys(directory / "keys", master_key=None, hmac_key=None)
+    log = AuditLog(engine, keys) if audited else _Unrecorded(engine, keys)
+    log.prepare()
     grant, member = _grant(engine)
-    context = RequestRecord("POST", "/v1/queries", "127.0.0.1", None)
-    context.sealed["sql"] = SQL
-    token = audit.CURRENT.set(context)
+    ledger = Ledger(engine, log)
+    record = RequestRecord("POST", "/v1/queries", "127.0.0.1", None)
+    record.sealed["sql"] = SQL
+    actor = Actor.of(member, record)  # the analyst of a query request, with its SQL (sealed)
     latencies: list[float] = []
     try:
         started = time.perf_counter()
-        for _ in range(charges):
+        for _ in range(count):
             t0 = time.perf_counter()
-            reservation = charges.reserve(engine, grant, member, "qh", 1, 1000, 0)
-            charges.settle(engine, reservation.charge_id, charges.ChargeState.RELEASED, {"n": 1})
+            reservation = ledger.charges.reserve(actor, grant, "qh", 1, 1000, 0)
+            ledger.charges.settle(actor, reservation.charge_id, ChargeState.RELEASED, '{"n": 1}')
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
     finally:
-        audit.CURRENT.reset(token)
         engine.dispose()
     latencies.sort()
     return {
         "audited": audited,
-        "charges": charges,
-        "charges_per_s": round(charges / elapsed, 1),
+        "charges": count,
+        "charges_per_s": round(count / elapsed, 1),
         "p50_ms": round(1000 * statistics.median(latencies), 3),
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 3),
     }
@@ -118,21 +125,21 @@ def charges_per_second(directory: Path, charges: int, *, audited: bool) -> dict[
 def log_costs(directory: Path, entries: int) -> dict[str, Any]:
     engine = _engine(directory)
     keys = keystore.audit_keys(directory / "keys", master_key=None, hmac_key=None)
-    log = audit.AuditLog(engine, keys)
-    audit.attach(engine, log)
+    log = AuditLog(engine, keys)
     log.prepare()
+    system = Actor.system()
     event = Event("admin", "bench.append", refs={"n": 1}, sealed={"sql": SQL})
     timed = min(2000, entries)
     started = time.perf_counter()
     for _ in range(timed):  # one entry per transaction: what a request pays
         with engine.begin() as con:
-            log.append(con, event)
+            log.append(con, event, system)
     append_s = time.perf_counter() - started
     rest = entries - timed
     cpu = time.process_time()
     with engine.begin() as con:  # the rest in one transaction: an append's own CPU cost
         for _ in range(rest):
-            log.append(con, event)
+            log.append(con, event, system)
     append_cpu_s = time.process_time() - cpu
     writer = Checkpointer(engine, keys.signing, 60)
     t0 = time.perf_counter()
@@ -140,7 +147,7 @@ def log_costs(directory: Path, entries: int) -> dict[str, Any]:
     first_checkpoint_s = time.perf_counter() - t0
     with engine.begin() as con:
         for _ in range(100):
-            log.append(con, event)
+            log.append(con, event, system)
     t0 = time.perf_counter()
     writer.write(force=True)
     incremental_checkpoint_s = time.perf_counter() - t0

@@ -1,9 +1,10 @@
 """Ledger throughput: charges per second (one reserve + one settle each) on SQLite and PostgreSQL.
 
 Each client is a process (``--mode processes``, like server workers) or a thread of one process
-(``--mode threads``, like one server's request threads) with its own state-store engine, calling
-``reserve`` then ``settle(released, answer)`` in a loop for ``--seconds``. Two
-scenarios:
+(``--mode threads``, like one server's request threads) with its own state-store engine and
+audit log, calling ``reserve`` then ``settle(released, answer)`` in a loop for ``--seconds``, as
+the analyst of the grant: each charge records its two audit entries (``query.charge``,
+``query.settle``) in its two transactions, as in the server. Two scenarios:
 
 - ``shared``: every client spends from ONE grant (a hot row: the worst case, every reservation
   serialises on it);
@@ -48,11 +49,11 @@ from sqlalchemy import Engine, create_engine, text
 
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
-from sandbox.access.model import Actor, MemberRole
+from sandbox.access.model import Actor, Member, MemberRole
 from sandbox.audit.log import AuditLog
 from sandbox.clock import now
-from sandbox.ledger import grants
-from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
+from sandbox.ledger.charges import ChargeState, consistency
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import datasets, zones
 
@@ -62,7 +63,7 @@ DATASET = "bench"
 COST_MICRO = 100_000  # ε = 0.1 per charge
 HUGE_BUDGET = 10**15  # never exhausted during a run
 # A released answer as the query flow stores it (~1 KB of JSON: values, intervals, cost, budget).
-ANSWER: dict[str, Any] = {
+ANSWER_FIELDS: dict[str, Any] = {
     "query_id": "chg_0000000000000000",
     "dataset": DATASET,
     "version": 1,
@@ -75,6 +76,7 @@ ANSWER: dict[str, Any] = {
     "cost": {"accounting": "pure", "epsilon": 0.1, "delta": 0.0, "mechanisms": []},
     "cached": False,
 }
+ANSWER = json.dumps(ANSWER_FIELDS)
 
 
 @dataclass
@@ -96,18 +98,29 @@ class Run:
 # -- one client ---------------------------------------------------------------------------------
 
 
-def _client_loop(url: str, grant_id: str, member_id: str, seconds: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Spender:
+    """What one client spends from: the grant, as its tenant's analyst."""
+
+    grant: str
+    tenant: str
+    member: str
+
+
+def _client_loop(url: str, keys: str, spender: Spender, seconds: float) -> dict[str, Any]:
     """Reserve + settle in a loop for ``seconds``; returns counts and latencies (ms)."""
     engine = db.connect(url)
-    grant = grants.grant_by_id(engine, grant_id)
+    ledger = Ledger(engine, AuditLog.open(engine, Path(keys)))
+    actor = Actor.of(Member(spender.member, spender.tenant, "bench", MemberRole.ANALYST))
+    grant = ledger.grants.grant_by_id(actor, spender.grant)
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter()
     deadline = start + seconds
     while (t0 := time.perf_counter()) < deadline:
         try:
-            reservation = reserve(engine, grant, member_id, "q" * 64, 1, COST_MICRO, 0)
-            settle(engine, reservation.charge_id, ChargeState.RELEASED, ANSWER)
+            reservation = ledger.charges.reserve(actor, grant, "q" * 64, 1, COST_MICRO, 0)
+            ledger.charges.settle(actor, reservation.charge_id, ChargeState.RELEASED, ANSWER)
         except Exception as exc:  # counted, never hidden: a run with errors is reported as such
             errors += 1
             print(f"  client error: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -119,19 +132,19 @@ def _client_loop(url: str, grant_id: str, member_id: str, seconds: float) -> dic
 
 
 def _process_client(
-    url: str, grant_id: str, member_id: str, seconds: float, barrier: Any, results: Any
+    url: str, keys: str, spender: Spender, seconds: float, barrier: Any, results: Any
 ) -> None:
     # Warm up (imports, engine, migrations check) before the start line.
     db.connect(url).dispose()
     barrier.wait()
-    results.put(_client_loop(url, grant_id, member_id, seconds))
+    results.put(_client_loop(url, keys, spender, seconds))
 
 
 # -- the store under test -----------------------------------------------------------------------
 
 
-def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
-    """(grant, member) for each client."""
+def _seed(engine: Engine, keys: Path, clients: int, scenario: str) -> list[Spender]:
+    """What each client spends from."""
     with engine.begin() as con:
         if con.execute(sqlalchemy.select(zones.c.id).where(zones.c.id == "bench")).first() is None:
             con.execute(
@@ -145,13 +158,14 @@ def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
                 )
             )
 
-    setup = AuditLog.open(engine, Path(tempfile.mkdtemp(prefix="veil-bench-keys-")))
+    setup = AuditLog.open(engine, keys)
     local = Actor.local()
+    grants = Ledger(engine, setup).grants
 
     def tenant_with_grant() -> tuple[str, str]:
         tenant = tenants.create_tenant(engine, setup, local, "bench", "research", "public_welfare")
         grant = grants.create_grant(
-            engine,
+            local,
             tenant,
             DATASET,
             Accounting.PURE,
@@ -168,28 +182,29 @@ def _seed(engine: Engine, clients: int, scenario: str) -> list[tuple[str, str]]:
             member, _ = members.create_member(
                 engine, setup, local, tenant, "bench", MemberRole.ANALYST
             )
-            pairs.append((grant, member))
+            pairs.append(Spender(grant, tenant, member))
     else:
         for _ in range(clients):
             tenant, grant = tenant_with_grant()
             member, _ = members.create_member(
                 engine, setup, local, tenant, "bench", MemberRole.ANALYST
             )
-            pairs.append((grant, member))
+            pairs.append(Spender(grant, tenant, member))
     return pairs
 
 
 def _run(url: str, backend: str, mode: str, scenario: str, clients: int, seconds: float) -> Run:
     engine = db.connect(url)
-    pairs = _seed(engine, clients, scenario)
+    keys = tempfile.mkdtemp(prefix="veil-bench-keys-")
+    pairs = _seed(engine, Path(keys), clients, scenario)
     outcomes: list[dict[str, Any]] = []
     if mode == "processes":
         ctx = multiprocessing.get_context("spawn")
         barrier = ctx.Barrier(clients)
         queue = ctx.Queue()
         procs = [
-            ctx.Process(target=_process_client, args=(url, g, m, seconds, barrier, queue))
-            for g, m in pairs
+            ctx.Process(target=_process_client, args=(url, keys, p, seconds, barrier, queue))
+            for p in pairs
         ]
         for proc in procs:
             proc.start()
@@ -200,13 +215,13 @@ def _run(url: str, backend: str, mode: str, scenario: str, clients: int, seconds
         lock = threading.Lock()
         start_line = threading.Barrier(clients)
 
-        def thread_client(grant: str, member: str) -> None:
+        def thread_client(spender: Spender) -> None:
             start_line.wait()
-            outcome = _client_loop(url, grant, member, seconds)
+            outcome = _client_loop(url, keys, spender, seconds)
             with lock:
                 outcomes.append(outcome)
 
-        threads = [threading.Thread(target=thread_client, args=pair) for pair in pairs]
+        threads = [threading.Thread(target=thread_client, args=(p,)) for p in pairs]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -216,10 +231,11 @@ def _run(url: str, backend: str, mode: str, scenario: str, clients: int, seconds
     elapsed = max(o["elapsed"] for o in outcomes)
     latencies = sorted(x for o in outcomes for x in o["latencies"])
     consistent = True
-    for grant in {g for g, _ in pairs}:
+    granted = {p.grant for p in pairs}
+    for grant in granted:
         check = consistency(engine, grant)
         consistent &= check.ok
-    counted = sum(consistency(engine, g).charged_micro for g in {g for g, _ in pairs})
+    counted = sum(consistency(engine, g).charged_micro for g in granted)
     consistent &= counted == charges * COST_MICRO
     engine.dispose()
     return Run(
@@ -410,7 +426,7 @@ def main() -> None:
         },
         "seconds_per_run": args.seconds,
         "cost_per_charge_micro": COST_MICRO,
-        "answer_bytes": len(json.dumps(ANSWER)),
+        "answer_bytes": len(ANSWER),
         "backends": backends,
         "runs": [asdict(r) for r in runs],
     }

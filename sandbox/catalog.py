@@ -2,6 +2,9 @@
 
 A dataset's current version is one row update, so a new load switches queries over atomically; a
 query pins the version it started with. Parsed policies are cached per (dataset, version).
+
+What any member may read of it (:func:`list_datasets`, :func:`get_dataset`): schema and the
+public part of each policy — never rows, never extremes.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 
 from policies.loader import parse_policy
-from policies.model import Policy
+from policies.model import Column, Policy, Role
 from sandbox.access.model import Actor
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
@@ -43,6 +47,113 @@ class DatasetVersion:
     policy: Policy
     row_counts: dict[str, int]
     salt: int
+
+
+KeyValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class PublicColumn:
+    """A column any member may know of (hidden ones are left out): ``lower``/``upper`` of a
+    measure, ``keys`` where the values are public, ``public_range`` of a date."""
+
+    name: str
+    type: str
+    role: str
+    description: str | None
+    lower: float | None
+    upper: float | None
+    keys: tuple[KeyValue, ...] | None
+    public_range: tuple[str, str] | None
+
+    @classmethod
+    def of(cls, col: Column) -> PublicColumn:
+        measure = col.role == Role.MEASURE
+        return cls(
+            name=col.name,
+            type=col.type.value,
+            role=col.role.value,
+            description=col.description or None,
+            lower=col.lower if measure else None,
+            upper=col.upper if measure else None,
+            keys=None if col.keys is None else tuple(_plain(k) for k in col.keys),
+            public_range=(
+                None
+                if col.public_range is None
+                else (col.public_range[0].isoformat(), col.public_range[1].isoformat())
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class PublicTable:
+    name: str
+    description: str
+    max_rows_per_unit: int
+    columns: tuple[PublicColumn, ...]
+
+
+@dataclass(frozen=True)
+class PublicPolicy:
+    """The public part of a policy: the privacy unit and contribution bounds, and the schema."""
+
+    privacy_unit: str
+    max_groups_per_unit: int
+    min_group_size: int
+    tables: tuple[PublicTable, ...]
+
+    @classmethod
+    def of(cls, policy: Policy) -> PublicPolicy:
+        return cls(
+            privacy_unit=policy.privacy_unit,
+            max_groups_per_unit=policy.max_groups_per_unit,
+            min_group_size=policy.min_group_size,
+            tables=tuple(
+                PublicTable(
+                    name=t.name,
+                    description=t.description,
+                    max_rows_per_unit=t.max_rows_per_unit,
+                    columns=tuple(PublicColumn.of(c) for c in t.columns if c.role != Role.HIDDEN),
+                )
+                for t in policy.tables
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """A dataset's current version, as the catalogue lists it."""
+
+    id: str
+    zone: str
+    title: str
+    version: int
+    description: str
+    provider: str
+    tables: tuple[str, ...]
+
+    @classmethod
+    def of(cls, version: DatasetVersion) -> DatasetSummary:
+        return DatasetSummary(
+            id=version.dataset,
+            zone=version.zone,
+            title=version.title,
+            version=version.version,
+            description=version.policy.description,
+            provider=version.policy.provider,
+            tables=tuple(sorted(version.row_counts)),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetDetail(DatasetSummary):
+    """A dataset's current version with the public part of its policy."""
+
+    policy: PublicPolicy
+
+
+def _plain(key: str | int | float | bool | date) -> KeyValue:
+    return key.isoformat() if isinstance(key, date) else key
 
 
 def create_zone(engine: Engine, audit: AuditLog, actor: Actor, zone: Zone) -> None:
@@ -160,6 +271,18 @@ def current(engine: Engine, dataset: str) -> DatasetVersion:
         row_counts=json.loads(row.row_counts),
         salt=row.salt,
     )
+
+
+def list_datasets(engine: Engine, zone: str | None = None) -> list[DatasetSummary]:
+    """The current version of every dataset (of ``zone``), as the catalogue lists it."""
+    return [DatasetSummary.of(v) for v in list_current(engine, zone)]
+
+
+def get_dataset(engine: Engine, dataset_id: str) -> DatasetDetail:
+    """A dataset's current version with the public part of its policy, or ``NotFound``."""
+    version = current(engine, dataset_id)
+    summary = DatasetSummary.of(version)
+    return DatasetDetail(**vars(summary), policy=PublicPolicy.of(version.policy))
 
 
 def list_current(engine: Engine, zone: str | None = None) -> list[DatasetVersion]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -28,13 +28,15 @@ from policies.errors import InvalidBudget
 from policies.gate.limits import check_size
 from policies.gate.plan import QueryPlan, row_cap_sql
 from sandbox import catalog
-from sandbox.access.model import Member, MemberRole
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor, Member, MemberRole
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.errors import VeilError
-from sandbox.ledger import budgets, charges, grants
+from sandbox.ledger.budgets import BudgetStatus, describe
 from sandbox.ledger.charges import ChargeState
+from sandbox.ledger.grants import Grant
+from sandbox.ledger.service import Ledger
 from sandbox.noise import Calibration, Cell, calibrate, expected_accuracy, release
 from sandbox.vault.decrypted import Vault, leased
 
@@ -50,10 +52,93 @@ class QueryRequest:
     delta: float | None = None
 
 
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """One mechanism of a release and its share of the cost (``epsilon`` or ``rho``, as the
+    grant accounts; the other is ``None``)."""
+
+    statistic: str
+    mechanism: str
+    scale: float
+    epsilon: float | None
+    rho: float | None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a query costs: ``epsilon`` (pure) or ``rho`` (zCDP), δ, and per mechanism."""
+
+    accounting: str
+    epsilon: float | None
+    rho: float | None
+    delta: float
+    mechanisms: tuple[Mechanism, ...]
+
+
+@dataclass(frozen=True)
+class ReleasedCell:
+    """A released number and its 95% interval (``None`` where it was suppressed)."""
+
+    value: float | int | None
+    ci95: tuple[float | int | None, float | int | None]
+
+
+# One released group: group keys as plain values (dates as ISO dates), every statistic a cell.
+Row = dict[str, ReleasedCell | str | int | float | bool | None]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A DP answer: noisy values with intervals, what it cost, the budget left. A repeat of a
+    query the tenant paid for is the same answer, ``cached``, at no cost."""
+
+    query_id: str
+    dataset: str
+    version: int
+    columns: tuple[OutputColumn, ...]
+    rows: tuple[Row, ...]
+    suppressed_groups: int
+    cost: Cost
+    budget: BudgetStatus
+    cached: bool
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a query would cost and how accurate it would be; charges nothing."""
+
+    dataset: str
+    version: int
+    columns: tuple[OutputColumn, ...]
+    cost: Cost
+    expected_ci95_half_width: dict[str, float | dict[str, float] | None]
+    budget: BudgetStatus
+    affordable: bool
+
+
+class AnswerCodec(Protocol):
+    """How a released answer is kept for the answer cache: as JSON, in its wire form (the edge,
+    which owns the wire form, provides it)."""
+
+    def dump(self, answer: Answer) -> str: ...
+
+    def load(self, text: str) -> Answer: ...
+
+
 @dataclass(frozen=True)
 class _Prepared:
+    member: Member  # the analyst who asks
     version: catalog.DatasetVersion
-    grant: grants.Grant
+    grant: Grant
     checked: gate.CheckedQuery
     plan: QueryPlan
     calibration: Calibration
@@ -61,15 +146,28 @@ class _Prepared:
 
 
 class QueryService:
-    """``vault`` decrypts sealed workspaces (the app always has one); without it, version paths
+    """DP queries for analysts: charged through ``ledger`` (which records every charge in the
+    audit log), answered again from its cache through ``answers``.
+
+    ``vault`` decrypts sealed workspaces (the app always has one); without it, version paths
     are plain workspace files (tools and tests that build their own)."""
 
     def __init__(
-        self, engine: Engine, executor: Executor, settings: Settings, vault: Vault | None = None
+        self,
+        engine: Engine,
+        executor: Executor,
+        settings: Settings,
+        ledger: Ledger,
+        audit: AuditLog,
+        answers: AnswerCodec,
+        vault: Vault | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor
         self.settings = settings
+        self.ledger = ledger
+        self.audit = require_log(audit, "the query service")
+        self.answers = answers
         self.vault = vault
         self._row_caps: dict[tuple[str, int], frozenset[str]] = {}
 
@@ -92,14 +190,14 @@ class QueryService:
             )
         return self._row_caps[key]
 
-    def prepare(self, member: Member, request: QueryRequest) -> _Prepared:
+    def prepare(self, actor: Actor, request: QueryRequest) -> _Prepared:
         """Everything before the data: auth, grant, gate, plan and price. Charges nothing."""
         check_size(request.sql, self.settings.sql_limits)  # before the text is kept anywhere
         # The request's audit entry keeps the SQL text (sealed), also when the gate refuses it.
-        audit.annotate(dataset=request.dataset, sealed={"sql": request.sql})
-        member.require(MemberRole.ANALYST)
+        actor.annotate(dataset=request.dataset, sealed={"sql": request.sql})
+        member = actor.require_member(MemberRole.ANALYST)
         version = catalog.current(self.engine, request.dataset)
-        grant = grants.grant_for(self.engine, member.tenant_id, request.dataset)
+        grant = self.ledger.grants.grant_for(actor, member.tenant_id, request.dataset)
         budget = _budget_micro(request, grant.accounting)
         delta = request.delta if request.delta is not None else self.settings.default_delta
         delta_pico = request_delta_to_pico(delta)  # a cap: rounded down, sub-pico refused
@@ -122,33 +220,33 @@ class QueryService:
                 ]
             ).encode()
         ).hexdigest()
-        return _Prepared(version, grant, checked, plan, calibration, digest)
+        return _Prepared(member, version, grant, checked, plan, calibration, digest)
 
-    def preview(self, member: Member, request: QueryRequest) -> dict[str, Any]:
-        prepared = self.prepare(member, request)
-        return {
-            "dataset": prepared.version.dataset,
-            "version": prepared.version.version,
-            "columns": _columns(prepared.plan),
-            "cost": _cost(prepared.calibration),
-            "expected_ci95_half_width": expected_accuracy(prepared.plan, prepared.calibration),
-            "budget": _budget(
-                prepared.grant,
-                grants.member_budget(self.engine, prepared.grant.id, member.id),
-                prepared.calibration.cost_micro,
+    def preview(self, actor: Actor, request: QueryRequest) -> Preview:
+        p = self.prepare(actor, request)
+        return Preview(
+            dataset=p.version.dataset,
+            version=p.version.version,
+            columns=_columns(p.plan),
+            cost=_cost(p.calibration),
+            expected_ci95_half_width=expected_accuracy(p.plan, p.calibration),
+            budget=describe(
+                p.grant,
+                self.ledger.grants.member_budget(p.grant.id, p.member.id),
+                p.calibration.cost_micro,
             ),
-            "affordable": _affordable(prepared.grant, prepared.calibration),
-        }
+            affordable=_affordable(p.grant, p.calibration),
+        )
 
-    def run(self, member: Member, request: QueryRequest) -> dict[str, Any]:
-        p = self.prepare(member, request)
-        cached = charges.cached_answer(self.engine, member.tenant_id, p.query_hash)
+    def run(self, actor: Actor, request: QueryRequest) -> Answer:
+        p = self.prepare(actor, request)
+        charges = self.ledger.charges
+        cached = charges.cached_answer(p.member.tenant_id, p.query_hash)
         if cached is not None:
-            return _from_cache(cached, p.grant)
+            return _from_cache(self.answers.load(cached), p.grant)
         reservation = charges.reserve(
-            self.engine,
+            actor,
             p.grant,
-            member.id,
             p.query_hash,
             p.version.version,
             p.calibration.cost_micro,
@@ -177,23 +275,27 @@ class QueryService:
             released = release(plan, p.calibration, rows, histograms)
         except BaseException as exc:
             code = exc.error_code if isinstance(exc, VeilError) else "internal_error"
-            charges.settle(self.engine, reservation.charge_id, ChargeState.FAILED, error_code=code)
+            charges.settle(actor, reservation.charge_id, ChargeState.FAILED, error_code=code)
             raise
-        answer = {
-            "query_id": reservation.charge_id,
-            "dataset": p.version.dataset,
-            "version": p.version.version,
-            "columns": _columns(p.plan),
-            "rows": [_row(r) for r in released.rows],
-            "suppressed_groups": released.suppressed,
-            "cost": _cost(p.calibration),
-            "budget": _budget(
-                reservation.grant, reservation.member_budget, p.calibration.cost_micro
-            ),
-            "cached": False,
-        }
-        charges.settle(self.engine, reservation.charge_id, ChargeState.RELEASED, answer)
+        answer = Answer(
+            query_id=reservation.charge_id,
+            dataset=p.version.dataset,
+            version=p.version.version,
+            columns=_columns(p.plan),
+            rows=tuple(_row(r) for r in released.rows),
+            suppressed_groups=released.suppressed,
+            cost=_cost(p.calibration),
+            budget=describe(reservation.grant, reservation.member_budget, p.calibration.cost_micro),
+            cached=False,
+        )
+        charges.settle(
+            actor, reservation.charge_id, ChargeState.RELEASED, self.answers.dump(answer)
+        )
         return answer
+
+    def budgets(self, actor: Actor) -> list[BudgetStatus]:
+        """The acting member's tenant's grants: total, spent, left, what that buys."""
+        return self.ledger.budgets(actor)
 
 
 def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:
@@ -212,7 +314,7 @@ def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:
     return epsilon_to_rho_micro(to_micro(request.epsilon))
 
 
-def _affordable(grant: grants.Grant, calibration: Calibration) -> bool:
+def _affordable(grant: Grant, calibration: Calibration) -> bool:
     """Whether a run would pass the per-query cap and the budget left now."""
     return (
         calibration.cost_micro <= grant.per_query_cap_micro
@@ -221,54 +323,52 @@ def _affordable(grant: grants.Grant, calibration: Calibration) -> bool:
     )
 
 
-def _columns(plan: QueryPlan) -> list[dict[str, str]]:
-    return [{"name": o.name, "kind": o.kind} for o in plan.outputs]
+def _columns(plan: QueryPlan) -> tuple[OutputColumn, ...]:
+    return tuple(OutputColumn(o.name, o.kind) for o in plan.outputs)
 
 
-def _cost(calibration: Calibration) -> dict[str, Any]:
-    unit = "epsilon" if calibration.accounting == Accounting.PURE else "rho"
-    return {
-        "accounting": calibration.accounting.value,
-        unit: calibration.cost_micro / MICRO,
-        "delta": calibration.delta_pico / PICO,
-        "mechanisms": [
-            {
-                "statistic": m.stat,
-                "mechanism": m.kind,
-                "scale": m.scale,
-                unit: m.share_micro / MICRO,
-            }
+def _cost(calibration: Calibration) -> Cost:
+    pure = calibration.accounting == Accounting.PURE
+
+    def split(micro: int) -> tuple[float | None, float | None]:
+        """(ε, ρ): the amount under the grant's unit, ``None`` under the other."""
+        return (micro / MICRO, None) if pure else (None, micro / MICRO)
+
+    return Cost(
+        calibration.accounting.value,
+        *split(calibration.cost_micro),
+        delta=calibration.delta_pico / PICO,
+        mechanisms=tuple(
+            Mechanism(m.stat, m.kind, m.scale, *split(m.share_micro))
             for m in calibration.mechanisms.values()
-        ],
-    }
+        ),
+    )
 
 
-def _budget(
-    grant: grants.Grant, member_budget: grants.MemberBudget | None, cost_micro: int
-) -> dict[str, Any]:
-    view = budgets.describe(grant, member_budget)
-    view["queries_left_at_this_cost"] = budgets.queries_left(grant, member_budget, cost_micro)
-    return view
-
-
-def _from_cache(answer: dict[str, Any], grant: grants.Grant) -> dict[str, Any]:
+def _from_cache(answer: Answer, grant: Grant) -> Answer:
     """The stored noisy answer again, at no cost: the same release, so no new privacy loss."""
-    cost = dict(answer["cost"])
-    unit = "epsilon" if grant.accounting == Accounting.PURE else "rho"
-    cost.update({unit: 0.0, "delta": 0.0, "mechanisms": []})
-    return {
-        **answer,
-        "cost": cost,
-        "budget": _budget(grant, None, round(answer["cost"][unit] * MICRO)),
-        "cached": True,
-    }
+    pure = grant.accounting == Accounting.PURE
+    paid = answer.cost.epsilon if pure else answer.cost.rho
+    free = replace(
+        answer.cost,
+        epsilon=0.0 if pure else None,
+        rho=None if pure else 0.0,
+        delta=0.0,
+        mechanisms=(),
+    )
+    return replace(
+        answer,
+        cost=free,
+        budget=describe(grant, None, round((paid or 0.0) * MICRO)),
+        cached=True,
+    )
 
 
-def _row(row: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _row(row: dict[str, Any]) -> Row:
+    out: Row = {}
     for name, value in row.items():
         if isinstance(value, Cell):
-            out[name] = {"value": value.value, "ci95": [value.lower, value.upper]}
+            out[name] = ReleasedCell(value.value, (value.lower, value.upper))
         elif isinstance(value, date):
             out[name] = value.isoformat()
         else:

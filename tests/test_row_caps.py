@@ -15,9 +15,11 @@ from policies.gate import check, parse, plan
 from policies.gate.plan import StatKind, row_cap_sql
 from policies.loader import load_policy
 from sandbox import catalog
+from sandbox.api.responses.queries import ANSWER_JSON
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
+from sandbox.ledger.service import Ledger
 from sandbox.queries import QueryService
 from sandbox.store import db
 from tests.conftest import LOCAL, local_audit
@@ -87,7 +89,9 @@ def test_measured_per_version(tmp_path: Path) -> None:
     version = catalog.current(engine, "firms")
     with Executor(ExecutorLimits(workers=1, threads=1), tmp_path / "tmp") as executor:
         assert sorted(executor.run(path, row_cap_sql(POLICY))) == [("firms", 1), ("sales", 6)]
-        service = QueryService(engine, executor, Settings(data_dir=tmp_path))
+        service = QueryService(
+            engine, executor, Settings(data_dir=tmp_path), Ledger(engine, audit), audit, ANSWER_JSON
+        )
         assert service.within_row_caps(version, measure=False) == frozenset()
         assert service.within_row_caps(version, measure=True) == frozenset({"firms"})
 

@@ -8,7 +8,7 @@ never forbidden.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
@@ -16,37 +16,66 @@ from policies.accounting import MICRO, PICO, Accounting, request_delta_to_pico, 
 from policies.errors import InvalidBudget
 from sandbox import catalog
 from sandbox.access import keys, members, model, tenants
+from sandbox.access.keys import ApiKey
 from sandbox.access.model import Actor, MemberRole
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.errors import InvalidRequest
-from sandbox.ledger import budgets, grants
+from sandbox.ledger.budgets import GrantStatus, grant_status
+from sandbox.ledger.grants import Refresh
+from sandbox.ledger.service import Ledger
 
 
-def tenant_view(t: model.Tenant) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "kind": t.kind.value, "purpose_class": t.purpose_class}
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member as administration shows it (``subject``: the subject it speaks for, if any)."""
+
+    id: str
+    tenant: str
+    name: str
+    role: str
+    subject: str | None
+
+    @classmethod
+    def of(cls, m: model.Member) -> MemberInfo:
+        return cls(m.id, m.tenant_id, m.name, m.role.value, m.subject_id)
 
 
-def member_view(m: model.Member) -> dict[str, Any]:
-    view: dict[str, Any] = {"id": m.id, "tenant": m.tenant_id, "name": m.name, "role": m.role.value}
-    if m.subject_id is not None:
-        view["subject"] = m.subject_id
-    return view
+@dataclass(frozen=True)
+class NewMember(MemberInfo):
+    """A new member with its first API key, shown once."""
+
+    api_key: str
 
 
-def grant_view(g: grants.Grant) -> dict[str, Any]:
-    view = budgets.describe(g)
-    for internal in ("summary", "queries_left_at", "grant"):
-        view.pop(internal)
-    return {"id": g.id, "tenant": g.tenant_id, **view}
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new API key, shown once."""
+
+    id: str
+    member: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class SubBudget:
+    """A member's sub-budget of a grant (ε or ρ) and the grant's δ."""
+
+    grant: str
+    member: str
+    total: float
+    spent: float
+    remaining: float
+    delta_total: float
 
 
 class Administration:
     """Tenants, members, keys and grants, for an admin (or the local administrator); built once
-    with the state store and its audit log."""
+    with the state store, its audit log and its ledger."""
 
-    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, ledger: Ledger) -> None:
         self.engine = engine
         self.audit = require_log(audit, "administration")
+        self.ledger = ledger
 
     def _admin(self, actor: Actor, tenant_id: str | None = None) -> None:
         """The tenant must be visible to the actor (else 404), and the actor must be an admin."""
@@ -54,18 +83,16 @@ class Administration:
             tenants.get_tenant(self.engine, actor, tenant_id)
         actor.require(MemberRole.ADMIN)
 
-    def create_tenant(
-        self, actor: Actor, name: str, kind: str, purpose_class: str
-    ) -> dict[str, Any]:
+    def create_tenant(self, actor: Actor, name: str, kind: str, purpose_class: str) -> model.Tenant:
         self._admin(actor)
         tenant_id = tenants.create_tenant(self.engine, self.audit, actor, name, kind, purpose_class)
-        return tenant_view(tenants.get_tenant(self.engine, actor, tenant_id))
+        return tenants.get_tenant(self.engine, actor, tenant_id)
 
-    def list_tenants(self, actor: Actor) -> list[dict[str, Any]]:
-        return [tenant_view(t) for t in tenants.list_tenants(self.engine, actor)]
+    def list_tenants(self, actor: Actor) -> list[model.Tenant]:
+        return tenants.list_tenants(self.engine, actor)
 
-    def get_tenant(self, actor: Actor, tenant_id: str) -> dict[str, Any]:
-        return tenant_view(tenants.get_tenant(self.engine, actor, tenant_id))
+    def get_tenant(self, actor: Actor, tenant_id: str) -> model.Tenant:
+        return tenants.get_tenant(self.engine, actor, tenant_id)
 
     def create_member(
         self,
@@ -74,7 +101,7 @@ class Administration:
         name: str,
         role: str,
         subject: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> NewMember:
         """A new member with its first API key, shown once. A ``subject`` member names the subject
         (credit code) it speaks for; no other role takes one."""
         self._admin(actor, tenant_id)
@@ -92,25 +119,23 @@ class Administration:
         member_id, key = members.create_member(
             self.engine, self.audit, actor, tenant_id, name, member_role, subject_id=subject
         )
-        return {
-            **member_view(members.get_member(self.engine, tenant_id, member_id)),
-            "api_key": key,
-        }
+        found = MemberInfo.of(members.get_member(self.engine, tenant_id, member_id))
+        return NewMember(**vars(found), api_key=key)
 
-    def list_members(self, actor: Actor, tenant_id: str) -> list[dict[str, Any]]:
+    def list_members(self, actor: Actor, tenant_id: str) -> list[MemberInfo]:
         self._admin(actor, tenant_id)
-        return [member_view(m) for m in members.list_members(self.engine, tenant_id)]
+        return [MemberInfo.of(m) for m in members.list_members(self.engine, tenant_id)]
 
-    def list_keys(self, actor: Actor, tenant_id: str, member_id: str) -> list[dict[str, object]]:
+    def list_keys(self, actor: Actor, tenant_id: str, member_id: str) -> list[ApiKey]:
         self._admin(actor, tenant_id)
         members.get_member(self.engine, tenant_id, member_id)
         return keys.list_keys(self.engine, member_id)
 
-    def issue_key(self, actor: Actor, tenant_id: str, member_id: str) -> dict[str, Any]:
+    def issue_key(self, actor: Actor, tenant_id: str, member_id: str) -> IssuedKey:
         self._admin(actor, tenant_id)
         members.get_member(self.engine, tenant_id, member_id)
         key_id, key = keys.issue_key(self.engine, self.audit, actor, member_id)
-        return {"id": key_id, "member": member_id, "api_key": key}
+        return IssuedKey(key_id, member_id, key)
 
     def revoke_key(self, actor: Actor, tenant_id: str, member_id: str, key_id: str) -> None:
         self._admin(actor, tenant_id)
@@ -129,7 +154,7 @@ class Administration:
         delta: float,
         per_query_cap: float,
         refresh: str,
-    ) -> dict[str, Any]:
+    ) -> GrantStatus:
         self._admin(actor, tenant_id)
         catalog.current(self.engine, dataset)  # the dataset must exist
         mode = Accounting(accounting)
@@ -147,21 +172,22 @@ class Administration:
         cap = to_micro(per_query_cap, "per_query_cap")
         if cap > budget:
             raise InvalidBudget("per_query_cap exceeds the budget", field="per_query_cap")
+        grants = self.ledger.grants
         grant_id = grants.create_grant(
-            self.engine,
+            actor,
             tenant_id,
             dataset,
             mode,
             budget_micro=budget,
             delta_pico=request_delta_to_pico(delta),  # a budget: rounded down, never raised
             per_query_cap_micro=cap,
-            refresh=grants.Refresh(refresh),
+            refresh=Refresh(refresh),
         )
-        return grant_view(grants.grant_by_id(self.engine, grant_id))
+        return grant_status(grants.grant_by_id(actor, grant_id))
 
-    def list_grants(self, actor: Actor, tenant_id: str) -> list[dict[str, Any]]:
+    def list_grants(self, actor: Actor, tenant_id: str) -> list[GrantStatus]:
         tenants.get_tenant(self.engine, actor, tenant_id)
-        return [grant_view(g) for g in grants.grants_of(self.engine, tenant_id)]
+        return [grant_status(g) for g in self.ledger.grants.grants_of(actor, tenant_id)]
 
     def set_sub_budget(
         self,
@@ -170,27 +196,28 @@ class Administration:
         grant_id: str,
         member_id: str,
         budget: float,
-    ) -> dict[str, Any]:
+    ) -> SubBudget:
         """Give a member a sub-budget of the tenant's grant; it spends from both."""
         self._admin(actor, tenant_id)
-        grant = grants.grant_by_id(self.engine, grant_id, tenant_id)
+        grants = self.ledger.grants
+        grant = grants.grant_by_id(actor, grant_id, tenant_id)
         members.get_member(self.engine, tenant_id, member_id)
         amount = to_micro(budget, "budget")
         if amount > grant.budget_micro:
             raise InvalidBudget("a sub-budget cannot exceed the grant", field="budget")
-        current = grants.member_budget(self.engine, grant_id, member_id)
+        current = grants.member_budget(grant_id, member_id)
         if current is not None and amount < current.spent_micro:
             raise InvalidBudget(
                 "a sub-budget cannot go below what the member spent", field="budget"
             )
-        grants.set_member_budget(self.engine, grant_id, member_id, amount)
-        sub = grants.member_budget(self.engine, grant_id, member_id)
+        grants.set_member_budget(actor, grant_id, member_id, amount)
+        sub = grants.member_budget(grant_id, member_id)
         assert sub is not None
-        return {
-            "grant": grant_id,
-            "member": member_id,
-            "total": sub.budget_micro / MICRO,
-            "spent": sub.spent_micro / MICRO,
-            "remaining": sub.left_micro / MICRO,
-            "delta_total": grant.delta_pico / PICO,
-        }
+        return SubBudget(
+            grant=grant_id,
+            member=member_id,
+            total=sub.budget_micro / MICRO,
+            spent=sub.spent_micro / MICRO,
+            remaining=sub.left_micro / MICRO,
+            delta_total=grant.delta_pico / PICO,
+        )

@@ -10,6 +10,8 @@ import secrets
 import threading
 import time
 import weakref
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select, update
@@ -17,7 +19,7 @@ from sqlalchemy import Engine, select, update
 from sandbox.access.model import KEY_PREFIX, Actor, Member, MemberRole, hash_key, new_id
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
-from sandbox.clock import now
+from sandbox.clock import now, utc
 from sandbox.errors import NotFound, Unauthorized
 from sandbox.store.db import snapshot
 from sandbox.store.schema import api_keys, members
@@ -61,7 +63,16 @@ def revoke_key(engine: Engine, audit: AuditLog, actor: Actor, member_id: str, ke
         raise NotFound(f"no active key {key_id!r}")
 
 
-def list_keys(engine: Engine, member_id: str) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as administration lists it: its id and dates, never the key or its hash."""
+
+    id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_keys(engine: Engine, member_id: str) -> list[ApiKey]:
     with engine.connect() as con:
         rows = con.execute(
             select(api_keys.c.id, api_keys.c.created_at, api_keys.c.revoked_at)
@@ -69,11 +80,7 @@ def list_keys(engine: Engine, member_id: str) -> list[dict[str, object]]:
             .order_by(api_keys.c.created_at)
         ).all()
     return [
-        {
-            "id": r.id,
-            "created_at": r.created_at.isoformat(),
-            "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
-        }
+        ApiKey(r.id, utc(r.created_at), None if r.revoked_at is None else utc(r.revoked_at))
         for r in rows
     ]
 

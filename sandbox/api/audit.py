@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from dataclasses import replace
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
@@ -34,7 +35,7 @@ from sandbox.audit import verify as audit_verify
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
 from sandbox.audit.request import RECORD, RequestRecord
-from sandbox.audit.store import read_entries
+from sandbox.audit.store import StoredEntry, read_entries
 from sandbox.errors import MasterKeyError, NotFound
 from sandbox.keys.signing import public_key_document
 
@@ -54,30 +55,33 @@ def _reader_log(actor: Actor, services: Services, decrypt: bool) -> AuditLog:
     return services.audit
 
 
-def _decrypt(log: AuditLog, actor: Actor, rows: list[dict[str, Any]]) -> None:
-    """Open the rows' sealed members, and record that they were read."""
-    _unseal(log, rows)
-    _record_decrypt(log, actor, rows)
+def _decrypt(log: AuditLog, actor: Actor, rows: list[StoredEntry]) -> list[StoredEntry]:
+    """The rows with their sealed members opened; that they were read is recorded."""
+    opened = _unseal(log, rows)
+    _record_decrypt(log, actor, opened)
+    return opened
 
 
-def _unseal(log: AuditLog, rows: list[dict[str, Any]]) -> None:
-    """Replace each sealed envelope by its members (in place); an envelope that does not open
+def _unseal(log: AuditLog, rows: list[StoredEntry]) -> list[StoredEntry]:
+    """Each row with its sealed envelope opened (``unsealed``); an envelope that does not open
     is reported by code, never by its bytes."""
     cache: dict[str, bytes] = {}
+    opened: list[StoredEntry] = []
     with log.engine.connect() as con:
         for row in rows:
-            envelope = row["entry"].get("sealed")
-            if not envelope:
-                continue
-            try:
-                row["unsealed"] = log.unseal(con, envelope, cache)
-            except MasterKeyError as exc:
-                row["unsealed"] = {"error": exc.error_code}
+            envelope = row.entry.get("sealed")
+            if envelope:
+                try:
+                    row = replace(row, unsealed=log.unseal(con, envelope, cache))
+                except MasterKeyError as exc:
+                    row = replace(row, unsealed={"error": exc.error_code})
+            opened.append(row)
+    return opened
 
 
-def _record_decrypt(log: AuditLog, actor: Actor, rows: list[dict[str, Any]]) -> None:
+def _record_decrypt(log: AuditLog, actor: Actor, rows: list[StoredEntry]) -> None:
     """Reading sealed members is itself an entry (the request's primary one)."""
-    seqs = [r["seq"] for r in rows if "unsealed" in r]
+    seqs = [r.seq for r in rows if r.unsealed is not None]
     with log.engine.begin() as con:
         log.append(
             con,
@@ -105,28 +109,31 @@ def list_entries(
     decrypt: Annotated[
         bool, Query(description="Open the sealed members (auditors only; recorded).")
     ] = False,
-) -> dict[str, Any]:
+) -> views.AuditEntries:
     """Audit entries in ``seq`` order: the canonical body as ``entry``, its hash and MAC."""
     log = _reader_log(actor, services, decrypt)
     with services.engine.connect() as con:
         rows = read_entries(con, after=after, limit=limit, kind=kind, tenant=tenant)
     if decrypt:
-        _decrypt(log, actor, rows)
-    return {"entries": rows, "next": rows[-1]["seq"] if len(rows) == limit else None}
+        rows = _decrypt(log, actor, rows)
+    return views.AuditEntries(
+        entries=[views.AuditEntry.of(r) for r in rows],
+        next=rows[-1].seq if len(rows) == limit else None,
+    )
 
 
 @router.get("/entries/{seq}", response_model=views.AuditEntry)
 def get_entry(
     seq: Seq, actor: ActorDep, services: ServicesDep, decrypt: bool = False
-) -> dict[str, Any]:
+) -> views.AuditEntry:
     log = _reader_log(actor, services, decrypt)
     with services.engine.connect() as con:
         rows = read_entries(con, after=seq - 1, limit=1)
-    if not rows or rows[0]["seq"] != seq:
+    if not rows or rows[0].seq != seq:
         raise NotFound(f"no audit entry {seq}")
     if decrypt:
-        _decrypt(log, actor, rows)
-    return rows[0]
+        rows = _decrypt(log, actor, rows)
+    return views.AuditEntry.of(rows[0])
 
 
 @router.get("/entries/{seq}/proof", response_model=views.InclusionProof)
@@ -135,10 +142,10 @@ def entry_proof(
     actor: ActorDep,
     services: ServicesDep,
     tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
-) -> dict[str, Any]:
+) -> views.InclusionProof:
     """The entry's inclusion proof against the latest checkpoint (or the one of ``tree_size``)."""
     actor.require_member(*READERS)
-    return audit_checkpoint.inclusion(services.engine, seq, tree_size)
+    return views.InclusionProof.of(audit_checkpoint.inclusion(services.engine, seq, tree_size))
 
 
 @router.get("/checkpoints", response_model=views.CheckpointList)
@@ -147,11 +154,14 @@ def list_checkpoints(
     services: ServicesDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> views.CheckpointList:
     """Signed checkpoints, oldest first: ``{id, document}``."""
     actor.require_member(*READERS)
     found = audit_checkpoint.list_checkpoints(services.engine, after, limit)
-    return {"checkpoints": found, "next": found[-1]["id"] if len(found) == limit else None}
+    return views.CheckpointList(
+        checkpoints=[views.Checkpoint.of(c) for c in found],
+        next=found[-1].id if len(found) == limit else None,
+    )
 
 
 @router.get("/consistency", response_model=views.ConsistencyProof)
@@ -162,10 +172,10 @@ def consistency_proof(
     second: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="The later one; default: all.")
     ] = None,
-) -> dict[str, Any]:
+) -> views.ConsistencyProof:
     """Proof that the tree of ``second`` entries extends the tree of ``first`` entries."""
     actor.require_member(*READERS)
-    return audit_checkpoint.consistency(services.engine, first, second)
+    return views.ConsistencyProof.of(audit_checkpoint.consistency(services.engine, first, second))
 
 
 @router.get("/keys", response_model=views.AuditKeys)
@@ -176,10 +186,10 @@ def audit_keys(actor: ActorDep, services: ServicesDep) -> dict[str, object]:
 
 
 @router.get("/verify", response_model=views.AuditReport)
-def verify_log(actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
+def verify_log(actor: ActorDep, services: ServicesDep) -> views.AuditReport:
     """Verify the whole log (chain, MACs, head, checkpoints): ``ok`` and the problems found."""
     actor.require_member(*READERS)
-    return audit_verify.verify(services.engine, services.audit.keys).to_dict()
+    return views.AuditReport.of(audit_verify.verify(services.engine, services.audit.keys))
 
 
 # ---------------------------------------------------------------------------------------------

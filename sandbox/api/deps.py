@@ -19,6 +19,7 @@ from sandbox.audit.log import AuditLog
 from sandbox.audit.request import RECORD, RequestRecord
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
+from sandbox.ledger.service import Ledger
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.vault.decrypted import Vault
@@ -37,6 +38,7 @@ class Services:
     engine: Engine
     audit: AuditLog
     admin: Administration
+    ledger: Ledger
     executor: Executor
     vault: Vault
     queries: QueryService

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from sandbox.api.deps import ServicesDep
@@ -15,8 +13,8 @@ router = APIRouter(tags=["health"], route_class=ViewRoute)
 
 
 @router.get("/healthz", response_model=Health)
-def healthz(services: ServicesDep) -> dict[str, Any]:
+def healthz(services: ServicesDep) -> Health:
     """Ready when the executor's workers are up and locked down."""
     if not services.executor.healthy():
         raise ServiceUnavailable("the executor is not ready")
-    return {"status": "ok", "facts_index": services.verification.index_state()}
+    return Health(status="ok", facts_index=services.verification.index_state())

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.deps import ActorDep, ServicesDep
+from sandbox.api.responses import queries as views
 from sandbox.api.responses.base import ViewRoute
-from sandbox.api.responses.queries import Answer, BudgetList, Preview
-from sandbox.ledger import budgets, grants
 from sandbox.queries import QueryRequest
 
 router = APIRouter(prefix="/v1", tags=["queries"], route_class=ViewRoute)
@@ -35,28 +32,20 @@ class QueryBody(BaseModel):
         return QueryRequest(self.dataset, self.sql, self.epsilon, self.rho, self.delta)
 
 
-@router.post("/queries", response_model=Answer)
-def run_query(
-    body: QueryBody,
-    member: MemberDep,
-    services: ServicesDep,
-) -> dict[str, Any]:
+@router.post("/queries", response_model=views.Answer)
+def run_query(body: QueryBody, actor: ActorDep, services: ServicesDep) -> views.Answer:
     """Run a DP query: noisy aggregates with 95% intervals, the cost charged, the budget left."""
-    return services.queries.run(member, body.request())
+    return views.Answer.of(services.queries.run(actor, body.request()))
 
 
-@router.post("/queries/preview", response_model=Preview)
-def preview_query(body: QueryBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+@router.post("/queries/preview", response_model=views.Preview)
+def preview_query(body: QueryBody, actor: ActorDep, services: ServicesDep) -> views.Preview:
     """The cost and expected interval widths of a query. Charges nothing, touches no data."""
-    return services.queries.preview(member, body.request())
+    return views.Preview.of(services.queries.preview(actor, body.request()))
 
 
-@router.get("/budgets", response_model=BudgetList)
-def list_budgets(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+@router.get("/budgets", response_model=views.BudgetList)
+def list_budgets(actor: ActorDep, services: ServicesDep) -> views.BudgetList:
     """The caller's tenant's grants: total, spent, left, and how many more queries that buys."""
-    return {
-        "budgets": [
-            budgets.describe(g, grants.member_budget(services.engine, g.id, member.id))
-            for g in grants.grants_of(services.engine, member.tenant_id)
-        ]
-    }
+    found = services.queries.budgets(actor)
+    return views.BudgetList(budgets=[views.Budget.of(b) for b in found])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,39 +50,46 @@ class SubBudgetBody(BaseModel):
 
 
 @router.post("/tenants", status_code=201, response_model=views.Tenant)
-def create_tenant(body: TenantBody, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
-    return services.admin.create_tenant(actor, body.name, body.kind, body.purpose_class)
+def create_tenant(body: TenantBody, actor: ActorDep, services: ServicesDep) -> views.Tenant:
+    return views.Tenant.of(
+        services.admin.create_tenant(actor, body.name, body.kind, body.purpose_class)
+    )
 
 
 @router.get("/tenants", response_model=views.TenantList)
-def list_tenants(actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
+def list_tenants(actor: ActorDep, services: ServicesDep) -> views.TenantList:
     """Admins and auditors see every tenant; other members their own."""
-    return {"tenants": services.admin.list_tenants(actor)}
+    found = services.admin.list_tenants(actor)
+    return views.TenantList(tenants=[views.Tenant.of(t) for t in found])
 
 
 @router.get("/tenants/{tenant}", response_model=views.Tenant)
-def get_tenant(tenant: str, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
-    return services.admin.get_tenant(actor, tenant)
+def get_tenant(tenant: str, actor: ActorDep, services: ServicesDep) -> views.Tenant:
+    return views.Tenant.of(services.admin.get_tenant(actor, tenant))
 
 
 @router.post("/tenants/{tenant}/members", status_code=201, response_model=views.NewMember)
 def create_member(
     tenant: str, body: MemberBody, actor: ActorDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> views.NewMember:
     """A new member with its first API key, shown once: store it now."""
-    return services.admin.create_member(actor, tenant, body.name, body.role, body.subject)
+    return views.NewMember.of(
+        services.admin.create_member(actor, tenant, body.name, body.role, body.subject)
+    )
 
 
 @router.get("/tenants/{tenant}/members", response_model=views.MemberList)
-def list_members(tenant: str, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
-    return {"members": services.admin.list_members(actor, tenant)}
+def list_members(tenant: str, actor: ActorDep, services: ServicesDep) -> views.MemberList:
+    found = services.admin.list_members(actor, tenant)
+    return views.MemberList(members=[views.Member.of(m) for m in found])
 
 
 @router.get("/tenants/{tenant}/members/{member_id}/keys", response_model=views.ApiKeyList)
 def list_keys(
     tenant: str, member_id: str, actor: ActorDep, services: ServicesDep
-) -> dict[str, Any]:
-    return {"keys": services.admin.list_keys(actor, tenant, member_id)}
+) -> views.ApiKeyList:
+    found = services.admin.list_keys(actor, tenant, member_id)
+    return views.ApiKeyList(keys=[views.ApiKey.of(k) for k in found])
 
 
 @router.post(
@@ -92,8 +99,8 @@ def list_keys(
 )
 def issue_key(
     tenant: str, member_id: str, actor: ActorDep, services: ServicesDep
-) -> dict[str, Any]:
-    return services.admin.issue_key(actor, tenant, member_id)
+) -> views.IssuedKey:
+    return views.IssuedKey.of(services.admin.issue_key(actor, tenant, member_id))
 
 
 @router.delete("/tenants/{tenant}/members/{member_id}/keys/{key_id}", status_code=204)
@@ -106,8 +113,8 @@ def revoke_key(
 @router.post("/tenants/{tenant}/grants", status_code=201, response_model=views.Grant)
 def create_grant(
     tenant: str, body: GrantBody, actor: ActorDep, services: ServicesDep
-) -> dict[str, Any]:
-    return services.admin.create_grant(
+) -> views.Grant:
+    created = services.admin.create_grant(
         actor,
         tenant,
         dataset=body.dataset,
@@ -118,11 +125,13 @@ def create_grant(
         per_query_cap=body.per_query_cap,
         refresh=body.refresh,
     )
+    return views.Grant.of(created)
 
 
 @router.get("/tenants/{tenant}/grants", response_model=views.GrantList)
-def list_grants(tenant: str, actor: ActorDep, services: ServicesDep) -> dict[str, Any]:
-    return {"grants": services.admin.list_grants(actor, tenant)}
+def list_grants(tenant: str, actor: ActorDep, services: ServicesDep) -> views.GrantList:
+    found = services.admin.list_grants(actor, tenant)
+    return views.GrantList(grants=[views.Grant.of(g) for g in found])
 
 
 @router.put(
@@ -135,6 +144,8 @@ def set_sub_budget(
     body: SubBudgetBody,
     actor: ActorDep,
     services: ServicesDep,
-) -> dict[str, Any]:
+) -> views.SubBudget:
     """Give a member a sub-budget of the tenant's grant; it spends from both."""
-    return services.admin.set_sub_budget(actor, tenant, grant_id, member_id, body.budget)
+    return views.SubBudget.of(
+        services.admin.set_sub_budget(actor, tenant, grant_id, member_id, body.budget)
+    )

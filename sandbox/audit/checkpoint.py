@@ -19,13 +19,14 @@ extends the earlier one) and check either with the published audit keys alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -35,14 +36,17 @@ from sqlalchemy import Connection, Engine, select
 from sandbox.audit import merkle
 from sandbox.audit.entry import format_at
 from sandbox.canonical import b64url_decode, b64url_encode, canonical_json
-from sandbox.clock import now
+from sandbox.clock import now, utc
 from sandbox.errors import AuditNotCheckpointed, NotFound
 from sandbox.keys.signing import KeyRing, key_id
 from sandbox.store.schema import audit_checkpoints, audit_entries, audit_head
 
 __all__ = [
     "CHECKPOINT_TYPE",
+    "Checkpoint",
     "Checkpointer",
+    "ConsistencyProof",
+    "InclusionProof",
     "checkpoint_problem",
     "consistency",
     "inclusion",
@@ -108,10 +112,36 @@ def _leaves(con: Connection, size: int) -> list[bytes]:
 
 
 @dataclass(frozen=True)
-class _Checkpoint:
+class Checkpoint:
+    """A stored checkpoint: its id and the signed document."""
+
     id: int
-    tree_size: int
     document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Entry ``seq`` (its canonical body and hash) is leaf ``leaf_index`` of the tree of
+    ``tree_size`` entries that ``checkpoint`` signs: ``path`` is its audit path."""
+
+    seq: int
+    leaf_index: int
+    tree_size: int
+    entry: dict[str, Any]
+    entry_hash: str
+    path: tuple[str, ...]
+    checkpoint: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """The tree of ``second`` entries extends the tree of ``first`` entries."""
+
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    path: tuple[str, ...]
 
 
 class Checkpointer:
@@ -159,7 +189,7 @@ class Checkpointer:
                         .order_by(audit_checkpoints.c.id.desc())
                         .limit(1)
                     ).first()
-                    if latest is not None and at - _utc(latest.at) < self.interval * 0.9:
+                    if latest is not None and at - utc(latest.at) < self.interval * 0.9:
                         return None
                 if size < self._frontier.size or not self._extend(con, size):
                     return None
@@ -188,16 +218,12 @@ async def run_checkpoints(checkpointer: Checkpointer) -> None:
         await asyncio.sleep(seconds)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 # ---------------------------------------------------------------------------------------------
 # Proofs
 # ---------------------------------------------------------------------------------------------
 
 
-def _checkpoint(con: Connection, tree_size: int | None) -> _Checkpoint:
+def _checkpoint(con: Connection, tree_size: int | None) -> tuple[int, dict[str, Any]]:
     query = select(audit_checkpoints).order_by(audit_checkpoints.c.id.desc()).limit(1)
     if tree_size is not None:
         query = query.where(audit_checkpoints.c.tree_size == tree_size)
@@ -206,11 +232,11 @@ def _checkpoint(con: Connection, tree_size: int | None) -> _Checkpoint:
         if tree_size is None:
             raise AuditNotCheckpointed("no checkpoint has been written yet")
         raise NotFound(f"no checkpoint of tree size {tree_size}")
-    return _Checkpoint(int(row.id), int(row.tree_size), json.loads(row.document))
+    return int(row.tree_size), json.loads(row.document)
 
 
-def list_checkpoints(engine: Engine, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-    """Checkpoints with an id above ``after``, oldest first: ``{id, document}``."""
+def list_checkpoints(engine: Engine, after: int = 0, limit: int = 100) -> list[Checkpoint]:
+    """Checkpoints with an id above ``after``, oldest first."""
     with engine.connect() as con:
         rows = con.execute(
             select(audit_checkpoints.c.id, audit_checkpoints.c.document)
@@ -218,10 +244,10 @@ def list_checkpoints(engine: Engine, after: int = 0, limit: int = 100) -> list[d
             .order_by(audit_checkpoints.c.id)
             .limit(limit)
         )
-        return [{"id": int(r.id), "document": json.loads(r.document)} for r in rows]
+        return [Checkpoint(int(r.id), json.loads(r.document)) for r in rows]
 
 
-def inclusion(engine: Engine, seq: int, tree_size: int | None = None) -> dict[str, Any]:
+def inclusion(engine: Engine, seq: int, tree_size: int | None = None) -> InclusionProof:
     """The proof that entry ``seq`` is in a checkpoint's tree: the latest checkpoint, or the
     one of ``tree_size``. Reads every entry hash up to the tree size (O(n))."""
     with engine.connect() as con:
@@ -230,26 +256,26 @@ def inclusion(engine: Engine, seq: int, tree_size: int | None = None) -> dict[st
         ).first()
         if entry is None:
             raise NotFound(f"no audit entry {seq}")
-        checkpoint = _checkpoint(con, tree_size)
-        if checkpoint.tree_size < seq:
+        size, document = _checkpoint(con, tree_size)
+        if size < seq:
             raise AuditNotCheckpointed(
-                f"entry {seq} is after the checkpoint (tree size {checkpoint.tree_size}); "
+                f"entry {seq} is after the checkpoint (tree size {size}); "
                 "ask again after the next one"
             )
-        leaves = _leaves(con, checkpoint.tree_size)
+        leaves = _leaves(con, size)
     path = merkle.inclusion_proof(seq - 1, leaves)
-    return {
-        "seq": seq,
-        "leaf_index": seq - 1,
-        "tree_size": checkpoint.tree_size,
-        "entry": json.loads(entry.body),
-        "entry_hash": entry.hash,
-        "path": [p.hex() for p in path],
-        "checkpoint": checkpoint.document,
-    }
+    return InclusionProof(
+        seq=seq,
+        leaf_index=seq - 1,
+        tree_size=size,
+        entry=json.loads(entry.body),
+        entry_hash=entry.hash,
+        path=tuple(p.hex() for p in path),
+        checkpoint=document,
+    )
 
 
-def consistency(engine: Engine, first: int, second: int | None = None) -> dict[str, Any]:
+def consistency(engine: Engine, first: int, second: int | None = None) -> ConsistencyProof:
     """The proof that the tree of ``second`` entries (default: all) extends the tree of
     ``first`` entries (each usually a checkpoint's tree size), with both tree heads."""
     with engine.connect() as con:
@@ -258,20 +284,23 @@ def consistency(engine: Engine, first: int, second: int | None = None) -> dict[s
         if not 0 <= first <= second <= int(head):
             raise NotFound(f"tree sizes must satisfy 0 <= first <= second <= {int(head)}")
         leaves = _leaves(con, second)
-    return {
-        "first": first,
-        "second": second,
-        "first_root": merkle.root(leaves[:first]).hex(),
-        "second_root": merkle.root(leaves).hex(),
-        "path": [p.hex() for p in merkle.consistency_proof(first, leaves)],
-    }
+    return ConsistencyProof(
+        first=first,
+        second=second,
+        first_root=merkle.root(leaves[:first]).hex(),
+        second_root=merkle.root(leaves).hex(),
+        path=tuple(p.hex() for p in merkle.consistency_proof(first, leaves)),
+    )
 
 
 def verify_inclusion_proof(
-    proof: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKey]
+    proof: InclusionProof | Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKey]
 ) -> str | None:
-    """Check an inclusion proof offline: the checkpoint's signature, the entry's hash (from its
-    canonical JSON) and the audit path. A problem code, or ``None`` if it holds."""
+    """Check an inclusion proof offline (as a server hands it out, or as :func:`inclusion`
+    made it): the checkpoint's signature, the entry's hash (from its canonical JSON) and the
+    audit path. A problem code, or ``None`` if it holds."""
+    if isinstance(proof, InclusionProof):
+        proof = dataclasses.asdict(proof)
     checkpoint = proof.get("checkpoint")
     if not isinstance(checkpoint, Mapping):
         return "checkpoint_malformed"

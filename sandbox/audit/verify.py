@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -35,6 +35,7 @@ from sandbox.audit import merkle
 from sandbox.audit.checkpoint import checkpoint_problem
 from sandbox.audit.entry import GENESIS, canonical_body, format_at
 from sandbox.canonical import canonical_json
+from sandbox.clock import utc
 from sandbox.errors import NotCanonicalizable
 from sandbox.keys.audit import AuditKeys, HmacRing
 from sandbox.store.schema import audit_checkpoints, audit_entries, audit_head
@@ -83,28 +84,17 @@ class Problem:
 
 @dataclass(frozen=True)
 class Report:
+    """What a verification found: ``ok`` when no problem was."""
+
     entries: int
     checkpoints: int
     last_seq: int
     macs_checked: bool
-    problems: tuple[Problem, ...] = field(default_factory=tuple)
+    problems: tuple[Problem, ...] = ()
+    ok: bool = field(init=False)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "checkpoints": self.checkpoints,
-            "last_seq": self.last_seq,
-            "macs_checked": self.macs_checked,
-            "problems": [
-                {"where": p.where, "ref": p.ref, "code": p.code, "detail": p.detail}
-                for p in self.problems
-            ],
-        }
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ok", not self.problems)
 
 
 def verify_rows(
@@ -253,9 +243,7 @@ def canonical_entry(body: Any) -> bytes:
 
 
 def _at(value: Any) -> str | None:
-    if not isinstance(value, datetime):
-        return None
-    return format_at(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+    return format_at(utc(value)) if isinstance(value, datetime) else None
 
 
 def verify(engine: Engine, keys: AuditKeys | None = None, *, batch: int = 5000) -> Report:

@@ -29,7 +29,7 @@ def _target(data_dir: Path | None, url: str | None, key: str | None) -> Any:
     from sandbox.cli.local import Local
     from sandbox.store import db
 
-    settings = local_settings(data_dir)
+    settings = data_dir_settings(data_dir)
     engine = db.connect(settings.state_url)
     return Local(engine, local_audit_log(engine, settings))
 
@@ -47,15 +47,25 @@ def local_audit_log(engine: Any, settings: Any) -> Any:
     )
 
 
-def local_settings(data_dir: Path | None) -> Any:
-    """Settings for work on an existing data directory (``--data-dir`` or VEIL_DATA_DIR)."""
-    from sandbox.audit import log as audit
+def data_dir_settings(data_dir: Path | None) -> Any:
+    """Settings for work on an existing data directory (``--data-dir`` or VEIL_DATA_DIR). What
+    a command changes there it records itself, as the local administrator, in the audit log of
+    :func:`local_audit_log`."""
     from sandbox.config import Settings
 
     settings = Settings.model_validate({"data_dir": data_dir} if data_dir else {})
     if not settings.data_dir.exists():
         raise typer.BadParameter(f"no data directory {settings.data_dir}", param_hint="--data-dir")
-    # Changes made through it are the local administrator's: recorded in the audit log.
+    return settings
+
+
+def local_settings(data_dir: Path | None) -> Any:
+    """:func:`data_dir_settings`, for the onboarding commands (:mod:`sandbox.cli.onboarding`),
+    whose services do not take the audit log yet. Transitional: every engine this process
+    opens on the store records their changes as the local administrator's."""
+    from sandbox.audit import log as audit
+
+    settings = data_dir_settings(data_dir)
     audit.record_local_changes(
         settings.state_url,
         settings.keys_path,

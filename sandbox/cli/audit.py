@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sandbox.cli.app import DataDir, Key, Url, app, local_settings
+from sandbox.cli.app import DataDir, Key, Url, app, data_dir_settings
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 app.add_typer(audit_app, name="audit")
@@ -81,6 +81,14 @@ def _body(entry: Any) -> str:
         return json.dumps(entry)
 
 
+def _report(report: Any) -> dict[str, Any]:
+    """A verification report as the JSON the server answers it with."""
+    from sandbox.api.responses.audit import AuditReport
+    from sandbox.cli.local import wire
+
+    return wire(AuditReport, report)
+
+
 def _remote_report(client: Any) -> dict[str, Any]:
     """Verify what the server hands out, with its published audit keys only (no MACs)."""
     from sandbox.audit.verify import CheckpointRow, EntryRow, verify_rows
@@ -95,7 +103,7 @@ def _remote_report(client: Any) -> dict[str, Any]:
         EntryRow(int(e["seq"]), _body(e["entry"]), e["hash"], e["mac"])
         for e in _pages(client, "/v1/audit", "entries")
     ]
-    return verify_rows(rows, checkpoints, public, None, None).to_dict()
+    return _report(verify_rows(rows, checkpoints, public, None, None))
 
 
 @audit_app.command("verify")
@@ -121,11 +129,11 @@ def verify_command(data_dir: DataDir = None, url: Url = None, key: Key = None) -
         from sandbox.audit import verify as audit_verify
         from sandbox.store import db
 
-        settings = local_settings(data_dir)
+        settings = data_dir_settings(data_dir)
         keys = _local_keys(settings)
         engine = db.connect(settings.state_url)
         try:
-            ok = _print_report("audit log", audit_verify.verify(engine, keys).to_dict())
+            ok = _print_report("audit log", _report(audit_verify.verify(engine, keys)))
         finally:
             engine.dispose()
     if not ok:
@@ -138,7 +146,7 @@ def checkpoint_command(data_dir: DataDir = None) -> None:
     from sandbox.audit.checkpoint import Checkpointer
     from sandbox.store import db
 
-    settings = local_settings(data_dir)
+    settings = data_dir_settings(data_dir)
     keys = _local_keys(settings)
     engine = db.connect(settings.state_url)
     try:
@@ -175,14 +183,16 @@ def proof_command(
             finally:
                 client.close()
         else:
+            from sandbox.api.responses.audit import InclusionProof
+            from sandbox.cli.local import wire
             from sandbox.store import db
 
-            settings = local_settings(data_dir)
+            settings = data_dir_settings(data_dir)
             keys = _local_keys(settings)
             keys_doc = public_key_document(keys.signing)
             engine = db.connect(settings.state_url)
             try:
-                proof = inclusion(engine, seq)
+                proof = wire(InclusionProof, inclusion(engine, seq))
             finally:
                 engine.dispose()
     except VeilError as exc:

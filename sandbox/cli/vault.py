@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sandbox.cli.app import app, echo_result, local_settings
+from sandbox.cli.app import app, data_dir_settings, echo_result, local_audit_log
 
 workspaces_app = typer.Typer(no_args_is_help=True, help="Stored workspaces (sealed at rest).")
 app.add_typer(workspaces_app, name="workspaces")
@@ -22,17 +22,22 @@ DataDir = Annotated[Path | None, typer.Option(help="Work on this data directory 
 def seal_command(data_dir: DataDir = None) -> None:
     """Encrypt every dataset version still stored as a plain DuckDB file (a data directory from
     before encryption at rest) and delete the plain file. Safe to repeat and to run while
-    servers run."""
+    servers run. Each version sealed is recorded in the audit log (the local administrator's
+    change)."""
+    from sandbox.access.model import Actor
     from sandbox.errors import VeilError
     from sandbox.keys import directory as keystore
     from sandbox.store import db
     from sandbox.vault.sealed import seal_plain_versions
 
-    settings = local_settings(data_dir)
+    settings = data_dir_settings(data_dir)
     engine = db.connect(settings.state_url)
     try:
         sealed = seal_plain_versions(
-            engine, keystore.master_keys(settings.keys_path, master_key=settings.master_key)
+            engine,
+            keystore.master_keys(settings.keys_path, master_key=settings.master_key),
+            local_audit_log(engine, settings),
+            Actor.local(),
         )
     except VeilError as exc:
         typer.echo(f"error: {exc.error_code}: {exc.detail}", err=True)

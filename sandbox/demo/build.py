@@ -39,7 +39,7 @@ from sandbox.demo import synthetic as demo_data
 from sandbox.errors import Conflict
 from sandbox.keys import directory as keystore
 from sandbox.keys.master import MasterKeyRing
-from sandbox.ledger import grants
+from sandbox.ledger.grants import Grants
 from sandbox.store.schema import zones
 from sandbox.vault.sealed import build_area, build_name, seal, sealed_path
 
@@ -187,9 +187,10 @@ def _demo_members(
     admin_key = member(operator, "demo admin", MemberRole.ADMIN)
     analyst_key = member(institute, "demo analyst", MemberRole.ANALYST)
     verifier_key = member(bank, "demo verifier", MemberRole.VERIFIER)
+    grants = Grants(engine, audit)
     for dataset in dataset_ids:
         grants.create_grant(
-            engine,
+            actor,
             institute,
             dataset,
             Accounting.PURE,

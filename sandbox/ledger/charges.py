@@ -5,30 +5,25 @@ A reservation is, in one transaction: the grant's due refresh credits, one condi
 if it has one), and the charge row. Concurrent requests can never overspend. A charge whose
 outcome is uncertain (timeout, crash) stays spent; a rejection that never reached the data is
 never reserved in the first place.
+
+A released charge keeps its answer, as the JSON the query service hands it (the answer's wire
+form), for the answer cache. The reservation and the settlement are recorded in the audit log
+in their own transactions, made by the analyst who spends.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from sandbox.access.model import new_id
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor, MemberRole, new_id
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.clock import now
-from sandbox.errors import (
-    BudgetExhausted,
-)
-from sandbox.ledger.grants import (
-    Grant,
-    MemberBudget,
-    _grant,
-    _member_budget,
-    _refreshed,
-)
+from sandbox.errors import BudgetExhausted
+from sandbox.ledger.grants import Grant, Grants, MemberBudget, _grant, _member_budget
 from sandbox.store.schema import charges, credits, grants, member_budgets
 
 
@@ -45,103 +40,142 @@ class Reservation:
     member_budget: MemberBudget | None
 
 
-def cached_answer(engine: Engine, tenant_id: str, query_hash: str) -> dict[str, Any] | None:
-    """A noisy answer this tenant already paid for: same canonical query, version and budget."""
-    with engine.connect() as con:
-        row = con.execute(
-            select(charges.c.answer)
-            .join(grants, grants.c.id == charges.c.grant_id)
-            .where(
-                grants.c.tenant_id == tenant_id,
-                charges.c.query_hash == query_hash,
-                charges.c.state == ChargeState.RELEASED,
-            )
-            .order_by(charges.c.created_at)
-            .limit(1)
-        ).first()
-    if row is None or row.answer is None:
-        return None
-    answer: dict[str, Any] = json.loads(row.answer)
-    return answer
+class Charges:
+    """The charges of one state store, recorded in its audit log: reserved by the member who
+    spends, settled once. ``grants`` credits a grant's begun periods before a reservation."""
 
+    def __init__(self, engine: Engine, audit: AuditLog, grants: Grants) -> None:
+        self.engine = engine
+        self.audit = require_log(audit, "the charges")
+        self.grants = grants
 
-def reserve(
-    engine: Engine,
-    grant: Grant,
-    member_id: str,
-    query_hash: str,
-    dataset_version: int,
-    cost_micro: int,
-    delta_pico: int,
-) -> Reservation:
-    """Charge ``cost`` to ``grant`` (and the member's sub-budget) atomically, or refuse."""
-    if cost_micro > grant.per_query_cap_micro:
-        raise BudgetExhausted(
-            "the query's cost exceeds the grant's per-query cap",
-            cost=cost_micro / 1e6,
-            per_query_cap=grant.per_query_cap_micro / 1e6,
-        )
-    charge_id = new_id("chg")
-    with engine.begin() as con:
-        _refreshed(con, grant.id)
-        row = con.execute(
-            update(grants)
-            .where(
-                grants.c.id == grant.id,
-                grants.c.spent_micro + cost_micro <= grants.c.budget_micro,
-                grants.c.spent_delta_pico + delta_pico <= grants.c.delta_pico,
-            )
-            .values(
-                spent_micro=grants.c.spent_micro + cost_micro,
-                spent_delta_pico=grants.c.spent_delta_pico + delta_pico,
-            )
-            .returning(*grants.c)
-        ).first()
-        if row is None:
-            left = _grant(con.execute(select(grants).where(grants.c.id == grant.id)).one())
+    def cached_answer(self, tenant_id: str, query_hash: str) -> str | None:
+        """A noisy answer this tenant already paid for (same canonical query, version and
+        budget), as the JSON it was settled with."""
+        with self.engine.connect() as con:
+            row = con.execute(
+                select(charges.c.answer)
+                .join(grants, grants.c.id == charges.c.grant_id)
+                .where(
+                    grants.c.tenant_id == tenant_id,
+                    charges.c.query_hash == query_hash,
+                    charges.c.state == ChargeState.RELEASED,
+                )
+                .order_by(charges.c.created_at)
+                .limit(1)
+            ).first()
+        return None if row is None else row.answer
+
+    def reserve(
+        self,
+        actor: Actor,
+        grant: Grant,
+        query_hash: str,
+        dataset_version: int,
+        cost_micro: int,
+        delta_pico: int,
+    ) -> Reservation:
+        """Charge ``cost`` to ``grant`` (and the sub-budget of the analyst acting, if it has
+        one) atomically, or refuse."""
+        member = actor.require_member(MemberRole.ANALYST)
+        if cost_micro > grant.per_query_cap_micro:
             raise BudgetExhausted(
-                "the query's cost exceeds the budget left on this grant",
+                "the query's cost exceeds the grant's per-query cap",
                 cost=cost_micro / 1e6,
-                remaining=left.left_micro / 1e6,
-                remaining_delta=left.left_delta_pico / 1e12,
+                per_query_cap=grant.per_query_cap_micro / 1e6,
             )
-        sub_budget = _spend_member_budget(con, grant.id, member_id, cost_micro)
-        stamp = now()
-        con.execute(
-            charges.insert().values(
-                id=charge_id,
-                grant_id=grant.id,
-                member_id=member_id,
-                query_hash=query_hash,
-                dataset_version=dataset_version,
-                cost_micro=cost_micro,
-                delta_pico=delta_pico,
-                state=ChargeState.RESERVED.value,
-                created_at=stamp,
-                updated_at=stamp,
+        charge_id = new_id("chg")
+        with self.engine.begin() as con:
+            self.grants.refreshed(con, actor, grant.id)
+            row = con.execute(
+                update(grants)
+                .where(
+                    grants.c.id == grant.id,
+                    grants.c.spent_micro + cost_micro <= grants.c.budget_micro,
+                    grants.c.spent_delta_pico + delta_pico <= grants.c.delta_pico,
+                )
+                .values(
+                    spent_micro=grants.c.spent_micro + cost_micro,
+                    spent_delta_pico=grants.c.spent_delta_pico + delta_pico,
+                )
+                .returning(*grants.c)
+            ).first()
+            if row is None:
+                left = _grant(con.execute(select(grants).where(grants.c.id == grant.id)).one())
+                raise BudgetExhausted(
+                    "the query's cost exceeds the budget left on this grant",
+                    cost=cost_micro / 1e6,
+                    remaining=left.left_micro / 1e6,
+                    remaining_delta=left.left_delta_pico / 1e12,
+                )
+            sub_budget = _spend_member_budget(con, grant.id, member.id, cost_micro)
+            stamp = now()
+            con.execute(
+                charges.insert().values(
+                    id=charge_id,
+                    grant_id=grant.id,
+                    member_id=member.id,
+                    query_hash=query_hash,
+                    dataset_version=dataset_version,
+                    cost_micro=cost_micro,
+                    delta_pico=delta_pico,
+                    state=ChargeState.RESERVED.value,
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
             )
-        )
-        audit.append(  # last: the charge and its entry commit together
-            con,
-            audit.Event(
-                "query",
-                "query.charge",
-                tenant=grant.tenant_id,
-                refs={
-                    "charge": charge_id,
-                    "grant": grant.id,
-                    "dataset": grant.dataset_id,
-                    "dataset_version": dataset_version,
-                    "query_hash": query_hash,
-                },
-                cost={
-                    "accounting": grant.accounting.value,
-                    "micro": cost_micro,
-                    "delta_pico": delta_pico,
-                },
-            ),
-        )
-    return Reservation(charge_id=charge_id, grant=_grant(row), member_budget=sub_budget)
+            self.audit.append(  # last: the charge and its entry commit together
+                con,
+                Event(
+                    "query",
+                    "query.charge",
+                    tenant=grant.tenant_id,
+                    refs={
+                        "charge": charge_id,
+                        "grant": grant.id,
+                        "dataset": grant.dataset_id,
+                        "dataset_version": dataset_version,
+                        "query_hash": query_hash,
+                    },
+                    cost={
+                        "accounting": grant.accounting.value,
+                        "micro": cost_micro,
+                        "delta_pico": delta_pico,
+                    },
+                ),
+                actor,
+            )
+        return Reservation(charge_id=charge_id, grant=_grant(row), member_budget=sub_budget)
+
+    def settle(
+        self,
+        actor: Actor,
+        charge_id: str,
+        state: ChargeState,
+        answer: str | None = None,
+        *,
+        error_code: str | None = None,
+    ) -> None:
+        """Mark a reserved charge ``released`` (with its answer, as JSON for the answer cache)
+        or ``failed`` (``error_code``: why, for the audit log). The cost stays spent."""
+        with self.engine.begin() as con:
+            done = con.execute(
+                update(charges)
+                .where(charges.c.id == charge_id, charges.c.state == ChargeState.RESERVED.value)
+                .values(state=state.value, answer=answer, updated_at=now())
+            )
+            if done.rowcount:
+                self.audit.append(
+                    con,
+                    Event(
+                        "query",
+                        "query.settle",
+                        code="ok" if state == ChargeState.RELEASED else (error_code or state.value),
+                        refs={"charge": charge_id, "state": state.value},
+                        primary=False,
+                    ),
+                    actor,
+                )
 
 
 def _spend_member_budget(
@@ -164,39 +198,6 @@ def _spend_member_budget(
             remaining=left.left_micro / 1e6,
         )
     return _member_budget(row)
-
-
-def settle(
-    engine: Engine,
-    charge_id: str,
-    state: ChargeState,
-    answer: dict[str, Any] | None = None,
-    *,
-    error_code: str | None = None,
-) -> None:
-    """Mark a reserved charge ``released`` (with its answer) or ``failed`` (``error_code``:
-    why, for the audit log). The cost stays spent."""
-    with engine.begin() as con:
-        done = con.execute(
-            update(charges)
-            .where(charges.c.id == charge_id, charges.c.state == ChargeState.RESERVED.value)
-            .values(
-                state=state.value,
-                answer=json.dumps(answer) if answer is not None else None,
-                updated_at=now(),
-            )
-        )
-        if done.rowcount:
-            audit.append(
-                con,
-                audit.Event(
-                    "query",
-                    "query.settle",
-                    code="ok" if state == ChargeState.RELEASED else (error_code or state.value),
-                    refs={"charge": charge_id, "state": state.value},
-                    primary=False,
-                ),
-            )
 
 
 @dataclass(frozen=True)

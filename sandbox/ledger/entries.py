@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import csv
-import io
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Engine, select
 
-from sandbox.ledger.grants import _as_utc, utc
+from sandbox.clock import utc
 from sandbox.store.schema import charges, credits, grants
 
-LEDGER_FIELDS = (
-    "time",
-    "entry",
-    "id",
-    "tenant",
-    "dataset",
-    "grant",
-    "member",
-    "state",
-    "amount",
-    "delta",
-    "accounting",
-    "query_hash",
-    "dataset_version",
-)
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A charge (``entry`` ``charge``, with its member, state and query) or a credit
+    (``credit:grant``, ``credit:refresh``). ``amount``: ε or ρ as the grant's ``accounting``
+    says; ``delta``: δ."""
+
+    time: datetime
+    entry: str
+    id: str
+    tenant: str
+    dataset: str
+    grant: str
+    member: str | None
+    state: str | None
+    amount: float
+    delta: float
+    accounting: str
+    query_hash: str | None
+    dataset_version: int | None
 
 
 def entries(
@@ -37,7 +40,7 @@ def entries(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 10_000,
-) -> list[dict[str, Any]]:
+) -> list[LedgerEntry]:
     """Charges and credits in time order, each a flat record (ids, amounts, states: no data)."""
     where = []
     if tenant_id is not None:
@@ -54,8 +57,9 @@ def entries(
         .join(grants, grants.c.id == credits.c.grant_id)
         .where(*where)
     )
-    since = None if since is None else _as_utc(since)
-    until = None if until is None else _as_utc(until)
+    # In UTC: SQLite compares stored times as text, ignoring offsets.
+    since = None if since is None else utc(since)
+    until = None if until is None else utc(until)
     if since is not None:
         charge_query = charge_query.where(charges.c.created_at >= since)
         credit_query = credit_query.where(credits.c.created_at >= since)
@@ -66,47 +70,39 @@ def entries(
         charged = con.execute(charge_query.order_by(charges.c.created_at).limit(limit)).all()
         credited = con.execute(credit_query.order_by(credits.c.created_at).limit(limit)).all()
     records = [
-        {
-            "time": utc(r.created_at).isoformat(),
-            "entry": "charge",
-            "id": r.id,
-            "tenant": r.tenant_id,
-            "dataset": r.dataset_id,
-            "grant": r.grant_id,
-            "member": r.member_id,
-            "state": r.state,
-            "amount": r.cost_micro / 1e6,
-            "delta": r.delta_pico / 1e12,
-            "accounting": r.accounting,
-            "query_hash": r.query_hash,
-            "dataset_version": r.dataset_version,
-        }
+        LedgerEntry(
+            time=utc(r.created_at),
+            entry="charge",
+            id=r.id,
+            tenant=r.tenant_id,
+            dataset=r.dataset_id,
+            grant=r.grant_id,
+            member=r.member_id,
+            state=r.state,
+            amount=r.cost_micro / 1e6,
+            delta=r.delta_pico / 1e12,
+            accounting=r.accounting,
+            query_hash=r.query_hash,
+            dataset_version=r.dataset_version,
+        )
         for r in charged
     ] + [
-        {
-            "time": utc(r.created_at).isoformat(),
-            "entry": f"credit:{r.reason}",
-            "id": r.id,
-            "tenant": r.tenant_id,
-            "dataset": r.dataset_id,
-            "grant": r.grant_id,
-            "member": None,
-            "state": None,
-            "amount": r.amount_micro / 1e6,
-            "delta": r.delta_pico / 1e12,
-            "accounting": r.accounting,
-            "query_hash": None,
-            "dataset_version": None,
-        }
+        LedgerEntry(
+            time=utc(r.created_at),
+            entry=f"credit:{r.reason}",
+            id=r.id,
+            tenant=r.tenant_id,
+            dataset=r.dataset_id,
+            grant=r.grant_id,
+            member=None,
+            state=None,
+            amount=r.amount_micro / 1e6,
+            delta=r.delta_pico / 1e12,
+            accounting=r.accounting,
+            query_hash=None,
+            dataset_version=None,
+        )
         for r in credited
     ]
-    records.sort(key=lambda r: (r["time"], r["entry"] != "credit:grant", r["id"]))
+    records.sort(key=lambda r: (r.time, r.entry != "credit:grant", r.id))
     return records[:limit]
-
-
-def to_csv(records: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LEDGER_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()

@@ -46,6 +46,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, select, update
 
 from connectors.sink import fsync_dir
+from sandbox.access.model import Actor
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog
 from sandbox.errors import (
     MasterKeyError,
     NotFound,
@@ -305,11 +308,14 @@ def open_sealed(
     return written
 
 
-def seal_plain_versions(engine: Engine, keys: MasterKeyRing) -> list[tuple[str, int]]:
+def seal_plain_versions(
+    engine: Engine, keys: MasterKeyRing, audit: AuditLog, actor: Actor
+) -> list[tuple[str, int]]:
     """Seal every registered version still stored as a plain DuckDB file (a data directory from
-    before encryption at rest): ``v<N>.sealed`` next to it, the catalogue pointed at it, then the
-    plain file deleted. Idempotent; safe while servers run (they pick up the new path on their
-    next request). Returns the ``(dataset, version)`` pairs it sealed."""
+    before encryption at rest): ``v<N>.sealed`` next to it, the catalogue pointed at it (recorded
+    in ``audit``, the ``actor``'s change), then the plain file deleted. Idempotent; safe while
+    servers run (they pick up the new path on their next request). Returns the
+    ``(dataset, version)`` pairs it sealed."""
     from sandbox.store.schema import version_loads, versions
 
     with engine.connect() as con:
@@ -332,6 +338,15 @@ def seal_plain_versions(engine: Engine, keys: MasterKeyRing) -> list[tuple[str, 
                     .where(table.c.dataset_id == row.dataset_id, table.c.version == row.version)
                     .values(path=str(stored))
                 )
+            audit.append(
+                con,
+                Event(
+                    "onboarding",
+                    "version.seal",
+                    refs={"dataset": row.dataset_id, "version": row.version},
+                ),
+                actor,
+            )
         plain.unlink()
         plain.with_name(plain.name + ".wal").unlink(missing_ok=True)
         log.info("workspace sealed dataset=%s version=%d", row.dataset_id, row.version)

@@ -26,7 +26,7 @@ from sandbox.audit.store import read_entries
 from sandbox.cli.main import app as cli_app
 from sandbox.clock import now
 from sandbox.errors import ServiceUnavailable
-from sandbox.ledger.grants import create_grant
+from sandbox.ledger.grants import Grants
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.progress import ProgressWriter
 from sandbox.onboarding.services import Onboarding
@@ -451,8 +451,8 @@ def test_issue_raise_answer_resolve_and_revoke(
         engine, local_audit(engine), LOCAL, lab, "a", MemberRole.ANALYST
     )
     _, stranger = member(client, MemberRole.ANALYST)  # no grant on firms
-    create_grant(
-        engine, lab, "firms", Accounting.PURE, budget_micro=1, delta_pico=0,
+    Grants(engine, local_audit(engine)).create_grant(
+        LOCAL, lab, "firms", Accounting.PURE, budget_micro=1, delta_pico=0,
         per_query_cap_micro=1,
     )  # fmt: skip
 

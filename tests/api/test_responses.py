@@ -75,6 +75,46 @@ def test_of_refuses_what_the_view_does_not_declare() -> None:
         Wire.of({"a": 1})
 
 
+def test_nested_results_leave_out_their_own_absent_fields() -> None:
+    @dataclass(frozen=True)
+    class Inner:
+        a: int
+        b: str | None
+
+    @dataclass(frozen=True)
+    class Outer:
+        inner: Inner
+        items: tuple[Inner, ...]
+        maybe: Inner | None
+
+    class InnerWire(View):
+        mirrors = Inner
+        omit_none = frozenset({"b"})
+        a: int
+        b: str | None = None
+
+    class OuterWire(View):
+        mirrors = Outer
+        omit_none = frozenset({"maybe"})
+        inner: InnerWire
+        items: list[InnerWire]
+        maybe: InnerWire | None = None
+
+    wire = OuterWire.of(Outer(Inner(1, None), (Inner(2, "x"), Inner(3, None)), None))
+    assert wire.model_dump(exclude_unset=True) == {
+        "inner": {"a": 1},
+        "items": [{"a": 2, "b": "x"}, {"a": 3}],
+    }
+
+    @dataclass(frozen=True)
+    class Stray:
+        a: int
+        c: int
+
+    with pytest.raises(ValidationError):
+        OuterWire.of(Outer(Stray(1, 2), (), None))  # type: ignore[arg-type]
+
+
 def test_every_json_route_declares_its_response_model() -> None:
     app = create_app()
     missing = [

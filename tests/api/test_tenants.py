@@ -91,11 +91,24 @@ def test_zcdp_grant_spends_rho_and_reports_tight_epsilon(client, keys):
         client, keys["admin"], accounting="zcdp", rho=0.5, per_query_cap=0.2
     )
     assert grant["unit"] == "rho"
+    assert grant["spent_as_epsilon"] is None  # a zCDP grant's member: no ε yet, so null
     response = ask(client, key, "SELECT region, AVG(wage) FROM cps1988 GROUP BY region", rho=0.1)
     assert response.status_code == 200, response.text
     assert response.json()["cost"]["rho"] <= 0.1
     view = client.get("/v1/budgets", headers=auth(key)).json()["budgets"][0]
     assert 0 < view["spent_as_epsilon"] < view["total_as_epsilon"]
+
+
+def test_a_pure_grant_has_no_epsilon_conversion(client, keys):
+    key, tenant, grant = new_analyst(client, keys["admin"], epsilon=2.0)
+    (listed,) = client.get(
+        f"/v1/tenants/{tenant['id']}/grants", headers=auth(keys["admin"])
+    ).json()["grants"]
+    (budget,) = client.get("/v1/budgets", headers=auth(key)).json()["budgets"]
+    for body in (grant, listed, budget):
+        assert "spent_as_epsilon" not in body and "total_as_epsilon" not in body
+        assert body["next_refresh"] is None  # present, null: the grant does not refresh
+    assert "member_budget" not in budget and "queries_left_at_this_cost" not in budget
 
 
 def test_same_query_again_is_free(client, keys):

@@ -26,10 +26,11 @@ from sqlalchemy import Engine, create_engine, text
 
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
-from sandbox.access.model import MemberRole
+from sandbox.access.model import Actor, Member, MemberRole
 from sandbox.clock import now
 from sandbox.demo.build import build_demo
 from sandbox.ledger import grants
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import datasets, zones
 from tests.conftest import LOCAL, free_port, local_audit
@@ -136,12 +137,26 @@ def demo_keys(data_dir: Path) -> dict[str, str]:
     return keys
 
 
+def local_ledger(engine: Engine) -> Ledger:
+    """The ledger of a test's own state store, recording in its audit log."""
+    return Ledger(engine, local_audit(engine))
+
+
+def analyst_actor(member_id: str, tenant_id: str) -> Actor:
+    """An analyst acting (as its API key would make it), for calls made without HTTP."""
+    return Actor.of(Member(member_id, tenant_id, "analyst", MemberRole.ANALYST))
+
+
 @dataclass(frozen=True)
 class Analyst:
     tenant_id: str
     member_id: str
     key: str
     grant_id: str
+
+    @property
+    def actor(self) -> Actor:
+        return analyst_actor(self.member_id, self.tenant_id)
 
 
 def new_analyst(
@@ -161,8 +176,8 @@ def new_analyst(
     member, key = members.create_member(
         engine, local_audit(engine), LOCAL, tenant, "analyst", MemberRole.ANALYST
     )
-    grant = grants.create_grant(
-        engine,
+    grant = local_ledger(engine).grants.create_grant(
+        LOCAL,
         tenant,
         dataset,
         Accounting.PURE,

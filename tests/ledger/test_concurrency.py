@@ -127,9 +127,9 @@ def test_budget_for_50_releases_exactly_50_of_200_concurrent_queries(
                 assert mine["remaining"] == 0
 
         # After the server is gone: the store itself agrees.
-        stored = [e for e in entries.entries(engine, tenant_id=tenant) if e["entry"] == "charge"]
+        stored = [e for e in entries.entries(engine, tenant_id=tenant) if e.entry == "charge"]
         assert len(stored) == FITS
-        assert {e["state"] for e in stored} == {"released"}
+        assert {e.state for e in stored} == {"released"}
         check = charges.consistency(engine, grant_id)
         assert check.ok, check
         assert check.spent_micro == check.budget_micro == check.charged_micro == 5_000_000

@@ -32,10 +32,10 @@ from sqlalchemy import Engine, select
 
 from sandbox.config import Settings
 from sandbox.ledger.charges import ChargeState, consistency
-from sandbox.ledger.grants import grant_by_id
 from sandbox.store import db
 from sandbox.store.schema import charges
 from server import create_app
+from tests.conftest import LOCAL
 from tests.ledger.conftest import (
     Analyst,
     Server,
@@ -173,7 +173,8 @@ def test_executor_worker_killed_mid_query_fails_the_charge_and_keeps_it_spent(
             assert charge["state"] == ChargeState.FAILED
             assert charge["cost_micro"] == COST_MICRO
             assert charge["answer"] is None
-            grant = grant_by_id(engine, analyst.grant_id)
+            ledger = client.app.state.services.ledger  # type: ignore[attr-defined]
+            grant = ledger.grants.grant_by_id(LOCAL, analyst.grant_id)
             assert grant.spent_micro == COST_MICRO
             assert consistency(engine, analyst.grant_id).ok
 

@@ -25,7 +25,8 @@ from sqlalchemy import Engine
 from sandbox.access.members import create_member
 from sandbox.access.model import MemberRole
 from sandbox.config import Settings
-from sandbox.ledger import charges, entries, grants
+from sandbox.ledger import charges, entries
+from sandbox.ledger.service import Ledger
 from server import create_app
 from tests.conftest import LOCAL, local_audit
 from tests.ledger.conftest import Analyst, auth, new_analyst
@@ -67,13 +68,14 @@ def _query(
     )
 
 
-def _charges(client: TestClient, analyst: Analyst) -> list[dict[str, Any]]:
+def _charges(client: TestClient, analyst: Analyst) -> list[entries.LedgerEntry]:
     records = entries.entries(_engine(client), tenant_id=analyst.tenant_id)
-    return [e for e in records if e["entry"] == "charge"]
+    return [e for e in records if e.entry == "charge"]
 
 
 def _spent(client: TestClient, analyst: Analyst) -> int:
-    return grants.grant_by_id(_engine(client), analyst.grant_id).spent_micro
+    ledger: Ledger = client.app.state.services.ledger  # type: ignore[attr-defined]
+    return ledger.grants.grant_by_id(LOCAL, analyst.grant_id).spent_micro
 
 
 def test_same_idempotency_key_retried_10_times_charges_once(client: TestClient) -> None:
@@ -84,8 +86,8 @@ def test_same_idempotency_key_retried_10_times_charges_once(client: TestClient) 
     assert all(r.json() == first for r in responses)  # the very same answer, byte for byte
     assert first["cached"] is False
     (charge,) = _charges(client, analyst)
-    assert charge["id"] == first["query_id"]
-    assert charge["state"] == "released"
+    assert charge.id == first["query_id"]
+    assert charge.state == "released"
     assert _spent(client, analyst) == COST_MICRO
     assert charges.consistency(_engine(client), analyst.grant_id).ok
 
@@ -111,10 +113,10 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
         results = list(pool.map(one, range(n), timeout=120))
 
     (charge,) = _charges(client, analyst)
-    assert charge["state"] == "released"
+    assert charge.state == "released"
     assert _spent(client, analyst) == COST_MICRO
     original = _query(client, analyst.key, idem="together").json()  # a late retry: the answer
-    assert original["query_id"] == charge["id"]
+    assert original["query_id"] == charge.id
     assert original["cached"] is False
 
     statuses = [status for status, _ in results]

@@ -14,10 +14,12 @@ from sqlalchemy import Engine
 
 from policies.accounting import Accounting
 from sandbox.config import Settings
-from sandbox.ledger import charges, entries, grants
+from sandbox.ledger import entries
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from server import create_app
-from tests.ledger.conftest import auth, demo_keys, new_analyst, seed_catalog
+from tests.conftest import LOCAL
+from tests.ledger.conftest import auth, demo_keys, local_ledger, new_analyst, seed_catalog
 
 BEIJING = timezone(timedelta(hours=8))
 NEW_YORK = timezone(timedelta(hours=-5))
@@ -36,6 +38,11 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def _engine(client: TestClient) -> Engine:
     engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
     return engine
+
+
+def _ledger(client: TestClient) -> Ledger:
+    ledger: Ledger = client.app.state.services.ledger  # type: ignore[attr-defined]
+    return ledger
 
 
 def _admin(client: TestClient) -> dict[str, str]:
@@ -61,12 +68,12 @@ def test_since_and_until_respect_the_utc_offset(
     try:
         seed_catalog(engine)
         analyst = new_analyst(engine, budget_micro=1_000_000, cap_micro=100_000, dataset="ds")
-        grant = grants.grant_by_id(engine, analyst.grant_id)
-        charges.reserve(engine, grant, analyst.member_id, "q" * 64, 1, 100_000, 0)
+        ledger = local_ledger(engine)
+        grant = ledger.grants.grant_by_id(LOCAL, analyst.grant_id)
+        ledger.charges.reserve(analyst.actor, grant, "q" * 64, 1, 100_000, 0)
         everything = entries.entries(engine)
         assert len(everything) == 2  # the grant's credit and the charge
-        first = datetime.fromisoformat(everything[0]["time"])
-        last = datetime.fromisoformat(everything[-1]["time"])
+        first, last = everything[0].time, everything[-1].time
 
         # The same instants, written in UTC and in other offsets, select the same entries.
         for zone in (UTC, BEIJING, NEW_YORK):
@@ -98,8 +105,8 @@ def test_ledger_api_time_filter_in_beijing_time(client: TestClient) -> None:
 def test_ledger_filters_by_tenant_and_dataset(client: TestClient) -> None:
     engine = _engine(client)
     ours = new_analyst(engine, budget_micro=2_000_000, cap_micro=1_000_000)
-    grants.create_grant(
-        engine,
+    _ledger(client).grants.create_grant(
+        LOCAL,
         ours.tenant_id,
         "cps1988",
         Accounting.PURE,
@@ -159,9 +166,9 @@ def test_a_sub_budget_limits_its_member_and_spends_from_the_grant(client: TestCl
     assert refused.status_code == 403
     assert refused.json()["code"] == "budget_exhausted"
     assert "sub-budget" in refused.json()["detail"]
-    grant = grants.grant_by_id(_engine(client), analyst.grant_id)
+    grant = _ledger(client).grants.grant_by_id(LOCAL, analyst.grant_id)
     assert grant.spent_micro == 200_000  # the refusal charged nothing, to either budget
-    sub = grants.member_budget(_engine(client), analyst.grant_id, analyst.member_id)
+    sub = _ledger(client).grants.member_budget(analyst.grant_id, analyst.member_id)
     assert sub is not None and sub.spent_micro == 200_000
 
 

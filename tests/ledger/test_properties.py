@@ -37,14 +37,16 @@ from sqlalchemy import Engine, func, select, update
 
 from policies.accounting import Accounting
 from sandbox.access import members, tenants
-from sandbox.access.model import MemberRole
+from sandbox.access.model import Actor, MemberRole
+from sandbox.clock import utc
 from sandbox.errors import BudgetExhausted
-from sandbox.ledger.charges import ChargeState, consistency, reserve, settle
-from sandbox.ledger.grants import Refresh, create_grant, grant_by_id, set_member_budget, utc
+from sandbox.ledger.charges import ChargeState, consistency
+from sandbox.ledger.grants import Refresh
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import charges, credits, grants, member_budgets
 from tests.conftest import LOCAL, local_audit
-from tests.ledger.conftest import seed_catalog
+from tests.ledger.conftest import analyst_actor, seed_catalog
 
 DATASET = "ds"
 
@@ -101,6 +103,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="veil-ledger-prop-", dir=shm)
         self.engine = db.connect(f"sqlite:///{self.dir}/state.db")
         seed_catalog(self.engine, DATASET)
+        self.ledger = Ledger(self.engine, local_audit(self.engine))
         self.grants: dict[str, GrantModel] = {}
         self.members: dict[str, MemberModel] = {}
         self.charges: dict[str, ChargeModel] = {}
@@ -124,8 +127,8 @@ class LedgerMachine(RuleBasedStateMachine):
         tenant = tenants.create_tenant(
             self.engine, local_audit(self.engine), LOCAL, "t", "research", "public_welfare"
         )
-        grant_id = create_grant(
-            self.engine,
+        grant_id = self.ledger.grants.create_grant(
+            LOCAL,
             tenant,
             DATASET,
             Accounting.PURE,
@@ -154,9 +157,12 @@ class LedgerMachine(RuleBasedStateMachine):
             MemberRole.ANALYST,
         )
         if sub_budget is not None:
-            set_member_budget(self.engine, grant_id, member_id, sub_budget)
+            self.ledger.grants.set_member_budget(LOCAL, grant_id, member_id, sub_budget)
         self.members[member_id] = MemberModel(member_id, grant_id, sub_budget)
         return member_id
+
+    def _actor(self, member: MemberModel) -> Actor:
+        return analyst_actor(member.id, self.tenant_of[member.grant_id])
 
     def _expected(self, member: MemberModel, cost: int, delta: int) -> str:
         """What ``reserve`` must do, in the order it checks."""
@@ -188,9 +194,11 @@ class LedgerMachine(RuleBasedStateMachine):
         self.touched.add(member.grant_id)
         expected = self._expected(member, cost, delta)
         before = _snapshot(self.engine)
-        grant = grant_by_id(self.engine, member.grant_id)
+        grant = self.ledger.grants.grant_by_id(LOCAL, member.grant_id)
         try:
-            reservation = reserve(self.engine, grant, member_id, "q" * 64, 1, cost, delta)
+            reservation = self.ledger.charges.reserve(
+                self._actor(member), grant, "q" * 64, 1, cost, delta
+            )
         except BudgetExhausted:
             assert expected in ("cap", "budget", "sub_budget"), expected
             assert _snapshot(self.engine) == before
@@ -216,14 +224,16 @@ class LedgerMachine(RuleBasedStateMachine):
             if member.sub_budget is not None:
                 room = min(room, member.sub_budget - member.spent)
             fits = max(0, min(n, room // cost))
-        current = grant_by_id(self.engine, grant.id)
+        current = self.ledger.grants.grant_by_id(LOCAL, grant.id)
         barrier = threading.Barrier(n, timeout=30)
         results: list[str | None] = [None] * n
 
         def one(i: int) -> None:
             barrier.wait()
             try:
-                reservation = reserve(self.engine, current, member_id, "c" * 64, 1, cost, 0)
+                reservation = self.ledger.charges.reserve(
+                    self._actor(member), current, "c" * 64, 1, cost, 0
+                )
             except BudgetExhausted:
                 return
             results[i] = reservation.charge_id
@@ -245,13 +255,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def settle(self, charge_id: str | None, state: ChargeState) -> None:
         if charge_id is None:  # a refused reserve
             return
-        settle(self.engine, charge_id, state, {"rows": []} if state == "released" else None)
+        answer = '{"rows": []}' if state == "released" else None
+        self.ledger.charges.settle(LOCAL, charge_id, state, answer)
         self.charges[charge_id].state = state
         self.touched.add(self.charges[charge_id].grant_id)
         # Settling again (a late duplicate) changes nothing: only a reserved charge settles.
         before = _snapshot(self.engine)
-        settle(self.engine, charge_id, ChargeState.FAILED)
-        settle(self.engine, charge_id, ChargeState.RELEASED, {"rows": [1]})
+        self.ledger.charges.settle(LOCAL, charge_id, ChargeState.FAILED)
+        self.ledger.charges.settle(LOCAL, charge_id, ChargeState.RELEASED, '{"rows": [1]}')
         assert _snapshot(self.engine) == before
 
     @precondition(lambda self: any(m.sub_budget is not None for m in self.members.values()))
@@ -259,7 +270,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def change_sub_budget(self, data: st.DataObject, sub_budget: int) -> None:
         with_sub = sorted(m for m, model in self.members.items() if model.sub_budget is not None)
         member = self.members[data.draw(st.sampled_from(with_sub))]
-        set_member_budget(self.engine, member.grant_id, member.id, sub_budget)
+        self.ledger.grants.set_member_budget(LOCAL, member.grant_id, member.id, sub_budget)
         member.sub_budget = sub_budget
 
     @rule(grant_id=grant_ids, days=st.integers(1, 3))
@@ -279,7 +290,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if grant.refresh == Refresh.DAILY:
             grant.credited += days * grant.period_budget
             grant.credited_delta += days * grant.period_delta
-        refreshed = grant_by_id(self.engine, grant_id)  # reading credits what is due
+        refreshed = self.ledger.grants.grant_by_id(LOCAL, grant_id)  # reading credits what is due
         assert refreshed.budget_micro == grant.credited
 
     # -- invariants -------------------------------------------------------------------------------

@@ -17,14 +17,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 
+from sandbox.audit.store import read_entries
+from sandbox.clock import utc
 from sandbox.config import Settings
 from sandbox.ledger import entries
-from sandbox.ledger.charges import consistency, reserve
-from sandbox.ledger.grants import Refresh, grant_by_id, utc
+from sandbox.ledger.charges import consistency
+from sandbox.ledger.grants import Refresh
 from sandbox.store import db
 from sandbox.store.schema import grants
 from server import create_app
-from tests.ledger.conftest import auth, demo_keys, new_analyst, seed_catalog
+from tests.ledger.conftest import auth, demo_keys, local_ledger, new_analyst, seed_catalog
 
 DAY = timedelta(days=1)
 
@@ -158,22 +160,27 @@ def test_periods_credit_exactly_what_has_begun(
         analyst = new_analyst(
             engine, budget_micro=700_000, cap_micro=100_000, dataset="ds", refresh=refresh
         )
-        reserve(
-            engine,
-            grant_by_id(engine, analyst.grant_id),
-            analyst.member_id,
-            "q" * 64,
-            1,
-            100_000,
-            0,
-        )
+        ledger = local_ledger(engine)
+        reader = analyst.actor
+        grant = ledger.grants.grant_by_id(reader, analyst.grant_id)
+        ledger.charges.reserve(reader, grant, "q" * 64, 1, 100_000, 0)
         backdate(engine, analyst.grant_id, elapsed)
-        grant = grant_by_id(engine, analyst.grant_id)
+        grant = ledger.grants.grant_by_id(reader, analyst.grant_id)
         assert grant.budget_micro == 700_000 * (1 + credits_due)
         assert grant.spent_micro == 100_000
         assert grant.periods_credited == 1 + credits_due
-        refreshes = [e for e in entries.entries(engine) if e["entry"] == "credit:refresh"]
+        refreshes = [e for e in entries.entries(engine) if e.entry == "credit:refresh"]
         assert len(refreshes) == credits_due
         assert consistency(engine, analyst.grant_id).ok
+        # The credits are the change of whoever read the grant, recorded as a side effect.
+        with engine.connect() as con:
+            recorded = [r.entry for r in read_entries(con, kind="admin", limit=1000)]
+        refreshed = [e for e in recorded if e["action"] == "grant.refresh"]
+        if credits_due:
+            (entry,) = refreshed
+            assert entry["refs"] == {"grant": analyst.grant_id, "periods": credits_due}
+            assert entry["actor"]["member"] == analyst.member_id
+        else:
+            assert refreshed == []
     finally:
         engine.dispose()

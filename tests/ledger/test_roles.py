@@ -35,10 +35,9 @@ from policies.accounting import Accounting
 from sandbox.access import keys, members, tenants
 from sandbox.access.model import Actor, MemberRole
 from sandbox.config import Settings
-from sandbox.ledger import grants
 from server import create_app
 from tests.conftest import LOCAL, local_audit
-from tests.ledger.conftest import auth
+from tests.ledger.conftest import auth, local_ledger
 
 ROLES = tuple(role.value for role in MemberRole)
 ANY = frozenset(ROLES)
@@ -242,8 +241,8 @@ def _tenant(engine: Engine, name: str, roles: tuple[str, ...]) -> TenantObjects:
     tenant.target_member, _ = members.create_member(
         engine, local_audit(engine), LOCAL, tenant.id, "spare", MemberRole.ANALYST
     )
-    tenant.grant = grants.create_grant(
-        engine,
+    tenant.grant = local_ledger(engine).grants.create_grant(
+        LOCAL,
         tenant.id,
         "enterprise",
         Accounting.PURE,
@@ -401,7 +400,7 @@ def test_a_revoked_key_is_refused_everywhere_like_an_unknown_one(
         engine, local_audit(engine), LOCAL, world.home.id, "leaver", MemberRole.ANALYST
     )
     assert client.get("/v1/budgets", headers=auth(key)).status_code == 200
-    (key_id,) = [str(k["id"]) for k in keys.list_keys(engine, member)]
+    (key_id,) = [k.id for k in keys.list_keys(engine, member)]
     keys.revoke_key(engine, local_audit(engine), LOCAL, member, key_id)
     revoked = client.get("/v1/budgets", headers=auth(key))
     unknown = client.get("/v1/budgets", headers=auth("veil_" + "y" * 43))

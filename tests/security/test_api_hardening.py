@@ -36,7 +36,8 @@ from sandbox.api.limits import InFlight, TokenBuckets, retry_after
 from sandbox.api.responses import verification as responses
 from sandbox.config import Settings
 from sandbox.errors import SqlTooDeep, SqlTooLong
-from sandbox.ledger import entries, grants
+from sandbox.ledger import entries
+from sandbox.ledger.service import Ledger
 from sandbox.verification.receipts import RECEIPT_FIELDS
 from server import create_app
 from tests.conftest import LOCAL, auth, local_audit
@@ -364,7 +365,7 @@ def test_an_oversized_chunked_body_is_counted_and_refused(small: TestClient) -> 
 
 
 def charges_of(client: TestClient) -> int:
-    return sum(1 for e in entries.entries(engine_of(client)) if e["entry"] == "charge")
+    return sum(1 for e in entries.entries(engine_of(client)) if e.entry == "charge")
 
 
 def test_sql_over_the_length_limit_is_refused_before_the_gate(small: TestClient) -> None:
@@ -497,8 +498,8 @@ def _side(engine: Engine, name: str, subject: str) -> Side:
         engine, local_audit(engine), LOCAL, tenant, "spare", MemberRole.ANALYST
     )
     key_id, _ = issue_key(engine, local_audit(engine), LOCAL, member)
-    grant = grants.create_grant(
-        engine,
+    grant = Ledger(engine, local_audit(engine)).grants.create_grant(
+        LOCAL,
         tenant,
         "enterprise",
         Accounting.PURE,

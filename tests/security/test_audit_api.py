@@ -48,7 +48,7 @@ def head(client: TestClient) -> int:
 
 def since(client: TestClient, seq: int) -> list[dict[str, Any]]:
     with engine_of(client).connect() as con:
-        return [r["entry"] for r in read_entries(con, after=seq, limit=1000)]
+        return [r.entry for r in read_entries(con, after=seq, limit=1000)]
 
 
 def new_member(client: TestClient, role: MemberRole) -> str:
@@ -232,7 +232,7 @@ def test_cli_verify_checkpoint_proof_rotate_and_tampering(
         client.post("/v1/queries", json=QUERY, headers=auth(keys["analyst"]))
         client.get("/v1/budgets", headers=auth(keys["analyst"]))
         with engine_of(client).connect() as con:
-            start = read_entries(con, limit=100_000)[-1]["seq"]  # the demo's, and these
+            start = read_entries(con, limit=100_000)[-1].seq  # the demo's, and these
     runner = CliRunner()
     ok = runner.invoke(cli, ["audit", "verify", "--data-dir", str(data_dir)])
     assert ok.exit_code == 0, ok.output
@@ -261,7 +261,7 @@ def test_cli_verify_checkpoint_proof_rotate_and_tampering(
     with TestClient(create_app(settings)) as client:  # restarted with the new keys
         client.get("/v1/budgets", headers=auth(keys["analyst"]))
         with engine_of(client).connect() as con:
-            entries = [r["entry"] for r in read_entries(con, limit=1000)]
+            entries = [r.entry for r in read_entries(con, limit=1000)]
         local = [
             e
             for e in entries

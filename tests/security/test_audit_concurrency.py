@@ -10,9 +10,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor
 from sandbox.audit.checkpoint import Checkpointer
 from sandbox.audit.entry import GENESIS, Event
+from sandbox.audit.log import AuditLog
 from sandbox.audit.verify import verify
 from sandbox.keys import directory as keystore
 from sandbox.store import db
@@ -32,7 +33,8 @@ def test_concurrent_appends_chain_without_gaps(state_url: str, tmp_path: Path) -
     (tmp_path / "data").mkdir(exist_ok=True)
     engine = db.connect(state_url)
     keys = keystore.audit_keys(tmp_path / "keys", master_key=None, hmac_key=None)
-    audit.attach(engine, audit.AuditLog(engine, keys))
+    log = AuditLog(engine, keys)
+    system = Actor.system()
     start = threading.Barrier(THREADS + 1)
     errors: list[BaseException] = []
 
@@ -41,7 +43,8 @@ def test_concurrent_appends_chain_without_gaps(state_url: str, tmp_path: Path) -
             start.wait()
             for i in range(PER_THREAD):
                 with engine.begin() as con:
-                    audit.append(con, Event("admin", "test.concurrent", refs={"t": n, "i": i}))
+                    event = Event("admin", "test.concurrent", refs={"t": n, "i": i})
+                    log.append(con, event, system)
         except BaseException as exc:  # reported below
             errors.append(exc)
 

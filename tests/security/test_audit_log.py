@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,8 +29,7 @@ from sqlalchemy import Engine, func, select, text, update
 from policies.accounting import Accounting
 from sandbox import clock
 from sandbox.access import members, tenants
-from sandbox.access.model import MemberRole
-from sandbox.audit import log as audit
+from sandbox.access.model import Actor, MemberRole
 from sandbox.audit import merkle
 from sandbox.audit.checkpoint import (
     Checkpointer,
@@ -40,6 +39,7 @@ from sandbox.audit.checkpoint import (
     verify_inclusion_proof,
 )
 from sandbox.audit.entry import GENESIS, Event, canonical_body, entry_hash
+from sandbox.audit.log import AuditLog
 from sandbox.audit.store import read_entries
 from sandbox.audit.verify import Report, verify
 from sandbox.canonical import canonical_json
@@ -48,12 +48,14 @@ from sandbox.errors import AuditNotCheckpointed, KeyFileExposed, MasterKeyError,
 from sandbox.keys import directory as keystore
 from sandbox.keys.audit import AuditKeys, load_hmac_ring
 from sandbox.keys.signing import KeyRing, generate_key
-from sandbox.ledger import charges, grants
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import audit_checkpoints, audit_data_keys, audit_entries, audit_head
 from tests.conftest import LOCAL
 from tests.ledger import conftest as ledger_fixtures
-from tests.ledger.conftest import seed_catalog
+from tests.ledger.conftest import analyst_actor, seed_catalog
+
+SYSTEM = Actor.system()  # who writes the test entries (as the server's background work would)
 
 # The state stores of the ledger suite: each test runs on SQLite and on PostgreSQL.
 backend = ledger_fixtures.backend
@@ -71,13 +73,12 @@ class Env:
     key_dir: Path
     engine: Engine
     keys: AuditKeys
-    log: audit.AuditLog
+    log: AuditLog
 
     def restart(self) -> None:
         """A new process's view: keys read again, a new log (and data key)."""
         self.keys = keystore.audit_keys(self.key_dir, **DIRECTORY_ONLY)
-        self.log = audit.AuditLog(self.engine, self.keys)
-        audit.attach(self.engine, self.log)
+        self.log = AuditLog(self.engine, self.keys)
 
     def checkpoint(self) -> dict[str, object]:
         written = Checkpointer(self.engine, self.keys.signing, 60).write(force=True)
@@ -96,8 +97,7 @@ def env(state_url: str, tmp_path: Path) -> Iterator[Env]:
     key_dir = tmp_path / "keys"
     engine = db.connect(state_url)
     keys = keystore.audit_keys(key_dir, **DIRECTORY_ONLY)
-    log = audit.AuditLog(engine, keys)
-    audit.attach(engine, log)
+    log = AuditLog(engine, keys)
     yield Env(key_dir, engine, keys, log)
     engine.dispose()
 
@@ -105,9 +105,10 @@ def env(state_url: str, tmp_path: Path) -> Iterator[Env]:
 def write(env: Env, n: int, note: str = "secret") -> None:
     for i in range(n):
         with env.engine.begin() as con:
-            audit.append(
+            env.log.append(
                 con,
                 Event("admin", "test.write", refs={"i": i}, sealed={"note": f"{note}-{i}"}),
+                SYSTEM,
             )
 
 
@@ -305,10 +306,10 @@ def test_inclusion_proofs_verify_and_fail_for_a_tampered_entry(env: Env) -> None
     public = env.keys.signing.public_keys()
     for seq in range(1, 8):
         proof = inclusion(env.engine, seq)
-        assert proof["tree_size"] == 7
+        assert proof.tree_size == 7
         assert verify_inclusion_proof(proof, public) is None
     proof = inclusion(env.engine, 3)
-    proof["entry"] = {**proof["entry"], "action": "test.innocent"}
+    proof = replace(proof, entry={**proof.entry, "action": "test.innocent"})
     assert verify_inclusion_proof(proof, public) == "proof_does_not_verify"
     # tampered in the database: the proof's entry no longer hashes to its leaf
     body = body_of(env.engine, 5)
@@ -335,8 +336,8 @@ def test_consistency_between_two_checkpoints(env: Env) -> None:
     write(env, 5)
     new = env.checkpoint()
     proof = consistency(env.engine, 3, 8)
-    assert (proof["first_root"], proof["second_root"]) == (old["root"], new["root"])
-    path = [bytes.fromhex(p) for p in proof["path"]]
+    assert (proof.first_root, proof.second_root) == (old["root"], new["root"])
+    path = [bytes.fromhex(p) for p in proof.path]
     assert merkle.verify_consistency(
         3, 8, bytes.fromhex(str(old["root"])), bytes.fromhex(str(new["root"])), path
     )
@@ -348,7 +349,7 @@ def test_consistency_between_two_checkpoints(env: Env) -> None:
 def test_an_entry_rolls_back_with_its_transaction(env: Env) -> None:
     write(env, 2)
     with pytest.raises(RuntimeError), env.engine.begin() as con:
-        audit.append(con, Event("admin", "test.doomed"))
+        env.log.append(con, Event("admin", "test.doomed"), SYSTEM)
         raise RuntimeError("the change failed")
     write(env, 1)
     with env.engine.connect() as con:
@@ -366,8 +367,8 @@ def analyst_grant(env: Env) -> tuple[str, str, str]:
     seed_catalog(env.engine)
     tenant = tenants.create_tenant(env.engine, env.log, LOCAL, "T", "research", "public_welfare")
     member, _ = members.create_member(env.engine, env.log, LOCAL, tenant, "a", MemberRole.ANALYST)
-    grant_id = grants.create_grant(
-        env.engine,
+    grant_id = Ledger(env.engine, env.log).grants.create_grant(
+        LOCAL,
         tenant,
         "ds",
         Accounting.PURE,
@@ -380,8 +381,9 @@ def analyst_grant(env: Env) -> tuple[str, str, str]:
 
 def test_a_charge_and_its_entry_commit_together(env: Env) -> None:
     tenant, member, grant_id = analyst_grant(env)
-    grant = grants.grant_by_id(env.engine, grant_id)
-    reservation = charges.reserve(env.engine, grant, member, "qh", 1, 100_000, 0)
+    ledger = Ledger(env.engine, env.log)
+    grant = ledger.grants.grant_by_id(LOCAL, grant_id)
+    reservation = ledger.charges.reserve(analyst_actor(member, tenant), grant, "qh", 1, 100_000, 0)
     with env.engine.connect() as con:
         rows = con.execute(
             select(audit_entries.c.body).where(audit_entries.c.action == "query.charge")
@@ -397,37 +399,36 @@ KILLED_RESERVE = """
 import os, signal, sys
 from pathlib import Path
 from sqlalchemy import event
-from sandbox.audit import log as audit
-from sandbox.keys import directory as keystore
-from sandbox.ledger import charges, grants
+from sandbox.access.model import Actor, Member, MemberRole
+from sandbox.audit.log import AuditLog
+from sandbox.ledger.service import Ledger
 from sandbox.store import db
 
 if __name__ == "__main__":
-    url, key_dir, grant_id, member = sys.argv[1:5]
+    url, key_dir, grant_id, tenant, member = sys.argv[1:6]
     engine = db.connect(url)
-    keys = keystore.audit_keys(Path(key_dir), master_key=None, hmac_key=None)
-    audit.attach(engine, audit.AuditLog(engine, keys))
-    audit.log_for(engine).prepare()
-    grant = grants.grant_by_id(engine, grant_id)
+    ledger = Ledger(engine, AuditLog.open(engine, Path(key_dir)))
+    analyst = Actor.of(Member(member, tenant, "a", MemberRole.ANALYST))
+    grant = ledger.grants.grant_by_id(analyst, grant_id)
 
     @event.listens_for(engine, "commit")
     def die(conn):  # inside the charge's transaction, before its COMMIT reaches the database
         os.kill(os.getpid(), signal.SIGKILL)
 
-    charges.reserve(engine, grant, member, "qh", 1, 100_000, 0)
+    ledger.charges.reserve(analyst, grant, "qh", 1, 100_000, 0)
 """
 
 
 def test_a_process_killed_inside_the_charge_leaves_neither_charge_nor_entry(
     env: Env, state_url: str, tmp_path: Path
 ) -> None:
-    _, member, grant_id = analyst_grant(env)
+    tenant, member, grant_id = analyst_grant(env)
     with env.engine.connect() as con:
         before = con.execute(select(func.count()).select_from(audit_entries)).scalar_one()
     script = tmp_path / "killed_reserve.py"
     script.write_text(KILLED_RESERVE)
     done = subprocess.run(
-        [sys.executable, str(script), state_url, str(env.key_dir), grant_id, member],
+        [sys.executable, str(script), state_url, str(env.key_dir), grant_id, tenant, member],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -440,7 +441,7 @@ def test_a_process_killed_inside_the_charge_leaves_neither_charge_nor_entry(
             text("SELECT count(*) FROM charges WHERE grant_id = :g"), {"g": grant_id}
         ).scalar_one()
     assert (charged, after) == (0, before)
-    assert grants.grant_by_id(env.engine, grant_id).spent_micro == 0
+    assert Ledger(env.engine, env.log).grants.grant_by_id(LOCAL, grant_id).spent_micro == 0
     assert env.verify().ok
     write(env, 1)  # the chain goes on from where the committed entries end
     assert env.verify().ok
@@ -461,7 +462,7 @@ def test_sealed_members_are_not_in_the_database_file(env: Env, backend: str) -> 
     env.restart()  # another process, with the same keys: opens them
     with env.engine.connect() as con:
         rows = read_entries(con)
-        opened = [env.log.unseal(con, r["entry"]["sealed"], {}) for r in rows]
+        opened = [env.log.unseal(con, r.entry["sealed"], {}) for r in rows]
     assert [o["note"] for o in opened] == [f"MARKER-Zq8VvX-{i}" for i in range(3)]
 
 
@@ -476,7 +477,7 @@ def test_master_key_rotation_keeps_old_entries_readable_and_verifiable(env: Env)
             con.execute(select(audit_data_keys.c.id, audit_data_keys.c.master_key_id)).all()
         )
         rows = read_entries(con)
-        opened = [env.log.unseal(con, r["entry"]["sealed"], {})["note"] for r in rows]
+        opened = [env.log.unseal(con, r.entry["sealed"], {})["note"] for r in rows]
     assert opened == ["before-0", "before-1", "after-0", "after-1"]
     assert set(wrapped_by.values()) == {old_master, env.keys.master.current_id}
     assert env.keys.master.current_id != old_master

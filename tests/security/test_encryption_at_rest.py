@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from connectors.sink import build_workspace
 from sandbox import catalog
+from sandbox.audit.store import read_entries
 from sandbox.cli.main import app as cli_app
 from sandbox.config import Settings
 from sandbox.demo import synthetic
@@ -578,6 +579,13 @@ def test_a_plain_workspace_is_refused_until_sealed(
                 select(versions.c.path).where(versions.c.dataset_id == "enterprise")
             ).scalar_one()
         assert path == str(stored)
+        with engine.connect() as con:  # the local administrator's change, recorded
+            (sealed,) = [
+                r.entry for r in read_entries(con, kind="onboarding", limit=1000)
+                if r.entry["action"] == "version.seal"
+            ]  # fmt: skip
+        assert sealed["refs"] == {"dataset": "enterprise", "version": 1}
+        assert sealed["actor"]["type"] == "local"
         answered = dp_query(client, keys["analyst"], "enterprise", sql)  # the running server
         assert answered.status_code == 200, answered.text
     again = CliRunner().invoke(cli_app, ["workspaces", "seal", "--data-dir", str(data_dir)])

@@ -13,9 +13,13 @@ from pydantic import Field
 
 from sandbox.api.responses.base import View
 from sandbox.api.responses.verification import PublicKey
+from sandbox.audit import checkpoint, store, verify
 
 
 class AuditEntry(View):
+    mirrors = store.StoredEntry
+    omit_none = frozenset({"unsealed"})
+
     seq: int
     hash: str
     mac: str
@@ -31,6 +35,8 @@ class AuditEntries(View):
 
 
 class InclusionProof(View):
+    mirrors = checkpoint.InclusionProof
+
     seq: int
     leaf_index: int
     tree_size: int
@@ -41,6 +47,8 @@ class InclusionProof(View):
 
 
 class Checkpoint(View):
+    mirrors = checkpoint.Checkpoint
+
     id: int
     document: dict[str, Any] = Field(description="The signed checkpoint document.")
 
@@ -51,6 +59,8 @@ class CheckpointList(View):
 
 
 class ConsistencyProof(View):
+    mirrors = checkpoint.ConsistencyProof
+
     first: int
     second: int
     first_root: str
@@ -63,6 +73,8 @@ class AuditKeys(View):
 
 
 class VerifyProblem(View):
+    mirrors = verify.Problem
+
     where: str = Field(description="entry, checkpoint or head.")
     ref: int = Field(description="The entry's seq or the checkpoint's id.")
     code: str
@@ -70,6 +82,8 @@ class VerifyProblem(View):
 
 
 class AuditReport(View):
+    mirrors = verify.Report
+
     ok: bool
     entries: int
     checkpoints: int

@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, ClassVar, Self
 
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class View(BaseModel):
@@ -32,15 +32,30 @@ class View(BaseModel):
     @classmethod
     def of(cls, result: Any) -> Self:
         """The wire form of ``result``, a frozen dataclass with this model's fields (nested
-        results become their fields' models)."""
+        results become their fields' models, each leaving out its own ``omit_none`` fields)."""
         if not dataclasses.is_dataclass(result) or isinstance(result, type):
             raise TypeError(f"{cls.__name__}.of takes a result dataclass, not {type(result)}")
-        values = {
-            f.name: getattr(result, f.name)
-            for f in dataclasses.fields(result)
-            if not (f.name in cls.omit_none and getattr(result, f.name) is None)
-        }
-        return cls.model_validate(values)
+        return cls.model_validate(result)
+
+    @classmethod
+    def absent(cls, result: Any) -> set[str]:
+        """The fields of ``result`` that its body leaves out: the ``omit_none`` ones that hold
+        ``None`` (a view whose members exist only in some cases names them here)."""
+        return {name for name in cls.omit_none if getattr(result, name, None) is None}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _result_fields(cls, data: Any) -> Any:
+        """A result dataclass (given to :meth:`of`, or nested in one) as the values of its
+        fields, less the :meth:`absent` ones: so they stay unset."""
+        if dataclasses.is_dataclass(data) and not isinstance(data, type):
+            left_out = cls.absent(data)
+            return {
+                f.name: getattr(data, f.name)
+                for f in dataclasses.fields(data)
+                if f.name not in left_out
+            }
+        return data
 
 
 class ViewRoute(APIRoute):

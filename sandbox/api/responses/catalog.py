@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -27,6 +27,9 @@ class ZoneList(View):
 
 
 class PublicColumn(View):
+    mirrors = catalog.PublicColumn
+    omit_none = frozenset({"description", "lower", "upper", "keys", "public_range"})
+
     name: str
     type: str
     role: str
@@ -38,6 +41,8 @@ class PublicColumn(View):
 
 
 class PublicTable(View):
+    mirrors = catalog.PublicTable
+
     name: str
     description: str
     max_rows_per_unit: int
@@ -45,6 +50,8 @@ class PublicTable(View):
 
 
 class PublicPolicy(View):
+    mirrors = catalog.PublicPolicy
+
     privacy_unit: str
     max_groups_per_unit: int
     min_group_size: int
@@ -52,6 +59,8 @@ class PublicPolicy(View):
 
 
 class DatasetSummary(View):
+    mirrors: ClassVar[type | None] = catalog.DatasetSummary
+
     id: str
     zone: str
     title: str
@@ -62,6 +71,8 @@ class DatasetSummary(View):
 
 
 class Dataset(DatasetSummary):
+    mirrors = catalog.DatasetDetail
+
     policy: PublicPolicy
 
 

@@ -1,22 +1,30 @@
-"""DP answers, previews and budgets: noisy values with intervals, costs, what is left."""
+"""DP answers, previews and budgets: noisy values with intervals, costs, what is left; and the
+answer's JSON as the ledger keeps it for the answer cache (the same wire form)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
+from sandbox import queries as results
 from sandbox.api.responses.base import View
 from sandbox.api.responses.tenants import GrantFigures
+from sandbox.ledger import budgets
 
 Number = int | float
 
 
 class MemberBudget(View):
+    mirrors = budgets.MemberShare
+
     total: float
     spent: float
     remaining: float
 
 
 class Budget(GrantFigures):
+    mirrors = budgets.BudgetStatus
+    omit_none = frozenset({"member_budget", "queries_left_at_this_cost"})
+
     dataset: str
     grant: str
     member_budget: MemberBudget | None = None
@@ -32,11 +40,16 @@ class BudgetList(View):
 
 
 class OutputColumn(View):
+    mirrors = results.OutputColumn
+
     name: str
     kind: str
 
 
 class Mechanism(View):
+    mirrors = results.Mechanism
+    omit_none = frozenset({"epsilon", "rho"})
+
     statistic: str
     mechanism: str
     scale: float
@@ -45,6 +58,9 @@ class Mechanism(View):
 
 
 class Cost(View):
+    mirrors = results.Cost
+    omit_none = frozenset({"epsilon", "rho"})
+
     accounting: str
     epsilon: float | None = None
     rho: float | None = None
@@ -55,11 +71,15 @@ class Cost(View):
 class Cell(View):
     """A released number and its 95% interval (``null`` where it was suppressed)."""
 
+    mirrors = results.ReleasedCell
+
     value: Number | None
     ci95: list[Number | None] = Field(min_length=2, max_length=2)
 
 
 class Answer(View):
+    mirrors = results.Answer
+
     query_id: str
     dataset: str
     version: int
@@ -75,6 +95,8 @@ class Answer(View):
 
 
 class Preview(View):
+    mirrors = results.Preview
+
     dataset: str
     version: int
     columns: list[OutputColumn]
@@ -85,3 +107,19 @@ class Preview(View):
     )
     budget: Budget
     affordable: bool
+
+
+class AnswerJson:
+    """The answer cache's form of an answer (:class:`sandbox.queries.AnswerCodec`): its wire
+    JSON, read back through the same view."""
+
+    _result = TypeAdapter(results.Answer)
+
+    def dump(self, answer: results.Answer) -> str:
+        return Answer.of(answer).model_dump_json(exclude_unset=True)
+
+    def load(self, text: str) -> results.Answer:
+        return self._result.validate_python(Answer.model_validate_json(text).model_dump())
+
+
+ANSWER_JSON = AnswerJson()

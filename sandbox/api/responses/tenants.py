@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, ClassVar
+
+from policies.accounting import Accounting
+from sandbox.access import admin, keys, model
 from sandbox.api.responses.base import View
+from sandbox.ledger import budgets
 
 
 class Tenant(View):
+    mirrors = model.Tenant
+
     id: str
     name: str
     kind: str
@@ -17,6 +25,9 @@ class TenantList(View):
 
 
 class Member(View):
+    mirrors: ClassVar[type | None] = admin.MemberInfo
+    omit_none = frozenset({"subject"})
+
     id: str
     tenant: str
     name: str
@@ -25,6 +36,8 @@ class Member(View):
 
 
 class NewMember(Member):
+    mirrors = admin.NewMember
+
     api_key: str
 
 
@@ -33,9 +46,11 @@ class MemberList(View):
 
 
 class ApiKey(View):
+    mirrors = keys.ApiKey
+
     id: str
-    created_at: str
-    revoked_at: str | None
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 class ApiKeyList(View):
@@ -43,13 +58,24 @@ class ApiKeyList(View):
 
 
 class IssuedKey(View):
+    mirrors = admin.IssuedKey
+
     id: str
     member: str
     api_key: str
 
 
 class GrantFigures(View):
-    """A grant's budget in plain numbers: what a grant and a member's budget view share."""
+    """A grant's budget in plain numbers: what a grant and a member's budget view share.
+    ``spent_as_epsilon`` and ``total_as_epsilon`` are members of a zCDP grant's only (``null``
+    where there is no ε to give: nothing spent, or δ = 0)."""
+
+    @classmethod
+    def absent(cls, result: Any) -> set[str]:
+        found = super().absent(result)
+        if result.accounting != Accounting.ZCDP:
+            found |= {"spent_as_epsilon", "total_as_epsilon"}
+        return found
 
     accounting: str
     unit: str
@@ -61,12 +87,14 @@ class GrantFigures(View):
     delta_remaining: float
     per_query_cap: float
     refresh: str
-    next_refresh: str | None
+    next_refresh: datetime | None
     spent_as_epsilon: float | None = None
     total_as_epsilon: float | None = None
 
 
 class Grant(GrantFigures):
+    mirrors = budgets.GrantStatus
+
     id: str
     tenant: str
     dataset: str
@@ -77,6 +105,8 @@ class GrantList(View):
 
 
 class SubBudget(View):
+    mirrors = admin.SubBudget
+
     grant: str
     member: str
     total: float

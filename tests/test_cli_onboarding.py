@@ -60,7 +60,7 @@ def test_issues_on_a_data_directory(data_dir: Path, tmp_path: Path) -> None:
     engine = db.connect(Settings(data_dir=data_dir).state_url)
     try:
         with engine.connect() as con:
-            entries = [e["entry"] for e in read_entries(con, limit=100_000, kind="onboarding")]
+            entries = [e.entry for e in read_entries(con, limit=100_000, kind="onboarding")]
     finally:
         engine.dispose()
     mine = [e for e in entries if e["refs"].get("dataset") == "firms"]

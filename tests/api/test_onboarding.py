@@ -309,7 +309,7 @@ def test_a_load_is_recorded_as_the_member_who_started_it(
     bad = write_csv(data_dir, "bad.csv", [ROWS[0], "A2,西城,12a,2020-01-31"])
     assert load(client, operator, bad)["state"] == "failed"
     with engine_of(client).connect() as con:
-        entries = [e["entry"] for e in read_entries(con, limit=100_000, kind="onboarding")]
+        entries = [e.entry for e in read_entries(con, limit=100_000, kind="onboarding")]
     actions = [e["action"] for e in entries if e["refs"].get("dataset") == "firms"]
     assert actions == ["load.begin", "load.ready", "load.begin", "load.failed"]
     begun, ready, _, failed = (e for e in entries if e["refs"].get("dataset") == "firms")

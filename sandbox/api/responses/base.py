@@ -46,9 +46,14 @@ class View(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _result_fields(cls, data: Any) -> Any:
-        """A result dataclass (given to :meth:`of`, or nested in one) as the values of its
-        fields, less the :meth:`absent` ones: so they stay unset."""
-        if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        """A result dataclass that this view mirrors (given to :meth:`of`, or nested in one) as
+        the values of its fields, less the :meth:`absent` ones: so they stay unset. A view that
+        mirrors no result reads what it declares from the object's attributes."""
+        if (
+            cls.mirrors is not None
+            and dataclasses.is_dataclass(data)
+            and not isinstance(data, type)
+        ):
             left_out = cls.absent(data)
             return {
                 f.name: getattr(data, f.name)

@@ -22,6 +22,8 @@ import duckdb
 import pyarrow as pa
 
 from policies.errors import InvalidRequest
+from policies.gate.plan import row_cap_sql
+from policies.model import Policy
 
 LOCKDOWN_CONFIG: Final[Mapping[str, bool]] = {
     # No extension may be fetched or loaded behind our back.
@@ -239,6 +241,22 @@ def _scan_parquet(
             con.execute("SET enable_progress_bar = false")
     with contextlib.suppress(Exception):
         report(1.0)
+
+
+def within_row_caps(path: Path, policy: Policy) -> frozenset[str]:
+    """The tables of a built workspace none of whose privacy units has more rows than the
+    table's ``max_rows_per_unit``: what the gate may then leave its row-cap window out of."""
+    con = duckdb.connect(
+        str(path),
+        read_only=True,
+        config={**LOCKDOWN_CONFIG, "enable_external_access": False},
+    )
+    try:
+        rows = con.execute(row_cap_sql(policy)).fetchall()
+    finally:
+        con.close()
+    caps = {t.name: t.max_rows_per_unit for t in policy.tables}
+    return frozenset(str(name) for name, most in rows if int(most) <= caps[str(name)])
 
 
 def table_schemas(path: Path) -> dict[str, list[tuple[str, str]]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -47,6 +48,8 @@ class DatasetVersion:
     policy: Policy
     row_counts: dict[str, int]
     salt: int
+    # Tables none of whose units has more rows than the table's cap; None: not measured yet.
+    within_row_caps: frozenset[str] | None = None
 
 
 KeyValue = str | int | float | bool
@@ -194,11 +197,14 @@ def add_version(
     policy_source: str = "<policy>",
     *,
     expect_version: int | None = None,
+    within_row_caps: Collection[str] | None = None,
 ) -> int:
     """Register a loaded workspace as the dataset's next version and make it current.
 
     ``expect_version``: the number the workspace was sealed for; ``Conflict`` if the next
-    version has another number (the sealed file would not open under it)."""
+    version has another number (the sealed file would not open under it).
+    ``within_row_caps``: its tables none of whose units has more rows than the cap, measured
+    when it was built (:func:`connectors.sink.within_row_caps`)."""
     policy = parse_policy(policy_text, policy_source)
     with engine.begin() as con:
         existing = con.execute(select(datasets).where(datasets.c.id == policy.dataset)).first()
@@ -228,6 +234,7 @@ def add_version(
                 path=str(path),
                 policy=policy_text,
                 row_counts=json.dumps(row_counts),
+                within_row_caps=caps_text(within_row_caps),
                 salt=secrets.randbits(62),
                 created_at=now(),
             )
@@ -270,6 +277,9 @@ def current(engine: Engine, dataset: str) -> DatasetVersion:
         policy=_policy(row.policy, f"{dataset} v{row.version}"),
         row_counts=json.loads(row.row_counts),
         salt=row.salt,
+        within_row_caps=(
+            None if row.within_row_caps is None else frozenset(json.loads(row.within_row_caps))
+        ),
     )
 
 
@@ -292,6 +302,28 @@ def list_current(engine: Engine, zone: str | None = None) -> list[DatasetVersion
     with engine.connect() as con:
         ids = [r.id for r in con.execute(query.order_by(datasets.c.id))]
     return [current(engine, i) for i in ids]
+
+
+def caps_text(tables: Collection[str] | None) -> str | None:
+    """How ``within_row_caps`` is stored: a sorted JSON list, or NULL when not measured."""
+    return None if tables is None else json.dumps(sorted(tables))
+
+
+def record_within_row_caps(
+    engine: Engine, dataset: str, version: int, tables: Collection[str]
+) -> None:
+    """Record what the first query on a version measured (for versions built before it was
+    measured at build time); a version's workspace never changes, so neither does this."""
+    with engine.begin() as con:
+        con.execute(
+            update(versions)
+            .where(
+                versions.c.dataset_id == dataset,
+                versions.c.version == version,
+                versions.c.within_row_caps.is_(None),
+            )
+            .values(within_row_caps=caps_text(tables))
+        )
 
 
 @lru_cache(maxsize=256)

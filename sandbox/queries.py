@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import date
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -169,26 +170,15 @@ class QueryService:
         self.audit = require_log(audit, "the query service")
         self.answers = answers
         self.vault = vault
-        self._row_caps: dict[tuple[str, int], frozenset[str]] = {}
 
-    def within_row_caps(self, version: catalog.DatasetVersion, *, measure: bool) -> frozenset[str]:
-        """Tables of this immutable version whose units all respect ``max_rows_per_unit``.
-
-        Measured once per version and process, and only once a charge is reserved (``measure``):
-        before that nothing reads data. Until measured, and for a table that breaks its cap,
-        the row cap stays in the SQL (a row count per unit, and a window over the units above it).
-        """
-        key = (version.dataset, version.version)
-        if key not in self._row_caps:
-            if not measure:
-                return frozenset()
-            with leased(self.vault, version) as workspace:
-                rows = self.executor.run(workspace, row_cap_sql(version.policy))
-            caps = {t.name: t.max_rows_per_unit for t in version.policy.tables}
-            self._row_caps[key] = frozenset(
-                str(name) for name, most in rows if int(str(most)) <= caps[str(name)]
-            )
-        return self._row_caps[key]
+    def measure_row_caps(self, version: catalog.DatasetVersion, workspace: Path) -> None:
+        """Record which tables of a version built before this was measured at build time keep
+        their row caps: run once, on its first query, after that query's charge (nothing reads
+        data before), so every later query is planned with it."""
+        rows = self.executor.run(workspace, row_cap_sql(version.policy))
+        caps = {t.name: t.max_rows_per_unit for t in version.policy.tables}
+        tables = [str(name) for name, most in rows if int(str(most)) <= caps[str(name)]]
+        catalog.record_within_row_caps(self.engine, version.dataset, version.version, tables)
 
     def prepare(self, actor: Actor, request: QueryRequest) -> _Prepared:
         """Everything before the data: auth, grant, gate, plan and price. Charges nothing."""
@@ -206,7 +196,8 @@ class QueryService:
             checked,
             version.policy,
             salt=version.salt,
-            within_row_caps=self.within_row_caps(version, measure=False),
+            # the row caps' window is left out of tables measured to keep them (never a guess)
+            within_row_caps=version.within_row_caps or frozenset(),
         )
         calibration = calibrate(plan, budget, grant.accounting, delta_pico)
         digest = hashlib.sha256(
@@ -260,13 +251,10 @@ class QueryService:
         )
         try:
             plan = p.plan
-            caps = self.within_row_caps(p.version, measure=True)
-            if caps != plan.within_row_caps:  # same statistics and cost; only the SQL is lighter
-                plan = gate.plan(
-                    p.checked, p.version.policy, salt=p.version.salt, within_row_caps=caps
-                )
             params = list(plan.params)
             with leased(self.vault, p.version) as workspace:
+                if p.version.within_row_caps is None:
+                    self.measure_row_caps(p.version, workspace)
                 rows = self.executor.run(workspace, plan.sql, params)
                 histograms = {
                     q.name: self.executor.run(workspace, q.histogram_sql, params)

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from connectors.sink import build_workspace
+from connectors.sink import build_workspace, within_row_caps
 from policies.gate import check, parse, plan
 from policies.gate.plan import StatKind, row_cap_sql
 from policies.loader import load_policy
@@ -58,7 +58,7 @@ def test_a_join_counts_units_in_two_levels() -> None:
     assert "per AS" not in one_table.sql and "count(DISTINCT __unit)" in one_table.sql
 
 
-def test_measured_per_version(tmp_path: Path) -> None:
+def _workspace(tmp_path: Path) -> Path:
     firms = pa.table(
         {
             "firm_id": ["a", "b"],
@@ -80,6 +80,33 @@ def test_measured_per_version(tmp_path: Path) -> None:
     )
     path = tmp_path / "ws.duckdb"
     build_workspace(path, {"firms": firms, "sales": sales})
+    return path
+
+
+def test_measured_when_built_and_kept_with_the_version(tmp_path: Path) -> None:
+    """The tables that keep their row caps are measured on the built workspace and registered
+    with its version, so every query on it is planned once, before its charge."""
+    path = _workspace(tmp_path)
+    capped = within_row_caps(path, POLICY)
+    assert capped == frozenset({"firms"})
+    engine = db.connect(f"sqlite:///{tmp_path / 'state.db'}")
+    audit = local_audit(engine)
+    catalog.create_zone(engine, audit, LOCAL, catalog.Zone("z", "domain", "Z", "op", ""))
+    catalog.add_version(
+        engine,
+        audit,
+        LOCAL,
+        "z",
+        POLICY_FILE.read_text(),
+        path,
+        {"firms": 2, "sales": 7},
+        within_row_caps=capped,
+    )
+    assert catalog.current(engine, "firms").within_row_caps == capped
+
+
+def test_a_version_from_before_is_measured_once_at_its_first_query(tmp_path: Path) -> None:
+    path = _workspace(tmp_path)
     engine = db.connect(f"sqlite:///{tmp_path / 'state.db'}")
     audit = local_audit(engine)
     catalog.create_zone(engine, audit, LOCAL, catalog.Zone("z", "domain", "Z", "op", ""))
@@ -87,13 +114,14 @@ def test_measured_per_version(tmp_path: Path) -> None:
         engine, audit, LOCAL, "z", POLICY_FILE.read_text(), path, {"firms": 2, "sales": 7}
     )
     version = catalog.current(engine, "firms")
+    assert version.within_row_caps is None  # not measured: every table keeps its window
     with Executor(ExecutorLimits(workers=1, threads=1), tmp_path / "tmp") as executor:
         assert sorted(executor.run(path, row_cap_sql(POLICY))) == [("firms", 1), ("sales", 6)]
         service = QueryService(
             engine, executor, Settings(data_dir=tmp_path), Ledger(engine, audit), audit, ANSWER_JSON
         )
-        assert service.within_row_caps(version, measure=False) == frozenset()
-        assert service.within_row_caps(version, measure=True) == frozenset({"firms"})
+        service.measure_row_caps(version, path)
+    assert catalog.current(engine, "firms").within_row_caps == frozenset({"firms"})
 
 
 # --- a table that breaks its cap: the heavy-units plan keeps exactly the old window's rows ----

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
-from connectors.sink import build_workspace
+from connectors.sink import build_workspace, within_row_caps
 from policies.accounting import MICRO, PICO, Accounting
 from policies.loader import parse_policy
 from sandbox import catalog
@@ -108,6 +108,7 @@ def build_demo(
             stored = sealed_path(workspaces, policy.dataset, 1)
             try:
                 counts = build_workspace(plain, tables, cluster_by=policy.privacy_unit)
+                capped = within_row_caps(plain, policy)
                 seal(plain, stored, master_keys, policy.dataset, 1)
             finally:
                 plain.unlink(missing_ok=True)
@@ -121,6 +122,7 @@ def build_demo(
                 counts,
                 entry["policy"],
                 expect_version=1,
+                within_row_caps=capped,
             )
             dataset_ids.append(policy.dataset)
         subject = _demo_subject(registry) if registry else None

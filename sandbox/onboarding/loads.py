@@ -35,6 +35,7 @@ from policies.loader import parse_policy
 from sandbox.access.model import Actor
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog, require_log
+from sandbox.catalog import caps_text
 from sandbox.clock import now, utc
 from sandbox.errors import (
     Conflict,
@@ -306,6 +307,8 @@ class Loads:
 
     def _publish(self, pending: PendingLoad, report: QualityReport, rows: int) -> None:
         counts = {t.name: t.rows for t in report.tables}
+        # the profile counted, per table, the units above its row cap
+        capped = [t.name for t in report.tables if t.units_over_bound == 0]
         at = now()
         with self.engine.begin() as con:
             con.execute(
@@ -315,6 +318,7 @@ class Loads:
                     path=str(pending.path),
                     policy=_policy_text(con, pending),
                     row_counts=json.dumps(counts),
+                    within_row_caps=caps_text(capped),
                     salt=secrets.randbits(62),
                     created_at=at,
                 )

@@ -80,6 +80,9 @@ versions = Table(
     Column("path", Text, nullable=False),
     Column("policy", Text, nullable=False),
     Column("row_counts", Text, nullable=False),  # JSON {table: rows}
+    # JSON [table, …]: the tables none of whose units has more rows than its cap (measured when
+    # the version is built; NULL for versions from before, measured once at their first query)
+    Column("within_row_caps", Text, nullable=True),
     Column("salt", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from connectors.base import Progress
 from policies.accounting import Accounting
+from sandbox import catalog
 from sandbox.access import members, model, tenants
 from sandbox.access.model import MemberRole
 from sandbox.audit.store import read_entries
@@ -165,6 +166,8 @@ def test_load_csv_gbk_and_parquet_glob_make_versions(
     _, operator = member(client, MemberRole.OPERATOR)
     v1 = load(client, operator, write_csv(data_dir, "firms.csv", ROWS))
     assert (v1["state"], v1["version"], v1["current"], v1["rows_loaded"]) == ("ready", 1, True, 4)
+    # measured by the load's profile: queries on it are planned once, without the row-cap window
+    assert catalog.current(engine_of(client), "firms").within_row_caps == frozenset({"firms"})
     assert v1["quality"] == {"status": "passed", "failed_rules": []}
     assert v1["progress"]["fraction"] == 1.0
 

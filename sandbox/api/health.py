@@ -19,4 +19,4 @@ def healthz(services: ServicesDep) -> dict[str, Any]:
     """Ready when the executor's workers are up and locked down."""
     if not services.executor.healthy():
         raise ServiceUnavailable("the executor is not ready")
-    return {"status": "ok", "facts_index": services.verification.index_state()}
+    return {"status": "ok", "facts_index": services.facts.state()}

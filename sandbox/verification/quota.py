@@ -28,7 +28,7 @@ from sandbox.access.model import Actor, MemberRole
 from sandbox.access.tenants import get_tenant
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog, require_log
-from sandbox.clock import now
+from sandbox.clock import now, utc
 from sandbox.errors import InvalidRequest
 from sandbox.store.schema import (
     verification_events,
@@ -98,7 +98,7 @@ _OVERRIDES = Prepared(
 
 def quota_hour(at: datetime) -> int:
     """The UTC hour ``at`` falls in, in hours since the epoch (``verification_quota_use.hour``)."""
-    return int(at.timestamp()) // 3600
+    return int(utc(at).timestamp()) // 3600
 
 
 def quota_used(con: Connection, tenant_id: str, template_id: str, since: datetime, cap: int) -> int:

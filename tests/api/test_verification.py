@@ -844,6 +844,8 @@ def test_a_csv_batch_and_lines_that_see_each_other(client, keys):
     assert results[3]["receipt"] == results[0]["receipt"]  # sticky within the batch
     assert results[4]["error"]["code"] == "invalid_request"
     assert results[5]["error"]["code"] == "invalid_request"
+    # an answered line has no error member, a refused one neither outcome nor receipt
+    assert [sorted(r) for r in results[:2]] == [["index", "outcome", "receipt"], ["error", "index"]]
     assert sum(e.bits_charged for e in events(client)) == 2000
     bad_header = client.post(
         "/v1/verifications/batch",

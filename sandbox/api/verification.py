@@ -209,8 +209,9 @@ async def verify_batch(request: Request, actor: ActorDep, services: ServicesDep)
     content_type = request.headers.get("content-type", "application/json")
 
     def answer() -> Response:  # parsing and serialising a large batch is work for a thread
-        lines = _batch_lines(body, content_type)
-        return _send(views.BatchResult.of(services.verification.verify_batch(actor, lines)))
+        # (the request lines are let go before the answer is turned into its view)
+        result = services.verification.verify_batch(actor, _batch_lines(body, content_type))
+        return _send(views.BatchResult.of(result))
 
     return await run_in_threadpool(answer)
 

@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queries=QueryService(engine, executor, settings, ledger, audit_log, ANSWER_JSON, vault),
             verification=VerificationService(
                 engine,
+                audit_log,
                 executor,
                 templates,
                 keys,
@@ -107,10 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 vault=vault,
                 facts=facts,
             ),
-            consents=ConsentService(engine, templates, zone_secret),
-            receipts=ReceiptService(engine, keys, zone_secret),
+            consents=ConsentService(engine, audit_log, templates, zone_secret),
+            receipts=ReceiptService(engine, audit_log, keys, zone_secret),
             templates=TemplateCatalog(templates),
-            verification_quotas=QuotaService(engine, templates),
+            verification_quotas=QuotaService(engine, audit_log, templates),
+            facts=facts,
             key_cache=KeyCache(engine, settings.auth_cache_s),
             onboarding=Onboarding.build(
                 engine,

@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ sys.path.insert(0, str(ROOT))
 
 from policies.templates.loader import load_templates  # noqa: E402
 from policies.templates.model import ClaimType, Template  # noqa: E402
+from sandbox import clock  # noqa: E402
+from sandbox.access.model import Actor  # noqa: E402
 from sandbox.audit.log import AuditLog  # noqa: E402
 from sandbox.config import Settings  # noqa: E402
 from sandbox.demo import synthetic as demo_data  # noqa: E402
@@ -335,9 +337,8 @@ def main() -> None:
         t0 = time.perf_counter()
         settings = Settings(data_dir=data_dir)
         engine = db.connect(settings.state_url)
-        keys = build_demo(
-            engine, data_dir, rows=args.rows, audit=AuditLog.open(engine, settings.keys_path)
-        )
+        audit = AuditLog.open(engine, settings.keys_path)
+        keys = build_demo(engine, data_dir, rows=args.rows, audit=audit)
         build_s = time.perf_counter() - t0
         with tempfile.TemporaryDirectory() as tmp:  # the data directory keeps no plain sources
             generated = demo_data.write_parquet(Path(tmp), args.rows)
@@ -349,12 +350,13 @@ def main() -> None:
         latest = {t.id: t for t in templates}  # one version each in the demo
         order = sorted(latest)
         _, secret = keystore.open_keys(settings.keys_path)
-        consent_service = ConsentService(engine, templates, secret)
-        quotas = QuotaService(engine, templates)
+        consent_service = ConsentService(engine, audit, templates, secret)
+        quotas = QuotaService(engine, audit, templates)
+        local = Actor.local()  # seeded the way an operator's bulk onboarding would
         bank = keys["verifier_tenant"]
         for template_id in order:
-            quotas.set_quota(None, bank, template_id, 10**9)
-        expires = datetime.now(UTC) + timedelta(days=30)
+            quotas.set_quota(local, bank, template_id, 10**9)
+        expires = clock.now() + timedelta(days=30)
 
         # questions: (template, enterprise) pairs, each used once
         per_round = (
@@ -385,9 +387,9 @@ def main() -> None:
             )
         consents = []
         for start in range(0, len(grants), 5000):
-            consents += consent_service.grant_consents(grants[start : start + 5000])
+            consents += consent_service.grant_consents(local, grants[start : start + 5000])
         for i, ((template_id, code), consent) in enumerate(zip(pairs, consents, strict=True)):
-            lines.append(_line(latest[template_id], code, consent["id"], i))
+            lines.append(_line(latest[template_id], code, consent.id, i))
         engine.dispose()
         print(f"seeded {len(lines):,} consents")
 
@@ -433,7 +435,7 @@ def main() -> None:
 
         result = {
             "benchmark": "verification over HTTP (bench/verification.py)",
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": clock.wire(clock.now().replace(microsecond=0)),
             "machine": {
                 "cpus": os.cpu_count(),
                 "processor": platform.processor() or platform.machine(),

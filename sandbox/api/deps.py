@@ -24,6 +24,7 @@ from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.vault.decrypted import Vault
 from sandbox.verification.consents import ConsentService
+from sandbox.verification.facts import FactsIndex
 from sandbox.verification.issued import ReceiptService
 from sandbox.verification.published import TemplateCatalog
 from sandbox.verification.quota import QuotaService
@@ -47,6 +48,7 @@ class Services:
     receipts: ReceiptService
     templates: TemplateCatalog
     verification_quotas: QuotaService
+    facts: FactsIndex
     key_cache: KeyCache
     onboarding: Onboarding
 

@@ -17,4 +17,4 @@ def healthz(services: ServicesDep) -> Health:
     """Ready when the executor's workers are up and locked down."""
     if not services.executor.healthy():
         raise ServiceUnavailable("the executor is not ready")
-    return Health(status="ok", facts_index=services.verification.index_state())
+    return Health(status="ok", facts_index=services.facts.state())

@@ -1,5 +1,11 @@
 """Verification over HTTP: templates, consents, verifications (single and batch), receipts and
-the public keys. Logic in :mod:`sandbox.verification`; see docs/verification.md."""
+the public keys. Logic in :mod:`sandbox.verification`; see docs/verification.md.
+
+Every answer goes out through its response model (``sandbox/api/responses/verification.py``).
+The verifications, single and batch, are serialised by the model's compiled serializer straight
+to JSON (:func:`_send`): the route's response model is the one definition of the body, without
+FastAPI's second pass over a large batch.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.access.model import MemberRole
-from sandbox.api.deps import MemberDep, ServicesDep
+from sandbox.api.deps import ActorDep, ServicesDep
 from sandbox.api.responses import verification as views
-from sandbox.api.responses.base import ViewRoute
+from sandbox.api.responses.base import View, ViewRoute
 from sandbox.errors import InvalidRequest, PayloadTooLarge, VeilError
 from sandbox.verification.consents import MAX_CONSENT_USES
 from sandbox.verification.issued import RevocationReason
@@ -101,61 +107,68 @@ class QuotaBody(BaseModel):
     quota: int = Field(ge=1, le=10**9, strict=True, description="Answers per window.")
 
 
+def _send(view: View) -> Response:
+    """``view`` as the body, serialised by its compiled serializer (members in ``omit_none``
+    left out when ``None``)."""
+    return Response(view.model_dump_json(exclude_unset=True), media_type="application/json")
+
+
 # -- templates and keys --------------------------------------------------------------------------
 
 
 @router.get("/templates", response_model=views.TemplateList)
-def list_templates(member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def list_templates(actor: ActorDep, services: ServicesDep) -> views.TemplateList:
     """Every published template version: question, claim, outcomes, limits."""
-    return {"templates": services.templates.list_templates()}
+    return views.TemplateList.model_validate({"templates": services.templates.list_templates()})
 
 
 @router.get("/templates/{template_id}", response_model=views.TemplateDetail)
 def get_template(
     template_id: str,
-    member: MemberDep,
+    actor: ActorDep,
     services: ServicesDep,
     version: Annotated[int | None, Query(ge=1)] = None,
-) -> dict[str, Any]:
+) -> views.TemplateDetail:
     """One template version (default the latest), with the list of its versions."""
-    return services.templates.template(template_id, version)
+    return views.TemplateDetail.of(services.templates.template(template_id, version))
 
 
 @router.get("/keys", response_model=views.KeyDocument)
-def public_keys(services: ServicesDep) -> dict[str, Any]:
+def public_keys(services: ServicesDep) -> views.KeyDocument:
     """The receipt signing keys, current and retired: public, no key needed."""
-    return services.receipts.keys_document()
+    return views.KeyDocument.model_validate({"keys": services.receipts.public_keys()})
 
 
 # -- consents ------------------------------------------------------------------------------------
 
 
 @router.post("/consents", status_code=201, response_model=views.Consent)
-def create_consent(body: ConsentBody, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def create_consent(body: ConsentBody, actor: ActorDep, services: ServicesDep) -> views.Consent:
     """A subject authorises one tenant to verify one claim with one template version."""
-    return services.consents.create_consent(member, body.request())
+    return views.Consent.of(services.consents.create_consent(actor, body.request()))
 
 
 @router.get("/consents", response_model=views.ConsentList)
-def list_consents(member: MemberDep, services: ServicesDep, limit: Limit = 100) -> dict[str, Any]:
+def list_consents(actor: ActorDep, services: ServicesDep, limit: Limit = 100) -> views.ConsentList:
     """A subject's own consents; a verifier's tenant's; everything for admins and auditors."""
-    return {"consents": services.consents.list_consents(member, limit)}
+    found = services.consents.list_consents(actor, limit)
+    return views.ConsentList.model_validate({"consents": found})
 
 
 @router.delete("/consents/{consent_id}", status_code=204)
-def revoke_consent(consent_id: str, member: MemberDep, services: ServicesDep) -> None:
+def revoke_consent(consent_id: str, actor: ActorDep, services: ServicesDep) -> None:
     """The subject withdraws a consent."""
-    services.consents.revoke_consent(member, consent_id)
+    services.consents.revoke_consent(actor, consent_id)
 
 
 # -- verifications -------------------------------------------------------------------------------
 
 
 @router.post("/verifications", response_model=views.Verification)
-def verify(body: VerificationBody, member: MemberDep, services: ServicesDep) -> Response:
+def verify(body: VerificationBody, actor: ActorDep, services: ServicesDep) -> Response:
     """One verification: the outcome and its signed receipt, never a value."""
-    text = services.verification.verify_json(member, body.request())
-    return Response(text, media_type="application/json")
+    answer = services.verification.verify(actor, body.request())
+    return _send(views.Verification.of(answer))
 
 
 _BATCH_DOC: dict[str, Any] = {
@@ -187,23 +200,20 @@ _BATCH_DOC: dict[str, Any] = {
 }
 
 
-@router.post(
-    "/verifications/batch",
-    openapi_extra=_BATCH_DOC,
-    responses={200: {"model": views.BatchResult}},
-)
-async def verify_batch(request: Request, member: MemberDep, services: ServicesDep) -> Response:
+@router.post("/verifications/batch", openapi_extra=_BATCH_DOC, response_model=views.BatchResult)
+async def verify_batch(request: Request, actor: ActorDep, services: ServicesDep) -> Response:
     """Up to 50,000 verifications (JSON ``{"requests": [...]}`` or CSV with a header line): one
     result per line in input order, an outcome and receipt or a per-line error."""
-    member.require(MemberRole.VERIFIER)  # before reading a large body
+    actor.require_member(MemberRole.VERIFIER)  # before reading a large body
     body = await _body(request)
     content_type = request.headers.get("content-type", "application/json")
 
-    def answer() -> str:  # parsing a large body too is work for a thread, not the event loop
-        lines = _batch_lines(body, content_type)
-        return services.verification.verify_batch_json(member, lines)
+    def answer() -> Response:  # parsing and serialising a large batch is work for a thread
+        # (the request lines are let go before the answer is turned into its view)
+        result = services.verification.verify_batch(actor, _batch_lines(body, content_type))
+        return _send(views.BatchResult.of(result))
 
-    return Response(await run_in_threadpool(answer), media_type="application/json")
+    return await run_in_threadpool(answer)
 
 
 async def _body(request: Request) -> bytes:
@@ -255,29 +265,31 @@ def _batch_lines(body: bytes, content_type: str) -> list[VerifyRequest | VeilErr
 
 
 @router.get("/receipts", response_model=views.ReceiptList)
-def list_receipts(member: MemberDep, services: ServicesDep, limit: Limit = 100) -> dict[str, Any]:
+def list_receipts(actor: ActorDep, services: ServicesDep, limit: Limit = 100) -> views.ReceiptList:
     """A subject: every receipt about it, whoever asked. A verifier: its tenant's."""
-    return {"receipts": services.receipts.list_receipts(member, limit)}
+    found = services.receipts.list_receipts(actor, limit)
+    return views.ReceiptList.model_validate({"receipts": found})
 
 
 @router.get("/receipts/{receipt_id}", response_model=views.ReceiptView)
-def get_receipt(receipt_id: str, member: MemberDep, services: ServicesDep) -> dict[str, Any]:
+def get_receipt(receipt_id: str, actor: ActorDep, services: ServicesDep) -> views.ReceiptView:
     """The signed receipt and its status."""
-    return services.receipts.get_receipt(member, receipt_id)
+    return views.ReceiptView.of(services.receipts.get_receipt(actor, receipt_id))
 
 
 @router.get("/receipts/{receipt_id}/status", response_model=views.ReceiptStatus)
-def receipt_status(receipt_id: str, services: ServicesDep) -> dict[str, Any]:
+def receipt_status(receipt_id: str, services: ServicesDep) -> views.ReceiptStatus:
     """``valid`` or ``revoked`` (with the reason): public, for anyone holding the receipt."""
-    return services.receipts.receipt_status(receipt_id)
+    return views.ReceiptStatus.of(services.receipts.receipt_status(receipt_id))
 
 
 @router.post("/receipts/{receipt_id}/revoke", response_model=views.ReceiptStatus)
 def revoke_receipt(
-    receipt_id: str, body: RevokeBody, member: MemberDep, services: ServicesDep
-) -> dict[str, Any]:
+    receipt_id: str, body: RevokeBody, actor: ActorDep, services: ServicesDep
+) -> views.ReceiptStatus:
     """Withdraw a receipt, e.g. after a data correction (admins and operators)."""
-    return services.receipts.revoke_receipt(member, receipt_id, RevocationReason(body.reason))
+    reason = RevocationReason(body.reason)
+    return views.ReceiptStatus.of(services.receipts.revoke_receipt(actor, receipt_id, reason))
 
 
 # -- quotas --------------------------------------------------------------------------------------
@@ -285,7 +297,8 @@ def revoke_receipt(
 
 @router.put("/tenants/{tenant}/verification-quotas/{template_id}", response_model=views.Quota)
 def set_quota(
-    tenant: str, template_id: str, body: QuotaBody, member: MemberDep, services: ServicesDep
-) -> dict[str, Any]:
+    tenant: str, template_id: str, body: QuotaBody, actor: ActorDep, services: ServicesDep
+) -> views.Quota:
     """Override a template's per-tenant quota for one tenant (admins)."""
-    return services.verification_quotas.set_quota(member, tenant, template_id, body.quota)
+    found = services.verification_quotas.set_quota(actor, tenant, template_id, body.quota)
+    return views.Quota.of(found)

@@ -1,8 +1,9 @@
 """Consents: a subject's authorisation for one tenant to run one template version on one claim.
 
 This module owns the consent model and the ``consents`` table: granting (a subject member, or
-the local administrator and set-up scripts for a subject reference), listing and revoking
-(:class:`ConsentService`), and the two statements the answering flow runs on it — reading the
+the local administrator for a subject reference), listing and revoking (:class:`ConsentService`,
+which returns :class:`Consent` results and records every change in the audit log), and the two
+statements the answering flow runs on it — reading the
 consents a call names as the decision needs them (:class:`Held`) and adding the uses an answer
 took. Whether a consent covers a request is decided with the rest of the request, in
 :mod:`sandbox.verification.decision`, so that every failure looks the same.
@@ -22,17 +23,18 @@ from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 
 from policies.templates.loader import TemplateSet
 from policies.templates.model import ClaimType
-from sandbox.access.model import ZONE_WIDE, Member, MemberRole, new_id
+from sandbox.access.model import ZONE_WIDE, Actor, ActorKind, MemberRole, new_id
 from sandbox.access.tenants import find_tenant
-from sandbox.audit import log as audit
-from sandbox.clock import now
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
+from sandbox.clock import now, utc
 from sandbox.errors import Forbidden, InvalidRequest, NotFound
 from sandbox.store import db
 from sandbox.store.schema import consents
 from sandbox.store.statements import Prepared
 from sandbox.verification.receipts import subject_ref
 from sandbox.verification.requests import PURPOSE, ConsentRequest
-from sandbox.verification.rows import chunks, iso, utc
+from sandbox.verification.rows import chunks
 
 __all__ = [
     "MAX_CONSENT_DAYS",
@@ -63,11 +65,15 @@ _CONSENT_AUDIT: Final = (
 
 @dataclass(frozen=True)
 class Consent:
+    """A consent as its subject, the tenant holding it and the zone see it: never the claim,
+    only its commitment, and the subject only by reference. ``state`` is as of when it was
+    read: ``active``, ``expired``, ``revoked`` or ``used_up``."""
+
     id: str
-    tenant_id: str
+    tenant: str
     subject_ref: str
-    template_id: str
-    template_version: int
+    template: str
+    version: int
     claim_commitment: str | None
     purpose: str
     max_uses: int
@@ -75,32 +81,17 @@ class Consent:
     expires_at: datetime
     revoked_at: datetime | None
     created_at: datetime
+    state: str
 
-    def state(self, at: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at <= at:
-            return "expired"
-        if self.uses >= self.max_uses:
-            return "used_up"
-        return "active"
 
-    def public(self, at: datetime) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant_id,
-            "subject_ref": self.subject_ref,
-            "template": self.template_id,
-            "version": self.template_version,
-            "claim_commitment": self.claim_commitment,
-            "purpose": self.purpose,
-            "max_uses": self.max_uses,
-            "uses": self.uses,
-            "expires_at": iso(self.expires_at),
-            "revoked_at": iso(self.revoked_at) if self.revoked_at else None,
-            "created_at": iso(self.created_at),
-            "state": self.state(at),
-        }
+def _state(*, revoked: bool, expires_at: datetime, uses: int, max_uses: int, at: datetime) -> str:
+    if revoked:
+        return "revoked"
+    if expires_at <= at:
+        return "expired"
+    if uses >= max_uses:
+        return "used_up"
+    return "active"
 
 
 @dataclass(frozen=True)
@@ -120,20 +111,30 @@ class Held:
     live: bool
 
 
-def _consent(row: Any) -> Consent:
+def _consent(row: Any, at: datetime) -> Consent:
+    """A stored consent (a ``consents`` row, or the row about to be stored) as of ``at``."""
+    expires_at = utc(row["expires_at"])
+    revoked_at = utc(row["revoked_at"]) if row["revoked_at"] is not None else None
     return Consent(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        subject_ref=row.subject_ref,
-        template_id=row.template_id,
-        template_version=row.template_version,
-        claim_commitment=row.claim_commitment,
-        purpose=row.purpose,
-        max_uses=row.max_uses,
-        uses=row.uses,
-        expires_at=utc(row.expires_at),
-        revoked_at=utc(row.revoked_at) if row.revoked_at is not None else None,
-        created_at=utc(row.created_at),
+        id=row["id"],
+        tenant=row["tenant_id"],
+        subject_ref=row["subject_ref"],
+        template=row["template_id"],
+        version=row["template_version"],
+        claim_commitment=row["claim_commitment"],
+        purpose=row["purpose"],
+        max_uses=row["max_uses"],
+        uses=row["uses"],
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+        created_at=utc(row["created_at"]),
+        state=_state(
+            revoked=revoked_at is not None,
+            expires_at=expires_at,
+            uses=row["uses"],
+            max_uses=row["max_uses"],
+            at=at,
+        ),
     )
 
 
@@ -186,82 +187,73 @@ def add_uses(con: Connection, bumped: Mapping[str, int], held: Mapping[str, Held
             _BUMP_USES.execute(con, {"ids": list(chunk), "n": count})
 
 
-def own_ref(member: Member, zone_secret: bytes) -> str:
-    """The subject reference a ``subject`` member speaks for: what its consents and the
+def own_ref(actor: Actor, zone_secret: bytes) -> str:
+    """The subject reference of the ``subject`` member acting: what its consents and the
     receipts about it are filed under."""
-    member.require(MemberRole.SUBJECT)
+    member = actor.require_member(MemberRole.SUBJECT)
     if member.subject_id is None:
         raise Forbidden("this subject member is not bound to a subject")
     return subject_ref(member.subject_id, zone_secret)
 
 
 class ConsentService:
-    """Granting, listing and revoking consents. ``templates`` is loaded once at startup."""
+    """Granting, listing and revoking consents, built once with the state store's audit log.
+    ``templates`` is loaded once at startup."""
 
-    def __init__(self, engine: Engine, templates: TemplateSet, zone_secret: bytes) -> None:
+    def __init__(
+        self, engine: Engine, audit: AuditLog, templates: TemplateSet, zone_secret: bytes
+    ) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "consents")
         self.templates = templates
         self.zone_secret = zone_secret
 
-    def create_consent(self, member: Member, request: ConsentRequest) -> dict[str, Any]:
+    def create_consent(self, actor: Actor, request: ConsentRequest) -> Consent:
         """The subject authorises one tenant to verify one claim with one template version."""
-        ref = own_ref(member, self.zone_secret)
-        return self.grant_consent(ref, request, granted_by=member.id)
-
-    def grant_consent(
-        self, subject: str, request: ConsentRequest, *, granted_by: str | None = None
-    ) -> dict[str, Any]:
-        """Record a consent for the subject reference ``subject`` (members go through
-        :meth:`create_consent`; the local administrator and set-up scripts call this)."""
-        (consent,) = self.grant_consents([(subject, request)], granted_by=granted_by)
+        ref = own_ref(actor, self.zone_secret)
+        assert actor.member is not None
+        (consent,) = self._grant(actor, [(ref, request)], granted_by=actor.member.id)
         return consent
 
     def grant_consents(
+        self, actor: Actor, items: Sequence[tuple[str, ConsentRequest]]
+    ) -> list[Consent]:
+        """Record consents for subject references in one transaction: ``(subject reference,
+        request)`` pairs. Only the local administrator records consents a subject did not
+        grant through its own key (set-up and bulk onboarding); members go through
+        :meth:`create_consent`."""
+        if actor.kind != ActorKind.LOCAL:
+            raise Forbidden("only the local administrator records consents for a subject")
+        return self._grant(actor, items, granted_by=None)
+
+    def _grant(
         self,
+        actor: Actor,
         items: Sequence[tuple[str, ConsentRequest]],
         *,
-        granted_by: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Record many consents in one transaction: ``(subject reference, request)`` pairs."""
+        granted_by: str | None,
+    ) -> list[Consent]:
         at = now()
         rows: list[dict[str, Any]] = []
-        out: list[dict[str, Any]] = []
         known_tenants: set[str] = set()
         for subject, request in items:
             if request.tenant not in known_tenants:
                 find_tenant(self.engine, request.tenant)
                 known_tenants.add(request.tenant)
-            consent = self._consent(subject, request, at)
-            rows.append(
-                {
-                    "id": consent.id,
-                    "tenant_id": consent.tenant_id,
-                    "subject_ref": consent.subject_ref,
-                    "granted_by": granted_by,
-                    "template_id": consent.template_id,
-                    "template_version": consent.template_version,
-                    "claim_commitment": consent.claim_commitment,
-                    "purpose": consent.purpose,
-                    "max_uses": consent.max_uses,
-                    "uses": 0,
-                    "expires_at": consent.expires_at,
-                    "revoked_at": None,
-                    "created_at": at,
-                }
-            )
-            out.append(consent.public(at))
+            rows.append(self._row(subject, request, at, granted_by))
         if rows:
             with self.engine.begin() as con:
                 db.insert_many(con, consents, rows)
-                audit.append(
+                self.audit.append(
                     con,
-                    audit.Event(
+                    Event(
                         "verification",
                         "consent.grant",
                         tenant=rows[0]["tenant_id"] if len(rows) == 1 else None,
                         refs={"count": len(rows), "consents": [r["id"] for r in rows[:100]]},
                         sealed={"consents": [[r[k] for k in _CONSENT_AUDIT] for r in rows]},
                     ),
+                    actor,
                 )
         for row in rows:
             log.info(
@@ -270,9 +262,12 @@ class ConsentService:
                 row["tenant_id"],
                 row["template_id"],
             )
-        return out
+        return [_consent(row, at) for row in rows]
 
-    def _consent(self, subject: str, request: ConsentRequest, at: datetime) -> Consent:
+    def _row(
+        self, subject: str, request: ConsentRequest, at: datetime, granted_by: str | None
+    ) -> dict[str, Any]:
+        """The ``consents`` row of a checked request."""
         if not _HEX64.match(subject):
             raise InvalidRequest("a subject reference is 64 lowercase hex digits")
         template = self.templates.get(request.template, request.version)
@@ -302,38 +297,40 @@ class ConsentService:
             )
         if not 1 <= request.max_uses <= MAX_CONSENT_USES:
             raise InvalidRequest(f"max_uses is between 1 and {MAX_CONSENT_USES}", field="max_uses")
-        return Consent(
-            id=new_id("cns"),
-            tenant_id=request.tenant,
-            subject_ref=subject,
-            template_id=template.id,
-            template_version=template.version,
-            claim_commitment=commitment,
-            purpose=request.purpose,
-            max_uses=request.max_uses,
-            uses=0,
-            expires_at=utc(expires),
-            revoked_at=None,
-            created_at=at,
-        )
+        return {
+            "id": new_id("cns"),
+            "tenant_id": request.tenant,
+            "subject_ref": subject,
+            "granted_by": granted_by,
+            "template_id": template.id,
+            "template_version": template.version,
+            "claim_commitment": commitment,
+            "purpose": request.purpose,
+            "max_uses": request.max_uses,
+            "uses": 0,
+            "expires_at": utc(expires),
+            "revoked_at": None,
+            "created_at": at,
+        }
 
-    def list_consents(self, member: Member, limit: int = 100) -> list[dict[str, Any]]:
-        """A subject: its consents, to every tenant. A verifier: those its tenant holds. Admins
-        and auditors: all. Newest first."""
+    def list_consents(self, actor: Actor, limit: int = 100) -> list[Consent]:
+        """A subject: its consents, to every tenant. A verifier: those its tenant holds. Admins,
+        auditors and the local administrator: all. Newest first."""
         query = select(consents).order_by(consents.c.created_at.desc(), consents.c.id).limit(limit)
-        if member.role == MemberRole.SUBJECT:
-            query = query.where(consents.c.subject_ref == own_ref(member, self.zone_secret))
-        elif member.role == MemberRole.VERIFIER:
+        member = actor.member
+        if member is not None and member.role == MemberRole.SUBJECT:
+            query = query.where(consents.c.subject_ref == own_ref(actor, self.zone_secret))
+        elif member is not None and member.role == MemberRole.VERIFIER:
             query = query.where(consents.c.tenant_id == member.tenant_id)
         else:
-            member.require(MemberRole.SUBJECT, MemberRole.VERIFIER, *ZONE_WIDE)
+            actor.require(MemberRole.SUBJECT, MemberRole.VERIFIER, *ZONE_WIDE)
         at = now()
         with self.engine.connect() as con:
-            return [_consent(r).public(at) for r in con.execute(query)]
+            return [_consent(r._mapping, at) for r in con.execute(query)]
 
-    def revoke_consent(self, member: Member, consent_id: str) -> None:
+    def revoke_consent(self, actor: Actor, consent_id: str) -> None:
         """The subject withdraws a consent; later requests under it are refused."""
-        ref = own_ref(member, self.zone_secret)
+        ref = own_ref(actor, self.zone_secret)
         with self.engine.begin() as con:
             row = con.execute(
                 select(consents.c.id, consents.c.revoked_at).where(
@@ -346,7 +343,7 @@ class ConsentService:
                 con.execute(
                     update(consents).where(consents.c.id == consent_id).values(revoked_at=now())
                 )
-            audit.append(
-                con, audit.Event("verification", "consent.revoke", refs={"consent": consent_id})
+            self.audit.append(
+                con, Event("verification", "consent.revoke", refs={"consent": consent_id}), actor
             )
         log.info("consent revoked id=%s", consent_id)

@@ -26,6 +26,7 @@ from policies.leakage import VerificationEvent, check_request
 from policies.leakage import VerificationRequest as LedgerRequest
 from policies.templates.model import Template
 from sandbox.access.model import Member, new_id
+from sandbox.clock import utc
 from sandbox.errors import ConsentRefused
 from sandbox.store.schema import receipts, verification_events
 from sandbox.store.statements import Prepared
@@ -34,7 +35,7 @@ from sandbox.verification.lines import Line
 from sandbox.verification.quota import quota_overrides, used_in_windows
 from sandbox.verification.receipts import new_receipt_id
 from sandbox.verification.requests import VerifyRequest
-from sandbox.verification.rows import chunks, utc
+from sandbox.verification.rows import chunks
 
 __all__ = ["Context", "decide_line", "read_context"]
 

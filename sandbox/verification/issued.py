@@ -3,7 +3,9 @@
 This module owns what happens to a receipt after its answer transaction stored it: who may list
 and read it (a subject every receipt about it, a verifier its tenant's, admins and auditors all),
 its public status (``valid`` or ``revoked`` with a reason code from a fixed set), revocation by
-admins and operators, and the published keys that check it offline (:class:`ReceiptService`).
+admins and operators, and the published keys that check it offline (:class:`ReceiptService`,
+which returns :class:`IssuedReceipt`, :class:`ReceiptStatus` and :class:`PublishedKey` results
+and records revocations in the audit log).
 The answering flow reads stored documents by id here for a tenant's own repeats. The receipt
 format and its signature are :mod:`sandbox.verification.receipts`.
 """
@@ -13,22 +15,33 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
-from sandbox.access.model import ZONE_WIDE, Member, MemberRole
-from sandbox.audit import log as audit
-from sandbox.clock import now
+from sandbox.access.model import ZONE_WIDE, Actor, MemberRole
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
+from sandbox.clock import now, utc
 from sandbox.errors import NotFound
 from sandbox.keys.signing import KeyRing, public_key_document
 from sandbox.store.schema import receipts
 from sandbox.store.statements import Prepared
 from sandbox.verification.consents import own_ref
-from sandbox.verification.rows import chunks, iso
+from sandbox.verification.receipts import SignedReceipt
+from sandbox.verification.rows import chunks
 
-__all__ = ["ReceiptService", "RevocationReason", "stored_documents"]
+__all__ = [
+    "IssuedReceipt",
+    "PublishedKey",
+    "ReceiptService",
+    "ReceiptStatus",
+    "RevocationReason",
+    "stored_documents",
+]
 
 log = logging.getLogger("veil.verification")
 
@@ -40,6 +53,38 @@ class RevocationReason(StrEnum):
     ISSUED_IN_ERROR = "issued_in_error"
     KEY_COMPROMISE = "key_compromise"
     SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class ReceiptStatus:
+    """A receipt's public status: ``valid``, or ``revoked`` with when and why (``None`` while
+    valid)."""
+
+    receipt_id: str
+    status: str
+    revoked_at: datetime | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class IssuedReceipt:
+    """A stored receipt: its status (as :class:`ReceiptStatus`) and the signed document."""
+
+    receipt_id: str
+    status: str
+    revoked_at: datetime | None
+    reason: str | None
+    receipt: SignedReceipt
+
+
+@dataclass(frozen=True)
+class PublishedKey:
+    """A public key that may have signed a live receipt (``GET /v1/keys``)."""
+
+    key_id: str
+    algorithm: str
+    public_key: str
+    status: str  # current | retired
 
 
 _STORED_DOCUMENTS = Prepared(
@@ -58,49 +103,62 @@ def stored_documents(con: Connection, ids: Sequence[str]) -> dict[str, dict[str,
     return found
 
 
-def _receipt_view(row: Any) -> dict[str, Any]:
-    return {**_status(row), "receipt": json.loads(row.document)}
+def _status(row: Any) -> ReceiptStatus:
+    if row.status != "revoked":
+        return ReceiptStatus(row.id, row.status, None, None)
+    return ReceiptStatus(row.id, row.status, utc(row.revoked_at), row.reason)
 
 
-def _status(row: Any) -> dict[str, Any]:
-    view: dict[str, Any] = {"receipt_id": row.id, "status": row.status}
-    if row.status == "revoked":
-        view["revoked_at"] = iso(row.revoked_at)
-        view["reason"] = row.reason
-    return view
+def _issued(row: Any) -> IssuedReceipt:
+    status = _status(row)
+    return IssuedReceipt(
+        status.receipt_id,
+        status.status,
+        status.revoked_at,
+        status.reason,
+        SignedReceipt.of(json.loads(row.document)),
+    )
 
 
 class ReceiptService:
-    """Listing, reading, checking and revoking issued receipts, and the public key document."""
+    """Listing, reading, checking and revoking issued receipts, and the public key document;
+    built once with the state store's audit log."""
 
-    def __init__(self, engine: Engine, keys: KeyRing, zone_secret: bytes) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, keys: KeyRing, zone_secret: bytes) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "receipts")
         self.keys = keys
         self.zone_secret = zone_secret
 
-    def keys_document(self) -> dict[str, object]:
-        return public_key_document(self.keys)
+    def public_keys(self) -> list[PublishedKey]:
+        """Public: every key that may have signed a live receipt, current first."""
+        document = public_key_document(self.keys)
+        entries = document["keys"]
+        assert isinstance(entries, list)
+        return [PublishedKey(**entry) for entry in entries]
 
-    def _receipt_scope(self, member: Member) -> Any:
-        if member.role == MemberRole.SUBJECT:
-            return receipts.c.subject_ref == own_ref(member, self.zone_secret)
-        if member.role == MemberRole.VERIFIER:
+    def _receipt_scope(self, actor: Actor) -> Any:
+        member = actor.member
+        if member is not None and member.role == MemberRole.SUBJECT:
+            return receipts.c.subject_ref == own_ref(actor, self.zone_secret)
+        if member is not None and member.role == MemberRole.VERIFIER:
             return receipts.c.tenant_id == member.tenant_id
-        member.require(MemberRole.SUBJECT, MemberRole.VERIFIER, *ZONE_WIDE)
+        actor.require(MemberRole.SUBJECT, MemberRole.VERIFIER, *ZONE_WIDE)
         return None
 
-    def list_receipts(self, member: Member, limit: int = 100) -> list[dict[str, Any]]:
-        """A subject: every receipt about it, whoever asked. A verifier: its tenant's. Admins
-        and auditors: all. Newest first."""
-        scope = self._receipt_scope(member)
+    def list_receipts(self, actor: Actor, limit: int = 100) -> list[IssuedReceipt]:
+        """A subject: every receipt about it, whoever asked. A verifier: its tenant's. Admins,
+        auditors and the local administrator: all. Newest first."""
+        scope = self._receipt_scope(actor)
         query = select(receipts).order_by(receipts.c.issued_at.desc(), receipts.c.id).limit(limit)
         if scope is not None:
             query = query.where(scope)
         with self.engine.connect() as con:
-            return [_receipt_view(r) for r in con.execute(query)]
+            return [_issued(r) for r in con.execute(query)]
 
-    def get_receipt(self, member: Member, receipt_id: str) -> dict[str, Any]:
-        scope = self._receipt_scope(member)
+    def get_receipt(self, actor: Actor, receipt_id: str) -> IssuedReceipt:
+        """One receipt the actor may see (others are not found)."""
+        scope = self._receipt_scope(actor)
         query = select(receipts).where(receipts.c.id == receipt_id)
         if scope is not None:
             query = query.where(scope)
@@ -108,9 +166,9 @@ class ReceiptService:
             row = con.execute(query).first()
         if row is None:
             raise NotFound("no such receipt")
-        return _receipt_view(row)
+        return _issued(row)
 
-    def receipt_status(self, receipt_id: str) -> dict[str, Any]:
+    def receipt_status(self, receipt_id: str) -> ReceiptStatus:
         """Public: ``valid`` or ``revoked`` (with the reason code), for anyone holding a receipt."""
         r = receipts.c
         with self.engine.connect() as con:
@@ -122,11 +180,11 @@ class ReceiptService:
         return _status(row)
 
     def revoke_receipt(
-        self, member: Member | None, receipt_id: str, reason: RevocationReason
-    ) -> dict[str, Any]:
-        """Withdraw a receipt (e.g. after a data correction); its status says so from now on."""
-        if member is not None:
-            member.require(MemberRole.ADMIN, MemberRole.OPERATOR)
+        self, actor: Actor, receipt_id: str, reason: RevocationReason
+    ) -> ReceiptStatus:
+        """Withdraw a receipt (e.g. after a data correction); its status says so from now on.
+        Admins, operators and the local administrator."""
+        actor.require(MemberRole.ADMIN, MemberRole.OPERATOR)
         r = receipts.c
         with self.engine.begin() as con:
             row = con.execute(select(r.id, r.status).where(r.id == receipt_id)).first()
@@ -138,13 +196,14 @@ class ReceiptService:
                     .where(r.id == receipt_id)
                     .values(status="revoked", revoked_at=now(), reason=reason.value)
                 )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "verification",
                     "receipt.revoke",
                     refs={"receipt": receipt_id, "reason": reason.value},
                 ),
+                actor,
             )
             after = con.execute(
                 select(r.id, r.status, r.revoked_at, r.reason).where(r.id == receipt_id)

@@ -1,7 +1,8 @@
 """Verification quotas: answers per tenant, per template id, per sliding window.
 
 This module owns how a tenant's quota use is counted and where its quota comes from: the
-template's quota, or the tenant's override (:class:`QuotaService`, admins). Every stored
+template's quota, or the tenant's override (:class:`QuotaService`, admins; it returns a
+:class:`QuotaOverride` and records the change in the audit log). Every stored
 ``verification_events`` row took one unit of quota (a tenant's own repeats are not stored, and
 the decision refuses to store anything else), and the answer transaction also adds its units to
 ``verification_quota_use``, one row per tenant, template and UTC hour; so a window's use is its
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -22,10 +24,11 @@ from sqlalchemy.sql import Insert
 
 from policies.templates.loader import TemplateSet
 from policies.templates.model import Template
-from sandbox.access.model import Actor, Member, MemberRole
+from sandbox.access.model import Actor, MemberRole
 from sandbox.access.tenants import get_tenant
-from sandbox.audit import log as audit
-from sandbox.clock import now
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
+from sandbox.clock import now, utc
 from sandbox.errors import InvalidRequest
 from sandbox.store.schema import (
     verification_events,
@@ -35,6 +38,7 @@ from sandbox.store.schema import (
 from sandbox.store.statements import Prepared
 
 __all__ = [
+    "QuotaOverride",
     "QuotaService",
     "add_quota_use",
     "quota_hour",
@@ -94,7 +98,7 @@ _OVERRIDES = Prepared(
 
 def quota_hour(at: datetime) -> int:
     """The UTC hour ``at`` falls in, in hours since the epoch (``verification_quota_use.hour``)."""
-    return int(at.timestamp()) // 3600
+    return int(utc(at).timestamp()) // 3600
 
 
 def quota_used(con: Connection, tenant_id: str, template_id: str, since: datetime, cap: int) -> int:
@@ -150,20 +154,32 @@ def used_in_windows(
     return used
 
 
-class QuotaService:
-    """Per-tenant quota overrides. ``templates`` is loaded once at startup."""
+@dataclass(frozen=True)
+class QuotaOverride:
+    """A tenant's quota on a template id: answers per window of ``window_days``."""
 
-    def __init__(self, engine: Engine, templates: TemplateSet) -> None:
+    tenant: str
+    template: str
+    quota: int
+    window_days: int
+
+
+class QuotaService:
+    """Per-tenant quota overrides, built once with the state store's audit log. ``templates``
+    is loaded once at startup."""
+
+    def __init__(self, engine: Engine, audit: AuditLog, templates: TemplateSet) -> None:
         self.engine = engine
+        self.audit = require_log(audit, "verification quotas")
         self.templates = templates
 
     def set_quota(
-        self, actor: Member | None, tenant_id: str, template_id: str, quota: int
-    ) -> dict[str, Any]:
-        """Override a template's per-tenant quota (answers per template id per window)."""
-        get_tenant(self.engine, Actor.local() if actor is None else Actor.of(actor), tenant_id)
-        if actor is not None:
-            actor.require(MemberRole.ADMIN)
+        self, actor: Actor, tenant_id: str, template_id: str, quota: int
+    ) -> QuotaOverride:
+        """Override a template's per-tenant quota (answers per template id per window): admins
+        and the local administrator."""
+        get_tenant(self.engine, actor, tenant_id)
+        actor.require(MemberRole.ADMIN)
         template = self.templates.get(template_id)
         if not 1 <= quota <= 10**9:
             raise InvalidRequest("quota is between 1 and 10^9", field="quota")
@@ -182,18 +198,14 @@ class QuotaService:
                         tenant_id=tenant_id, template_id=template.id, quota=quota, created_at=now()
                     )
                 )
-            audit.append(
+            self.audit.append(
                 con,
-                audit.Event(
+                Event(
                     "admin",
                     "quota.set",
                     tenant=tenant_id,
                     refs={"template": template.id, "quota": quota},
                 ),
+                actor,
             )
-        return {
-            "tenant": tenant_id,
-            "template": template.id,
-            "quota": quota,
-            "window_days": template.window.days,
-        }
+        return QuotaOverride(tenant_id, template.id, quota, template.window.days)

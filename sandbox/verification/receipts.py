@@ -166,6 +166,38 @@ class Receipt:
 RECEIPT_FIELDS: Final = tuple(f.name for f in fields(Receipt))
 
 
+@dataclass(frozen=True, slots=True)
+class SignedReceipt:
+    """A signed receipt document as a result: :data:`RECEIPT_FIELDS` and ``signature``, every
+    member exactly as it was signed (``issued_at`` in the receipt's own format, whole seconds).
+    Built from documents Veil signed or stored (:meth:`of`); :func:`verify` checks a document
+    from elsewhere."""
+
+    receipt_id: str
+    template_id: str
+    template_version: int
+    subject_ref: str
+    tenant_id: str
+    purpose: str
+    consent_id: str
+    claim_commitment: str | None
+    outcome: str
+    dataset: str
+    dataset_version: str
+    issued_at: str
+    key_id: str
+    signature: str
+
+    @classmethod
+    def of(cls, document: Mapping[str, Any]) -> SignedReceipt:
+        """The receipt in a signed document Veil made or stored (its members, exactly)."""
+        return cls(**document)
+
+    def document(self) -> dict[str, object]:
+        """The signed document: what :func:`verify` checks."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 def signing_input(document: Mapping[str, object]) -> bytes:
     """The bytes the signature covers: canonical JSON of every member except ``signature``."""
     return canonical_json({k: v for k, v in document.items() if k != "signature"})

@@ -17,13 +17,17 @@ The order of a verification is the point of this module (docs/verification.md):
 5. the **answer transaction**, serialised per subject, the call's only commit: if anything was
    committed since the read, the decision is taken again under the lock (a line can only turn
    into a repeat or a refusal); then the answer's event (the charge), the consent's use, any
-   alert, the receipt and the audit entry are written together. Only then does the answer
-   ``{outcome, receipt}`` go out, so no outcome leaves uncharged; a query that failed after its
-   line was allowed is charged all the same.
+   alert, the receipt and the audit entry are written together. Only then does the
+   :class:`~sandbox.verification.answers.Answer` go out, so no outcome leaves uncharged; a query
+   that failed after its line was allowed is charged all the same.
 
 A batch runs the same decisions line by line (lines see the lines before them), then one engine
 query per template version for all its lines, signs the receipts (in a signer pool when large)
-and writes everything in one answer transaction.
+and writes everything in one answer transaction; its answer is a
+:class:`~sandbox.verification.answers.BatchAnswer`.
+
+The caller is an :class:`~sandbox.access.model.Actor` that must be a ``verifier`` member; the
+answer transaction's audit entry is the request's own (:meth:`AuditLog.append`).
 
 This module holds the flow itself — the calls, the timing envelope, the order of the steps,
 the read and the answer transaction — and hands each step to the module that owns it:
@@ -40,21 +44,21 @@ No value ever leaves: the facts stay here, claims are stored only as a zone-keye
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine
 
 from policies.templates.claims import check_claim
 from policies.templates.loader import TemplateSet
-from sandbox.access.model import SUBJECT_ID, Member, MemberRole
-from sandbox.audit import log as audit
+from sandbox.access.model import SUBJECT_ID, Actor, Member, MemberRole
+from sandbox.audit.entry import Event
+from sandbox.audit.log import AuditLog, require_log
 from sandbox.clock import now
 from sandbox.engine.executor import Executor
 from sandbox.errors import (
@@ -68,6 +72,7 @@ from sandbox.keys.signing import KeyRing
 from sandbox.store import db
 from sandbox.store.schema import alerts, receipts, verification_events
 from sandbox.vault.decrypted import Vault
+from sandbox.verification.answers import Answer, BatchAnswer
 from sandbox.verification.consents import add_uses
 from sandbox.verification.decision import Context, decide_line, read_context
 from sandbox.verification.documents import ReceiptDocuments, SignJob, receipt_row
@@ -91,8 +96,6 @@ __all__ = ["VerificationService"]
 
 log = logging.getLogger("veil.verification")
 
-# One encoder, built once (json.dumps with options builds a new encoder on every call).
-_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _READ_ATTEMPTS: Final = 3  # reads of a call whose dataset version was not cached yet
 
 
@@ -107,12 +110,16 @@ class _State:
 
 
 class VerificationService:
-    """Verifications (single and batch) over the state store and the locked-down executor.
-    ``templates`` is loaded once at startup."""
+    """Verifications (single and batch) over the state store and the locked-down executor,
+    built once with the state store's audit log. ``templates`` is loaded once at startup;
+    ``vault`` decrypts sealed workspaces (None: version paths are plain files); ``facts``
+    answers from the facts index when built (None: always a query); ``signer`` signs large
+    batches' receipts (None: in the calling thread)."""
 
     def __init__(
         self,
         engine: Engine,
+        audit: AuditLog,
         executor: Executor,
         templates: TemplateSet,
         keys: KeyRing,
@@ -124,89 +131,41 @@ class VerificationService:
         facts: FactsIndex | None = None,
     ) -> None:
         self.engine = engine
-        self.executor = executor
-        self.vault = vault  # decrypts sealed workspaces; None: version paths are plain files
-        self.facts = facts  # answers from the facts index when built; None: always a query
+        self.audit = require_log(audit, "verification")
         self.templates = templates
-        self.keys = keys
-        self.signer = signer if signer is not None else Signer(keys.current, processes=0)
         self.zone_secret = zone_secret
         self.envelope_s = envelope_ms / 1000.0
         self.outcomes = Outcomes(executor, keys, vault=vault, facts=facts)
-        self.documents = ReceiptDocuments(keys, self.signer)
+        signer = signer if signer is not None else Signer(keys.current, processes=0)
+        self.documents = ReceiptDocuments(keys, signer)
         self.transactions = Transactions(engine)
         self.versions = PinnedVersions(engine)
-
-    def index_state(self) -> Literal["off", "building", "ready"]:
-        """The facts index's state (:meth:`sandbox.verification.facts.FactsIndex.state`)."""
-        return "off" if self.facts is None else self.facts.state()
 
     def subject_ref(self, subject_id: str) -> str:
         return subject_ref(subject_id, self.zone_secret)
 
     # -- verifying -------------------------------------------------------------------------------
 
-    def verify(self, member: Member, request: VerifyRequest) -> dict[str, object]:
-        """One verification: ``{"outcome", "receipt"}``, or a typed refusal. Answers and
-        refusals alike take at least the configured envelope."""
-        line = self._single(member, request)
-        return {"outcome": line.outcome, "receipt": line.document}
-
-    def verify_json(self, member: Member, request: VerifyRequest) -> str:
-        """:meth:`verify`'s answer as compact JSON text (what the HTTP API sends): a new receipt
-        goes in as the very text that was signed and stored."""
-        line = self._single(member, request)
-        receipt = line.signed or _json(line.document)
-        return f'{{"outcome":{_json(line.outcome)},"receipt":{receipt}}}'
-
-    def _single(self, member: Member, request: VerifyRequest) -> Line:
-        member.require(MemberRole.VERIFIER)
+    def verify(self, actor: Actor, request: VerifyRequest) -> Answer:
+        """One verification for a ``verifier`` member: its outcome and signed receipt, or a
+        typed refusal. Answers and refusals alike take at least the configured envelope."""
+        member = actor.require_member(MemberRole.VERIFIER)
         started = time.monotonic()
         try:
-            (line,) = self._run(member, [Line(0, request)], single=True)
+            (line,) = self._run(actor, member, [Line(0, request)], single=True)
             if line.error is not None:
                 raise line.error
-            assert line.document is not None and line.outcome is not None
-            return line
+            return Answer.of(line)
         finally:
             self._pad(started)
 
     def verify_batch(
-        self, member: Member, requests: Sequence[VerifyRequest | VeilError]
-    ) -> dict[str, Any]:
-        """Many verifications in one call, answered line by line in input order: each result is
-        ``{"index", "outcome", "receipt"}`` or ``{"index", "error": {code, status, detail}}``."""
-        results: list[dict[str, Any]] = []
-        lines = self._batch(member, requests)
-        for line in lines:
-            if line.error is not None:
-                results.append({"index": line.index, "error": _short(line.error)})
-            else:
-                results.append(
-                    {"index": line.index, "outcome": line.outcome, "receipt": line.document}
-                )
-        return {"results": results, "summary": _summary(lines)}
-
-    def verify_batch_json(
-        self, member: Member, requests: Sequence[VerifyRequest | VeilError]
-    ) -> str:
-        """:meth:`verify_batch`'s answer as compact JSON text (what the HTTP API sends). A new
-        receipt goes in as the very text that was signed and stored, so the receipts of a
-        large batch are not serialised a second time."""
-        lines = self._batch(member, requests)
-        texts = {ln.receipt_id: ln.signed for ln in lines if ln.ok and ln.signed is not None}
-        parts: list[str] = []
-        for line in lines:
-            if line.error is not None:
-                parts.append(_json({"index": line.index, "error": _short(line.error)}))
-                continue
-            receipt = texts.get(line.receipt_id) or _json(line.document)
-            outcome = _json(line.outcome)
-            parts.append(f'{{"index":{line.index},"outcome":{outcome},"receipt":{receipt}}}')
-        return f'{{"results":[{",".join(parts)}],"summary":{_json(_summary(lines))}}}'
-
-    def _batch(self, member: Member, requests: Sequence[VerifyRequest | VeilError]) -> list[Line]:
-        member.require(MemberRole.VERIFIER)
+        self, actor: Actor, requests: Sequence[VerifyRequest | VeilError]
+    ) -> BatchAnswer:
+        """Many verifications for a ``verifier`` member in one call, answered line by line in
+        input order: an outcome and its receipt, or the line's error (``requests`` may hold
+        the errors of lines that did not parse, answered in place)."""
+        member = actor.require_member(MemberRole.VERIFIER)
         if len(requests) > MAX_BATCH_LINES:
             raise InvalidRequest(f"a batch has at most {MAX_BATCH_LINES} lines")
         lines = [
@@ -214,8 +173,8 @@ class VerificationService:
             for i, r in enumerate(requests)
         ]
         if lines:
-            self._run(member, lines, single=False)
-        return lines
+            self._run(actor, member, lines, single=False)
+        return BatchAnswer.of(lines)
 
     def _pad(self, started: float) -> None:
         if self.envelope_s > 0:
@@ -225,7 +184,7 @@ class VerificationService:
 
     # -- the flow --------------------------------------------------------------------------------
 
-    def _run(self, member: Member, lines: list[Line], *, single: bool) -> list[Line]:
+    def _run(self, actor: Actor, member: Member, lines: list[Line], *, single: bool) -> list[Line]:
         """The flow of the module docstring: the request's shape; the decision, read in one
         transaction; the queries and signatures outside any transaction; and the answer
         transaction, the call's only commit."""
@@ -248,7 +207,7 @@ class VerificationService:
                 )
                 state = self._read(session, member, lines, at, single=single)
                 if isinstance(state, _State):
-                    self._respond(session, member, lines, at, state, single=single)
+                    self._respond(session, actor, member, lines, at, state, single=single)
                     return lines
             for dataset in state:  # not cached yet: loaded with no connection held, then again
                 self.versions.load(dataset)
@@ -257,6 +216,7 @@ class VerificationService:
     def _respond(
         self,
         session: Connection | None,
+        actor: Actor,
         member: Member,
         lines: list[Line],
         at: datetime,
@@ -276,9 +236,9 @@ class VerificationService:
             for line in state.lines:  # an uncertain outcome: what was allowed stays charged
                 if line.ok and line.failed is None:
                     line.failed = ExecutionFailed("the verification did not complete")
-            self._answer(session, member, lines, at, state, [])
+            self._answer(session, actor, member, lines, at, state, [])
             raise
-        self._answer(session, member, lines, at, state, jobs)
+        self._answer(session, actor, member, lines, at, state, jobs)
 
     def _execute(self, lines: list[Line], *, single: bool) -> None:
         """The outcomes of the lines the decision allowed (:meth:`Outcomes.run`), between the
@@ -345,6 +305,7 @@ class VerificationService:
     def _answer(
         self,
         session: Connection | None,
+        actor: Actor,
         member: Member,
         lines: list[Line],
         at: datetime,
@@ -356,7 +317,8 @@ class VerificationService:
         alerts, receipts and the audit entry. Nothing reaches the caller before it commits, so
         no outcome leaves uncharged; a line whose query failed after it was allowed is charged
         all the same (an uncertain outcome is never refunded). A large batch's receipts are
-        still being signed (``jobs``) while the events are written."""
+        still being signed (``jobs``) while the events are written. The audit entry, made by
+        ``actor``, is the request's own."""
         transactions = self.transactions
         with transactions.transaction(session) as con:
             transactions.lock(con, member.tenant_id, {line.subject_ref for line in state.lines})
@@ -383,7 +345,8 @@ class VerificationService:
             for line in state.lines:
                 if line.ok and line.failed is not None:
                     line.error, line.document = line.failed, None
-            audit.append(con, _audit_event(lines, ctx.events))  # last: the answer's own commit
+            # last: the request's own entry, committed with the answer
+            self.audit.append(con, _audit_event(lines, ctx.events), actor)
         for alert in ctx.alerts:
             log.warning(
                 "ALERT verification claim_change alert=%s tenant=%s member=%s template=%s "
@@ -419,7 +382,7 @@ class VerificationService:
         state.stored.update(stored_documents(con, own))
 
 
-def _audit_event(lines: list[Line], events: list[dict[str, Any]]) -> audit.Event:
+def _audit_event(lines: list[Line], events: list[dict[str, Any]]) -> Event:
     """The audit entry of one answer transaction: a single verification's ids and code, or a
     batch's counts; subjects and claims only sealed (docs/audit.md)."""
     cost = {
@@ -441,7 +404,7 @@ def _audit_event(lines: list[Line], events: list[dict[str, Any]]) -> audit.Event
         (line,) = lines
         code = line.error.error_code if line.error is not None else "ok"
         template = line.template
-        return audit.Event(
+        return Event(
             "verification",
             "verification.decide",
             code=code,
@@ -460,7 +423,7 @@ def _audit_event(lines: list[Line], events: list[dict[str, Any]]) -> audit.Event
     codes: dict[str, int] = defaultdict(int)
     for row in per_line:
         codes[str(row[5])] += 1
-    return audit.Event(
+    return Event(
         "verification",
         "verification.batch",
         refs={"lines": len(lines), "codes": dict(codes)},
@@ -468,16 +431,3 @@ def _audit_event(lines: list[Line], events: list[dict[str, Any]]) -> audit.Event
         # [index, subject, claim, consent, receipt, code] per line
         sealed={"lines": per_line},
     )
-
-
-def _short(error: VeilError) -> dict[str, Any]:
-    return {"code": error.error_code, "status": error.status, "detail": error.detail}
-
-
-def _summary(lines: list[Line]) -> dict[str, int]:
-    answered = sum(1 for line in lines if line.error is None)
-    return {"lines": len(lines), "answered": answered, "refused": len(lines) - answered}
-
-
-def _json(value: object) -> str:
-    return _COMPACT_JSON.encode(value)

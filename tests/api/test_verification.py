@@ -581,16 +581,17 @@ def test_the_tenant_quota_caps_answers_per_template(client, keys):
     )
     subjects = codes(client, 3)
     made = consent_service(client).grant_consents(
+        LOCAL,
         [
             (
                 svc.subject_ref(code),
                 ConsentRequest(bank, "ENT_STATUS", PURPOSE, datetime.now(UTC) + timedelta(days=1)),
             )
             for code in subjects
-        ]
+        ],
     )
     results = [
-        ask(client, keys["verifier"], "ENT_STATUS", c["id"], code)
+        ask(client, keys["verifier"], "ENT_STATUS", c.id, code)
         for c, code in zip(made, subjects, strict=True)
     ]
     assert [r.status_code for r in results] == [200, 200, 429]
@@ -598,6 +599,7 @@ def test_the_tenant_quota_caps_answers_per_template(client, keys):
     # another bank has its own quota
     tenant_b, bank_b = new_bank(client, keys["admin"])
     (theirs,) = consent_service(client).grant_consents(
+        LOCAL,
         [
             (
                 svc.subject_ref(subjects[2]),
@@ -605,9 +607,9 @@ def test_the_tenant_quota_caps_answers_per_template(client, keys):
                     tenant_b, "ENT_STATUS", PURPOSE, datetime.now(UTC) + timedelta(days=1)
                 ),
             )
-        ]
+        ],
     )
-    assert ask(client, bank_b, "ENT_STATUS", theirs["id"], subjects[2]).status_code == 200
+    assert ask(client, bank_b, "ENT_STATUS", theirs.id, subjects[2]).status_code == 200
 
 
 def test_sticky_answers_cost_nothing_new(client, keys):
@@ -732,7 +734,7 @@ def _seed(client: TestClient, keys: dict[str, str], n: int) -> list[dict[str, An
     bank = keys["verifier_tenant"]
     templates = sorted(svc.templates, key=lambda t: t.id)
     for t in templates:
-        quota_service(client).set_quota(None, bank, t.id, 10**6)
+        quota_service(client).set_quota(LOCAL, bank, t.id, 10**6)
     known = codes(client, 2000)
     subjects = known + [f"9111ZZZZ{i:010d}" for i in range(n // len(templates) + 1)]
     salt = bytes(range(16))
@@ -759,13 +761,13 @@ def _seed(client: TestClient, keys: dict[str, str], n: int) -> list[dict[str, An
                 ),
             )
         )
-    made = consent_service(client).grant_consents(grants)
+    made = consent_service(client).grant_consents(LOCAL, grants)
     lines = []
     for (template, code), claim, consent in zip(pairs, claims, made, strict=True):
         line: dict[str, Any] = {
             "template": template.id,
             "subject": code,
-            "consent": consent["id"],
+            "consent": consent.id,
             "purpose": PURPOSE,
         }
         if claim is not None:
@@ -842,6 +844,8 @@ def test_a_csv_batch_and_lines_that_see_each_other(client, keys):
     assert results[3]["receipt"] == results[0]["receipt"]  # sticky within the batch
     assert results[4]["error"]["code"] == "invalid_request"
     assert results[5]["error"]["code"] == "invalid_request"
+    # an answered line has no error member, a refused one neither outcome nor receipt
+    assert [sorted(r) for r in results[:2]] == [["index", "outcome", "receipt"], ["error", "index"]]
     assert sum(e.bits_charged for e in events(client)) == 2000
     bad_header = client.post(
         "/v1/verifications/batch",

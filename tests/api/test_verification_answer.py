@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event, select
 from policies.errors import ClaimChangeRefused
 from policies.templates.loader import load_templates
 from sandbox.access.keys import authenticate
-from sandbox.access.model import Member
+from sandbox.access.model import Actor
 from sandbox.config import Settings
 from sandbox.demo.build import build_demo
 from sandbox.engine.executor import Executor
@@ -33,6 +33,7 @@ from sandbox.errors import (
 )
 from sandbox.store import db
 from sandbox.store.schema import alerts, consents, receipts
+from sandbox.verification.answers import Answer, BatchSummary, LineError
 from sandbox.verification.lines import Line
 from sandbox.verification.receipts import new_salt
 from sandbox.verification.requests import VerifyRequest
@@ -74,16 +75,17 @@ class Racing(VerificationService):
 
 
 def twin(client: TestClient, executor: Executor | None = None) -> Racing:
-    """A second service over the app's state store, keys and workspaces."""
+    """A second service over the app's state store, audit log, keys and workspaces."""
     base = service(client)
     return Racing(
         base.engine,
-        executor or base.executor,
+        base.audit,
+        executor or base.outcomes.executor,
         base.templates,
-        base.keys,
+        base.documents.keys,
         base.zone_secret,
-        signer=base.signer,
-        vault=base.vault,
+        signer=base.documents.signer,
+        vault=base.outcomes.vault,
     )
 
 
@@ -105,8 +107,9 @@ def three_lines(client: TestClient, keys: dict[str, str], subject: str) -> list[
     return lines
 
 
-def member(client: TestClient, key: str) -> Member:
-    return authenticate(engine_of(client), f"Bearer {key}")
+def member(client: TestClient, key: str) -> Actor:
+    """The member holding ``key``, as the actor of a service call."""
+    return Actor.of(authenticate(engine_of(client), f"Bearer {key}"))
 
 
 def uses(client: TestClient, consent: str) -> int:
@@ -169,8 +172,8 @@ def test_an_answer_is_one_commit(client, keys):
     with write_commits(engine) as count:
         answer = service(client).verify(verifier, request)
     assert count == [1]
-    assert [e.receipt_id for e in events(client)] == [answer["receipt"]["receipt_id"]]
-    assert stored_receipts(client) == [answer["receipt"]["receipt_id"]]
+    assert [e.receipt_id for e in events(client)] == [answer.receipt.receipt_id]
+    assert stored_receipts(client) == [answer.receipt.receipt_id]
 
     with write_commits(engine) as count:
         assert service(client).verify(verifier, request) == answer  # sticky: same receipt
@@ -179,7 +182,7 @@ def test_an_answer_is_one_commit(client, keys):
     lines = three_lines(client, keys, subject)
     with write_commits(engine) as count:
         batch = service(client).verify_batch(verifier, lines)
-    assert batch["summary"] == {"lines": 3, "answered": 3, "refused": 0}
+    assert batch.summary == BatchSummary(lines=3, answered=3, refused=0)
     assert count == [1]
 
 
@@ -191,14 +194,14 @@ def test_the_same_question_answered_meanwhile_gives_its_receipt(client, keys):
     request = VerifyRequest(
         template="ENT_STATUS", subject=subject, consent=consent, purpose=PURPOSE
     )
-    first: dict[str, object] = {}
+    first: list[Answer] = []
     racing = twin(client)
-    racing.race = lambda: first.update(service(client).verify(verifier, request))
+    racing.race = lambda: first.append(service(client).verify(verifier, request))
     answer = racing.verify(verifier, request)
     assert racing.redecided == 1
-    assert answer == first
+    assert [answer] == first
     (recorded,) = events(client)
-    assert recorded.receipt_id == answer["receipt"]["receipt_id"]  # type: ignore[index]
+    assert recorded.receipt_id == answer.receipt.receipt_id
     assert uses(client, consent) == 1
     assert stored_receipts(client) == [recorded.receipt_id]
 
@@ -257,13 +260,13 @@ def test_a_consent_revoked_meanwhile_refuses_the_answer(client, keys):
 def test_a_batch_line_answered_meanwhile_gets_that_receipt(client, keys):
     verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
     lines = three_lines(client, keys, subject)
-    first: dict[str, object] = {}
+    first: list[Answer] = []
     racing = twin(client)
-    racing.race = lambda: first.update(service(client).verify(verifier, lines[1]))
+    racing.race = lambda: first.append(service(client).verify(verifier, lines[1]))
     batch = racing.verify_batch(verifier, lines)
     assert racing.redecided == 1
-    assert batch["summary"] == {"lines": 3, "answered": 3, "refused": 0}
-    assert batch["results"][1]["receipt"] == first["receipt"]
+    assert batch.summary == BatchSummary(lines=3, answered=3, refused=0)
+    assert batch.results[1].receipt == first[0].receipt
     assert len(events(client)) == 3
     assert uses(client, lines[1].consent) == 1
     assert len(stored_receipts(client)) == 3
@@ -287,7 +290,7 @@ def test_a_failed_query_is_charged_and_its_retry_gets_that_receipt(client, keys,
     assert stored_receipts(client) == []
 
     retry = service(client).verify(verifier, request)
-    assert retry["receipt"]["receipt_id"] == charged.receipt_id  # type: ignore[index]
+    assert retry.receipt.receipt_id == charged.receipt_id
     assert len(events(client)) == 1
     assert uses(client, consent) == 1
     assert stored_receipts(client) == [charged.receipt_id]
@@ -350,9 +353,9 @@ def test_on_postgresql_answers_repeats_and_races_decide_alike(pg_client, pg_keys
     assert len(stored_receipts(client)) == 2
 
 
-def test_the_batch_json_is_the_batch_answer_with_the_stored_receipts(client, keys):
-    """The HTTP API sends ``verify_batch_json``: new receipts as the stored, signed text; it
-    says the same as ``verify_batch`` (asked again: every line a repeat, the same receipts)."""
+def test_the_batch_answer_carries_the_stored_receipts(client, keys):
+    """A batch's answer holds each receipt exactly as signed and stored, a question asked twice
+    in it shares one receipt, and asked again every line is a repeat with the same receipts."""
     verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
     status, _ = grant(client, keys, "ENT_STATUS", max_uses=2)
     age, salt = grant(client, keys, "ENT_AGE", 1)
@@ -369,19 +372,17 @@ def test_the_batch_json_is_the_batch_answer_with_the_stored_receipts(client, key
         InvalidRequest("a line has 7 fields"),
         VerifyRequest(template="ENT_STATUS", subject=subject, consent=status, purpose=PURPOSE),
     ]
-    text = service(client).verify_batch_json(verifier, lines)
-    answer = json.loads(text)
-    assert answer["summary"] == {"lines": 4, "answered": 3, "refused": 1}
-    assert answer["results"][2] == {
-        "index": 2,
-        "error": {"code": "invalid_request", "status": 400, "detail": "a line has 7 fields"},
-    }
-    assert answer["results"][3]["receipt"] == answer["results"][0]["receipt"]  # one question
+    answer = service(client).verify_batch(verifier, lines)
+    assert answer.summary == BatchSummary(lines=4, answered=3, refused=1)
+    assert answer.results[2].error == LineError("invalid_request", 400, "a line has 7 fields")
+    assert answer.results[2].receipt is None and answer.results[2].outcome is None
+    assert answer.results[3].receipt == answer.results[0].receipt  # one question
     with engine_of(client).connect() as con:
         stored = {r.id: json.loads(r.document) for r in con.execute(select(receipts))}
-    for result in (answer["results"][0], answer["results"][1]):
-        assert stored[result["receipt"]["receipt_id"]] == result["receipt"]
-        assert result["outcome"] == result["receipt"]["outcome"]
+    for result in (answer.results[0], answer.results[1]):
+        assert result.receipt is not None and result.error is None
+        assert stored[result.receipt.receipt_id] == result.receipt.document()
+        assert result.outcome == result.receipt.outcome
     assert service(client).verify_batch(verifier, lines) == answer
 
 
@@ -398,11 +399,12 @@ def test_a_template_on_a_dataset_without_a_version_is_not_found(client, keys, tm
     base = service(client)
     elsewhere = VerificationService(
         base.engine,
-        base.executor,
+        base.audit,
+        base.outcomes.executor,
         load_templates(tmp_path),
-        base.keys,
+        base.documents.keys,
         base.zone_secret,
-        vault=base.vault,
+        vault=base.outcomes.vault,
     )
     verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
     consent, _ = grant(client, keys, "ENT_STATUS")
@@ -413,6 +415,6 @@ def test_a_template_on_a_dataset_without_a_version_is_not_found(client, keys, tm
         elsewhere.verify(verifier, asked)
     good = VerifyRequest(template="ENT_STATUS", subject=subject, consent=consent, purpose=PURPOSE)
     batch = elsewhere.verify_batch(verifier, [asked, good])
-    assert batch["results"][0]["error"]["code"] == "not_found"
-    assert batch["results"][1]["outcome"] in ("yes", "no", "cannot_verify")
+    assert batch.results[0].error is not None and batch.results[0].error.code == "not_found"
+    assert batch.results[1].outcome in ("yes", "no", "cannot_verify")
     assert len(events(client)) == 1

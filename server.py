@@ -64,7 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.keys_path, master_key=settings.master_key, hmac_key=settings.audit_hmac_key
         )
         audit_log = audit.AuditLog(engine, audit_keys)
-        audit.attach(engine, audit_log)
         audit_log.prepare()
         checkpoints = asyncio.create_task(
             run_checkpoints(Checkpointer(engine, audit_keys.signing, settings.audit_checkpoint_s))

@@ -30,7 +30,6 @@ from sandbox.api.problems import MEDIA_TYPE
 from sandbox.api.responses import audit as views
 from sandbox.api.responses.base import ViewRoute
 from sandbox.audit import checkpoint as audit_checkpoint
-from sandbox.audit import log as audit
 from sandbox.audit import verify as audit_verify
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
@@ -224,7 +223,6 @@ class AuditMiddleware:
             headers.get("x-request-id"),
         )
         scope[RECORD] = ctx
-        token = audit.CURRENT.set(ctx)  # transitional: for services not given their actor yet
         recorded = False
         held: Message | None = None
         chunks: list[bytes] = []
@@ -267,8 +265,6 @@ class AuditMiddleware:
             if not recorded:
                 await record(500, "internal_error")
             raise
-        finally:
-            audit.CURRENT.reset(token)
 
 
 def _log_of(scope: Scope) -> AuditLog | None:

@@ -34,9 +34,7 @@ import logging
 import os
 import secrets
 import threading
-import weakref
 from collections.abc import Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -45,7 +43,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
-from sqlalchemy import Connection, Engine, bindparam, event, make_url, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sandbox.access.model import Actor
@@ -59,17 +57,7 @@ from sandbox.keys.audit import AuditKeys
 from sandbox.store.schema import audit_data_keys, audit_entries, audit_head
 from sandbox.store.statements import Prepared
 
-__all__ = [
-    "AuditLog",
-    "Event",  # transitional re-export, for ``audit.Event`` in services not yet converted
-    "annotate",
-    "append",
-    "attach",
-    "identify",
-    "log_for",
-    "record_local_changes",
-    "require_log",
-]
+__all__ = ["AuditLog", "require_log"]
 
 log = logging.getLogger("veil.audit")
 SEAL_AAD: Final = b"veil.audit.seal.v1\x00"
@@ -323,106 +311,3 @@ def require_log(audit: AuditLog | None, service: str) -> AuditLog:
 
 def _purpose(dk_id: str) -> str:
     return f"audit-data-key:{dk_id}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Transitional: a log attached to an engine, and the request in a context variable, for the
-# services not yet given their AuditLog and Actor. Removed once none is left.
-# ---------------------------------------------------------------------------------------------
-
-CURRENT: ContextVar[RequestRecord | None] = ContextVar("veil_audit_request", default=None)
-
-
-def identify(
-    member: str,
-    tenant: str,
-    role: str,
-    key: str | None,
-    *,
-    route: Any = None,
-    params: Mapping[str, Any] | None = None,
-) -> None:
-    ctx = CURRENT.get()
-    if ctx is not None:
-        ctx.identify(member, tenant, role, key, route=route, params=params)
-
-
-def annotate(*, sealed: Mapping[str, Any] | None = None, **refs: Any) -> None:
-    ctx = CURRENT.get()
-    if ctx is not None:
-        ctx.annotate(sealed=sealed, **refs)
-
-
-_LOGS: weakref.WeakKeyDictionary[Engine, AuditLog] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class _LocalKeys:
-    """Where the CLI's local mode finds the audit keys: the key directory, and the rings that
-    replace its own when VEIL_MASTER_KEY / VEIL_AUDIT_HMAC_KEY are set."""
-
-    key_dir: Path
-    master_key: SecretStr | None
-    hmac_key: SecretStr | None
-
-
-_LOCAL: dict[str, _LocalKeys] = {}  # state store URL -> its keys, for the CLI's local mode
-_LOCAL_LOCK = threading.Lock()
-_LOCAL_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-def attach(engine: Engine, audit_log: AuditLog) -> None:
-    """Make ``engine``'s transactions write their entries to ``audit_log``. The server attaches
-    a log to its engine; an engine without one (a library caller, a test of another component)
-    writes no entries, unless :func:`record_local_changes` names its store."""
-    _LOGS[engine] = audit_log
-
-
-def record_local_changes(
-    state_url: str, key_dir: Path, *, master_key: SecretStr | None, hmac_key: SecretStr | None
-) -> None:
-    """The CLI works on a data directory: every engine this process opens on ``state_url``
-    records its changes with the keys in ``key_dir`` (or ``master_key``/``hmac_key``, the
-    settings' rings, when set), as the local administrator."""
-    url = make_url(state_url).render_as_string(hide_password=False)
-    _LOCAL[url] = _LocalKeys(key_dir, master_key, hmac_key)
-
-
-def log_for(engine: Engine) -> AuditLog | None:
-    found = _LOGS.get(engine)
-    if found is None and _LOCAL:
-        local = _LOCAL.get(engine.url.render_as_string(hide_password=False))
-        if local is not None:
-            with _LOCAL_LOCK:
-                found = _LOGS.get(engine)
-                if found is None:
-                    keys = keystore.audit_keys(
-                        local.key_dir, master_key=local.master_key, hmac_key=local.hmac_key
-                    )
-                    found = AuditLog(engine, keys)
-                    _LOGS[engine] = found
-                    _LOCAL_ENGINES.add(engine)
-    return found
-
-
-def append(con: Connection, entry: Event) -> int | None:
-    """Append ``entry`` in ``con``'s transaction to the log attached to its engine (if any)."""
-    audit_log = log_for(con.engine)
-    if audit_log is None:
-        return None
-    ctx = CURRENT.get()
-    if ctx is not None and ctx.member is not None:
-        doc: dict[str, Any] = {
-            "type": "member",
-            "member": ctx.member,
-            "tenant": ctx.tenant,
-            "role": ctx.role,
-            "key": ctx.key,
-        }
-    elif ctx is not None:
-        doc = {"type": "anonymous"}
-    elif con.engine in _LOCAL_ENGINES:
-        doc = Actor.local().document()
-    else:
-        doc = {"type": "system"}
-    return audit_log._append(con, entry, doc, ctx)

@@ -59,22 +59,6 @@ def data_dir_settings(data_dir: Path | None) -> Any:
     return settings
 
 
-def local_settings(data_dir: Path | None) -> Any:
-    """:func:`data_dir_settings`, for the onboarding commands (:mod:`sandbox.cli.onboarding`),
-    whose services do not take the audit log yet. Transitional: every engine this process
-    opens on the store records their changes as the local administrator's."""
-    from sandbox.audit import log as audit
-
-    settings = data_dir_settings(data_dir)
-    audit.record_local_changes(
-        settings.state_url,
-        settings.keys_path,
-        master_key=settings.master_key,
-        hmac_key=settings.audit_hmac_key,
-    )
-    return settings
-
-
 def echo_result(result: Any) -> None:
     """Print a command's result: text as it is, anything else as indented JSON."""
     import json

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandbox.cli.app import echo_result, local_audit_log, local_settings
+from sandbox.cli.app import data_dir_settings, echo_result, local_audit_log
 
 if TYPE_CHECKING:
     from sandbox.access.model import Actor
@@ -56,7 +56,7 @@ def onboarding(data_dir: Path | None, *, subjects: bool = False) -> Iterator[Onb
     from sandbox.onboarding.services import Onboarding
     from sandbox.store import db
 
-    settings = local_settings(data_dir)
+    settings = data_dir_settings(data_dir)
     engine = db.connect(settings.state_url)
     try:
         yield Onboarding.build(

@@ -2,8 +2,9 @@
 results of :mod:`sandbox.verification`.
 
 A member that a result holds as ``None`` is either sent as ``null`` or, for the fields in a
-view's ``omit_none``, left out of the body, wherever the view is nested (:class:`View`). Times are aware UTC datetimes, which go out as RFC 3339 with ``Z``; the signed
-receipt keeps its own members and format exactly.
+view's ``omit_none``, left out of the body, wherever the view is nested (:class:`View`). Times
+are aware UTC datetimes, which go out as RFC 3339 with ``Z``; the signed receipt keeps its own
+members and format exactly.
 """
 
 from __future__ import annotations

@@ -87,33 +87,80 @@ class Policy:
                 return table
         return None
 
-    def public_view(self) -> dict[str, object]:
-        """What any member may see: schema, roles, bounds and public keys — never data."""
-        return {
-            "privacy_unit": self.privacy_unit,
-            "max_groups_per_unit": self.max_groups_per_unit,
-            "min_group_size": self.min_group_size,
-            "tables": [
-                {
-                    "name": t.name,
-                    "description": t.description,
-                    "max_rows_per_unit": t.max_rows_per_unit,
-                    "columns": [_public_column(c) for c in t.columns if c.role != Role.HIDDEN],
-                }
-                for t in self.tables
-            ],
-        }
+
+# --- what any member may see of a policy -----------------------------------------------------
 
 
-def _public_column(col: Column) -> dict[str, object]:
-    out: dict[str, object] = {"name": col.name, "type": col.type.value, "role": col.role.value}
-    if col.description:
-        out["description"] = col.description
-    if col.role == Role.MEASURE:
-        out["lower"] = col.lower
-        out["upper"] = col.upper
-    if col.keys is not None:
-        out["keys"] = [k.isoformat() if isinstance(k, date) else k for k in col.keys]
-    if col.public_range is not None:
-        out["public_range"] = [d.isoformat() for d in col.public_range]
-    return out
+PublicKey = str | int | float | bool  # a public key as it is published (a date as ISO text)
+
+
+def _published(key: KeyValue) -> PublicKey:
+    return key.isoformat() if isinstance(key, date) else key
+
+
+@dataclass(frozen=True)
+class PublicColumn:
+    """A column any member may know of (hidden ones are left out): ``lower``/``upper`` of a
+    measure, ``keys`` where the values are public, ``public_range`` of a date."""
+
+    name: str
+    type: str
+    role: str
+    description: str | None
+    lower: float | None
+    upper: float | None
+    keys: tuple[PublicKey, ...] | None
+    public_range: tuple[str, str] | None
+
+    @classmethod
+    def of(cls, col: Column) -> PublicColumn:
+        measure = col.role == Role.MEASURE
+        return cls(
+            name=col.name,
+            type=col.type.value,
+            role=col.role.value,
+            description=col.description or None,
+            lower=col.lower if measure else None,
+            upper=col.upper if measure else None,
+            keys=None if col.keys is None else tuple(_published(k) for k in col.keys),
+            public_range=(
+                None
+                if col.public_range is None
+                else (col.public_range[0].isoformat(), col.public_range[1].isoformat())
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class PublicTable:
+    name: str
+    description: str
+    max_rows_per_unit: int
+    columns: tuple[PublicColumn, ...]
+
+
+@dataclass(frozen=True)
+class PublicPolicy:
+    """The public part of a policy: the privacy unit and contribution bounds, and the schema."""
+
+    privacy_unit: str
+    max_groups_per_unit: int
+    min_group_size: int
+    tables: tuple[PublicTable, ...]
+
+    @classmethod
+    def of(cls, policy: Policy) -> PublicPolicy:
+        return cls(
+            privacy_unit=policy.privacy_unit,
+            max_groups_per_unit=policy.max_groups_per_unit,
+            min_group_size=policy.min_group_size,
+            tables=tuple(
+                PublicTable(
+                    name=t.name,
+                    description=t.description,
+                    max_rows_per_unit=t.max_rows_per_unit,
+                    columns=tuple(PublicColumn.of(c) for c in t.columns if c.role != Role.HIDDEN),
+                )
+                for t in policy.tables
+            ),
+        )

@@ -13,14 +13,13 @@ import json
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 
 from policies.loader import parse_policy
-from policies.model import Column, Policy, Role
+from policies.model import Policy, PublicPolicy
 from sandbox.access.model import Actor
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
@@ -50,77 +49,6 @@ class DatasetVersion:
     salt: int
     # Tables none of whose units has more rows than the table's cap; None: not measured yet.
     within_row_caps: frozenset[str] | None = None
-
-
-KeyValue = str | int | float | bool
-
-
-@dataclass(frozen=True)
-class PublicColumn:
-    """A column any member may know of (hidden ones are left out): ``lower``/``upper`` of a
-    measure, ``keys`` where the values are public, ``public_range`` of a date."""
-
-    name: str
-    type: str
-    role: str
-    description: str | None
-    lower: float | None
-    upper: float | None
-    keys: tuple[KeyValue, ...] | None
-    public_range: tuple[str, str] | None
-
-    @classmethod
-    def of(cls, col: Column) -> PublicColumn:
-        measure = col.role == Role.MEASURE
-        return cls(
-            name=col.name,
-            type=col.type.value,
-            role=col.role.value,
-            description=col.description or None,
-            lower=col.lower if measure else None,
-            upper=col.upper if measure else None,
-            keys=None if col.keys is None else tuple(_plain(k) for k in col.keys),
-            public_range=(
-                None
-                if col.public_range is None
-                else (col.public_range[0].isoformat(), col.public_range[1].isoformat())
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class PublicTable:
-    name: str
-    description: str
-    max_rows_per_unit: int
-    columns: tuple[PublicColumn, ...]
-
-
-@dataclass(frozen=True)
-class PublicPolicy:
-    """The public part of a policy: the privacy unit and contribution bounds, and the schema."""
-
-    privacy_unit: str
-    max_groups_per_unit: int
-    min_group_size: int
-    tables: tuple[PublicTable, ...]
-
-    @classmethod
-    def of(cls, policy: Policy) -> PublicPolicy:
-        return cls(
-            privacy_unit=policy.privacy_unit,
-            max_groups_per_unit=policy.max_groups_per_unit,
-            min_group_size=policy.min_group_size,
-            tables=tuple(
-                PublicTable(
-                    name=t.name,
-                    description=t.description,
-                    max_rows_per_unit=t.max_rows_per_unit,
-                    columns=tuple(PublicColumn.of(c) for c in t.columns if c.role != Role.HIDDEN),
-                )
-                for t in policy.tables
-            ),
-        )
 
 
 @dataclass(frozen=True)
@@ -153,10 +81,6 @@ class DatasetDetail(DatasetSummary):
     """A dataset's current version with the public part of its policy."""
 
     policy: PublicPolicy
-
-
-def _plain(key: str | int | float | bool | date) -> KeyValue:
-    return key.isoformat() if isinstance(key, date) else key
 
 
 def create_zone(engine: Engine, audit: AuditLog, actor: Actor, zone: Zone) -> None:

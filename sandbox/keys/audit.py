@@ -29,12 +29,12 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 from pydantic import SecretStr
 
+from sandbox.clock import now
 from sandbox.errors import MasterKeyError
 from sandbox.keys.master import KEY_BYTES, KEY_ID, MasterKeyRing, check_private
 from sandbox.keys.master import write_private as _write_private
@@ -101,7 +101,7 @@ def _from_env(value: str) -> HmacRing:
 
 
 def _new_key_id() -> str:
-    return f"hk-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+    return f"hk-{now():%Y%m%d}-{secrets.token_hex(3)}"
 
 
 def _add_key(directory: Path) -> None:

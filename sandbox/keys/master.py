@@ -28,7 +28,6 @@ import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
 
+from sandbox.clock import now
 from sandbox.errors import KeyFileExposed, MasterKeyError
 
 __all__ = [
@@ -144,7 +144,7 @@ def _from_env(value: str) -> MasterKeyRing:
 
 
 def _new_key_id() -> str:
-    return f"mk-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+    return f"mk-{now():%Y%m%d}-{secrets.token_hex(3)}"
 
 
 def _from_dir(directory: Path, *, create: bool) -> MasterKeyRing:

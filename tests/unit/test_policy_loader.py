@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from policies.errors import PolicyError
 from policies.loader import load_policy, parse_policy
-from policies.model import ColumnType, Role
+from policies.model import ColumnType, PublicPolicy, Role
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "bad.toml"
@@ -97,10 +96,9 @@ def test_enterprise_policy_loads() -> None:
     arrears = tax.column("arrears")
     assert arrears is not None and arrears.keys == (True, False)
     # The public view never lists hidden columns.
-    tables: Any = policy.public_view()["tables"]
-    registry_view = next(t for t in tables if t["name"] == "registry")
-    assert "name" not in [c["name"] for c in registry_view["columns"]]
-    assert "credit_code" in [c["name"] for c in registry_view["columns"]]
+    registry_view = next(t for t in PublicPolicy.of(policy).tables if t.name == "registry")
+    assert "name" not in [c.name for c in registry_view.columns]
+    assert "credit_code" in [c.name for c in registry_view.columns]
 
 
 def test_cps1988_policy_loads() -> None:

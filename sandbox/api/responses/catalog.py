@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from policies import model
 from sandbox import catalog
 from sandbox.api.responses.base import View
 
@@ -27,7 +28,7 @@ class ZoneList(View):
 
 
 class PublicColumn(View):
-    mirrors = catalog.PublicColumn
+    mirrors = model.PublicColumn
     omit_none = frozenset({"description", "lower", "upper", "keys", "public_range"})
 
     name: str
@@ -41,7 +42,7 @@ class PublicColumn(View):
 
 
 class PublicTable(View):
-    mirrors = catalog.PublicTable
+    mirrors = model.PublicTable
 
     name: str
     description: str
@@ -50,7 +51,7 @@ class PublicTable(View):
 
 
 class PublicPolicy(View):
-    mirrors = catalog.PublicPolicy
+    mirrors = model.PublicPolicy
 
     privacy_unit: str
     max_groups_per_unit: int

@@ -48,7 +48,7 @@ class Client:
             return response.text
         return response.json()
 
-    # --- administration (same names and results as sandbox.admin) ---------------------------
+    # --- administration (same names and results as sandbox.access.admin) --------------------
     def create_tenant(self, name: str, kind: str, purpose_class: str) -> dict[str, Any]:
         body = {"name": name, "kind": kind, "purpose_class": purpose_class}
         result: dict[str, Any] = self.call("POST", "/v1/tenants", json=body)
@@ -103,7 +103,7 @@ class Client:
         )
         return result
 
-    # --- onboarding (same names and results as sandbox.onboarding.Onboarding) ----------------
+    # --- onboarding (same names and results as the sandbox.onboarding services) -------------
     # ``idempotency_key``: sent as the Idempotency-Key header, so a retry replays the first answer.
     def post(self, path: str, body: Any = None, idempotency_key: str | None = None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None

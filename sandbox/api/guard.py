@@ -1,4 +1,4 @@
-"""The ASGI middleware that applies the load limits of :mod:`sandbox.limits` to every request.
+"""The ASGI middleware that applies the load limits of :mod:`sandbox.api.limits` to every request.
 
 Order of checks, cheapest first, before any route runs:
 

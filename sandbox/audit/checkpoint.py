@@ -1,6 +1,6 @@
 """Signed checkpoints of the audit log, and the proofs checked against them.
 
-A checkpoint is the RFC 6962 tree head (:mod:`sandbox.merkle`) over the first ``tree_size``
+A checkpoint is the RFC 6962 tree head (:mod:`sandbox.audit.merkle`) over the first ``tree_size``
 entries — leaf ``i`` is ``SHA-256(0x00 || hash of entry i+1)`` — signed with the audit Ed25519
 key. The server writes one every ``VEIL_AUDIT_CHECKPOINT_S`` seconds, also when nothing
 happened (a head that did not move is evidence too), and the database decides which server

@@ -38,7 +38,7 @@ class Event:
 
 
 def canonical_body(body: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of an entry body, fast: :func:`sandbox.receipts.canonical_json`'s
+    """The canonical JSON of an entry body, fast: :func:`sandbox.canonical.canonical_json`'s
     bytes exactly, for the values an entry may hold, which are checked first (no floats, no
     integer beyond ±(2**53 − 1), ASCII member names — so that sorting by code point is sorting
     by UTF-16 unit). ``json.dumps`` escapes what RFC 8785 escapes and nothing else."""

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import Final
 
 from sqlalchemy import Connection, func, select, update
 
 from sandbox.store.schema import issue_revocations, receipts, verification_events
+from sandbox.verification.issued import RevocationReason
 
-__all__ = ["DATA_CORRECTION", "revocation_counts", "revoke_older"]
-
-DATA_CORRECTION: Final = "data_correction"  # sandbox.verification.RevocationReason.DATA_CORRECTION
+__all__ = ["revocation_counts", "revoke_older"]
 
 
 def revoke_older(
@@ -47,7 +45,7 @@ def revoke_older(
     con.execute(
         update(receipts)
         .where(receipts.c.id.in_(ids), receipts.c.status == "valid")
-        .values(status="revoked", revoked_at=at, reason=DATA_CORRECTION)
+        .values(status="revoked", revoked_at=at, reason=RevocationReason.DATA_CORRECTION.value)
     )
     con.execute(
         issue_revocations.insert(),

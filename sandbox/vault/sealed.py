@@ -1,7 +1,7 @@
 """Encryption at rest of stored workspaces: the sealed file format and the runtime vault.
 
 A dataset version is stored *sealed*: its DuckDB file encrypted with a fresh AES-256-GCM data key
-of its own, in 1 MiB chunks, the data key wrapped by the master key (:mod:`sandbox.masterkey`)
+of its own, in 1 MiB chunks, the data key wrapped by the master key (:mod:`sandbox.keys.master`)
 and kept in the file's header. Without the master key a sealed file reveals nothing but its size
 and its header (dataset id, version, master key id). DuckDB cannot write an encrypted database
 itself (notes/duckdb-lockdown.md), so the file is built in plain in the build area, sealed, and

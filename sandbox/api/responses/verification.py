@@ -123,8 +123,9 @@ class ConsentList(View):
 
 
 class Receipt(View):
-    """The signed receipt document, member for member (``sandbox.receipts.RECEIPT_FIELDS`` and
-    ``signature``): dropping or reformatting one would break its signature."""
+    """The signed receipt document, member for member
+    (``sandbox.verification.receipts.RECEIPT_FIELDS`` and ``signature``): dropping or reformatting
+    one would break its signature."""
 
     mirrors = SignedReceipt
 

@@ -1,4 +1,4 @@
-"""Alembic environment: migrations run on the connection ``sandbox.store.migrate`` hands in."""
+"""Alembic environment: migrations run on the connection ``sandbox.store.db.migrate`` hands in."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from sandbox.cli.main import app
 from sandbox.client import Client
 from sandbox.config import Settings
 from sandbox.store import db
-from tests.api.test_onboarding import POLICY, ROWS, ZONE, write_csv
+from tests.support.onboarding import POLICY, ROWS, ZONE, write_csv
 
 SUBJECT = "91110108MA01ABCD2X"
 

@@ -22,7 +22,7 @@ from sandbox.engine.limits import ExecutorLimits
 from sandbox.ledger.service import Ledger
 from sandbox.queries import QueryService
 from sandbox.store import db
-from tests.conftest import LOCAL, local_audit
+from tests.support.store import LOCAL, local_audit
 
 POLICY_FILE = Path("tests/data/policy_small.toml")
 POLICY = load_policy(POLICY_FILE)

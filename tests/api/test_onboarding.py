@@ -33,64 +33,9 @@ from sandbox.onboarding.progress import ProgressWriter
 from sandbox.onboarding.services import Onboarding
 from sandbox.store import db
 from sandbox.store.schema import charges, consents, receipts, verification_events
-from tests.conftest import LOCAL, auth, local_audit
-
-ZONE = "beijing-finance"
-POLICY = """
-id = "firms"
-title = "Firms"
-privacy_unit = "credit_code"
-max_groups_per_unit = 3
-min_group_size = 0
-
-[tables.firms]
-max_rows_per_unit = 1
-unique_unit = true
-
-[tables.firms.columns.credit_code]
-type = "string"
-role = "unit"
-
-[tables.firms.columns.district]
-type = "string"
-role = "dimension"
-keys = ["东城", "西城"]
-
-[tables.firms.columns.revenue]
-type = "float"
-role = "measure"
-lower = 0
-upper = 100
-max_null_rate = 0.5
-
-[tables.firms.columns.founded]
-type = "date"
-role = "dimension"
-public_range = ["2000-01-01", "2024-12-31"]
-"""
-HEADER = "credit_code,district,revenue,founded"
-ROWS = [
-    "A1,东城,10.5,2010-05-01",
-    "A2,西城,20,2020-01-31",
-    "A3,东城,,2015-03-01",
-    "A4,西城,99,2001-12-31",
-]
-
-
-def engine_of(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
-
-
-def sources(data_dir: Path) -> Path:
-    path = data_dir / "sources"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def write_csv(data_dir: Path, name: str, rows: list[str], encoding: str = "utf-8") -> str:
-    (sources(data_dir) / name).write_text("\n".join([HEADER, *rows]) + "\n", encoding=encoding)
-    return name
+from tests.support.app import auth, engine_of
+from tests.support.onboarding import HEADER, POLICY, ROWS, ZONE, sources, write_csv
+from tests.support.store import LOCAL, local_audit
 
 
 def load(client: TestClient, key: str, source: str, policy: str = POLICY, **extra: Any) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import auth
+from tests.support.app import auth
 
 GROUPED = (
     "SELECT industry, COUNT(*) AS n, AVG(revenue) AS mean_revenue "

@@ -15,7 +15,7 @@ from sandbox.config import Settings
 from sandbox.keys.signing import public_keys_from_document
 from sandbox.verification.receipts import commit, new_salt, verify
 from server import create_app
-from tests.conftest import auth
+from tests.support.app import auth
 
 PURPOSE = "credit_underwriting"
 

@@ -13,7 +13,7 @@ from sandbox.access.keys import authenticate
 from sandbox.config import Settings
 from sandbox.store import db, schema
 from server import create_app
-from tests.conftest import auth
+from tests.support.app import auth
 
 
 def new_analyst(client: TestClient, admin: str, **grant: object) -> tuple[str, dict, dict]:

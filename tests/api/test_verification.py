@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import func, select, update
 
 from policies.templates.model import ClaimType
 from sandbox import catalog
@@ -23,96 +23,30 @@ from sandbox.config import Settings
 from sandbox.errors import BadSignature, MalformedReceipt, UnknownKey
 from sandbox.keys.signing import public_keys_from_document
 from sandbox.store.schema import alerts, consents, verification_events
-from sandbox.verification.consents import ConsentService
 from sandbox.verification.quota import QuotaService
 from sandbox.verification.receipts import commit, new_salt, signing_input, verify
 from sandbox.verification.requests import ConsentRequest
-from sandbox.verification.service import VerificationService
 from server import create_app
-from tests.conftest import LOCAL, auth
-
-PURPOSE = "credit_underwriting"
-REVENUE = 5_000_000
-TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / "templates"
-
+from tests.support.app import auth, engine_of
+from tests.support.demo import DEMO_TEMPLATES
+from tests.support.store import LOCAL
+from tests.support.verification import (
+    PURPOSE,
+    REVENUE,
+    ask,
+    consent_service,
+    events,
+    expires,
+    grant,
+    service,
+)
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def service(client: TestClient) -> VerificationService:
-    found: VerificationService = client.app.state.services.verification  # type: ignore[attr-defined]
-    return found
-
-
-def consent_service(client: TestClient) -> ConsentService:
-    found: ConsentService = client.app.state.services.consents  # type: ignore[attr-defined]
-    return found
 
 
 def quota_service(client: TestClient) -> QuotaService:
     found: QuotaService = client.app.state.services.verification_quotas  # type: ignore[attr-defined]
     return found
-
-
-def engine_of(client: TestClient) -> Engine:
-    found: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return found
-
-
-def expires(days: float = 30) -> str:
-    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
-
-
-def grant(
-    client: TestClient,
-    keys: dict[str, str],
-    template: str,
-    claim: int | None = None,
-    *,
-    tenant: str | None = None,
-    salt: bytes | None = None,
-    max_uses: int = 3,
-    purpose: str = PURPOSE,
-    subject_key: str | None = None,
-) -> tuple[str, bytes]:
-    """The demo subject consents; returns (consent id, salt)."""
-    salt = salt or new_salt()
-    body: dict[str, Any] = {
-        "tenant": tenant or keys["verifier_tenant"],
-        "template": template,
-        "purpose": purpose,
-        "expires_at": expires(),
-        "max_uses": max_uses,
-    }
-    if claim is not None:
-        body["claim_commitment"] = commit(claim, salt)
-    response = client.post("/v1/consents", json=body, headers=auth(subject_key or keys["subject"]))
-    assert response.status_code == 201, response.text
-    return response.json()["id"], salt
-
-
-def ask(
-    client: TestClient,
-    key: str,
-    template: str,
-    consent: str,
-    subject: str,
-    claim: int | None = None,
-    salt: bytes | None = None,
-    **extra: Any,
-):
-    body: dict[str, Any] = {
-        "template": template,
-        "subject": subject,
-        "consent": consent,
-        "purpose": PURPOSE,
-        **extra,
-    }
-    if claim is not None:
-        body["claim"] = claim
-    if salt is not None:
-        body["salt"] = salt.hex()
-    return client.post("/v1/verifications", json=body, headers=auth(key))
 
 
 def claim_for(template_id: str, client: TestClient) -> int | None:
@@ -140,11 +74,6 @@ def new_bank(client: TestClient, admin: str, name: str = "Second Bank") -> tuple
     return tenant, member.json()["api_key"]
 
 
-def events(client: TestClient) -> list[Any]:
-    with engine_of(client).connect() as con:
-        return list(con.execute(select(verification_events)))
-
-
 @functools.cache
 def _demo_register() -> list[str]:
     """The demo register's credit codes, generated again (same size and seed as the demo zone:
@@ -154,7 +83,7 @@ def _demo_register() -> list[str]:
     import pyarrow.parquet as pq
 
     from sandbox.demo import synthetic
-    from tests.conftest import DEMO_TEST_ROWS
+    from tests.support.demo import DEMO_TEST_ROWS
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = synthetic.write_parquet(Path(tmp), DEMO_TEST_ROWS)
@@ -526,7 +455,7 @@ def test_consents_are_the_subjects_to_list_and_revoke(client, keys):
 def tight_client(data_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     """The demo templates with ENT_AGE capped at 2 bits per enterprise per window."""
     templates = tmp_path / "templates"
-    shutil.copytree(TEMPLATES, templates)
+    shutil.copytree(DEMO_TEMPLATES, templates)
     age = templates / "ENT_AGE.toml"
     text = age.read_text(encoding="utf-8")
     assert "max_bits = 4" in text

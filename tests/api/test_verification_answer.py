@@ -18,10 +18,6 @@ from sqlalchemy import Engine, event, select
 
 from policies.errors import ClaimChangeRefused
 from policies.templates.loader import load_templates
-from sandbox.access.keys import authenticate
-from sandbox.access.model import Actor
-from sandbox.config import Settings
-from sandbox.demo.build import build_demo
 from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import (
@@ -31,29 +27,23 @@ from sandbox.errors import (
     ServiceUnavailable,
     VeilError,
 )
-from sandbox.store import db
 from sandbox.store.schema import alerts, consents, receipts
 from sandbox.verification.answers import Answer, BatchSummary, LineError
 from sandbox.verification.lines import Line
 from sandbox.verification.receipts import new_salt
 from sandbox.verification.requests import VerifyRequest
 from sandbox.verification.service import VerificationService
-from server import create_app
-from tests.api.test_verification import (
+from tests.support.app import engine_of
+from tests.support.demo import DEMO_TEMPLATES
+from tests.support.verification import (
     PURPOSE,
     REVENUE,
-    TEMPLATES,
     consent_service,
-    engine_of,
     events,
     grant,
+    member,
     service,
 )
-from tests.conftest import DEMO_TEST_ROWS, local_audit
-from tests.ledger import conftest as ledger_fixtures
-
-postgres_server = ledger_fixtures.postgres_server
-postgres_url = ledger_fixtures.postgres_url
 
 
 class Racing(VerificationService):
@@ -105,11 +95,6 @@ def three_lines(client: TestClient, keys: dict[str, str], subject: str) -> list[
             )
         )
     return lines
-
-
-def member(client: TestClient, key: str) -> Actor:
-    """The member holding ``key``, as the actor of a service call."""
-    return Actor.of(authenticate(engine_of(client), f"Bearer {key}"))
 
 
 def uses(client: TestClient, consent: str) -> int:
@@ -299,26 +284,6 @@ def test_a_failed_query_is_charged_and_its_retry_gets_that_receipt(client, keys,
 # -- PostgreSQL: the answer transaction always decides again there ------------------------------
 
 
-@pytest.fixture()
-def pg_client(postgres_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    """The demo zone with its state store on PostgreSQL."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    engine = db.connect(postgres_url)
-    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine))
-    engine.dispose()
-    settings = Settings(data_dir=data_dir, database_url=postgres_url, workers=1, worker_threads=1)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture()
-def pg_keys(pg_client: TestClient) -> dict[str, str]:
-    data_dir: Path = pg_client.app.state.services.settings.data_dir  # type: ignore[attr-defined]
-    loaded: dict[str, str] = json.loads((data_dir / "demo-keys.json").read_text())
-    return loaded
-
-
 def test_on_postgresql_answers_repeats_and_races_decide_alike(pg_client, pg_keys):
     client, keys = pg_client, pg_keys
     verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
@@ -389,9 +354,9 @@ def test_the_batch_answer_carries_the_stored_receipts(client, keys):
 def test_a_template_on_a_dataset_without_a_version_is_not_found(client, keys, tmp_path: Path):
     """The dataset's current version is read with the decision: none is ``not_found`` (a public
     rule, raised at once for one request, in place for a batch line)."""
-    for source in TEMPLATES.glob("*.toml"):
+    for source in DEMO_TEMPLATES.glob("*.toml"):
         shutil.copy(source, tmp_path / source.name)
-    text = (TEMPLATES / "ENT_STATUS.toml").read_text(encoding="utf-8")
+    text = (DEMO_TEMPLATES / "ENT_STATUS.toml").read_text(encoding="utf-8")
     text = text.replace('id = "ENT_STATUS"', 'id = "ELSEWHERE_STATUS"')
     text = text.replace('dataset = "enterprise"', 'dataset = "elsewhere"')
     text = text.replace('attribute = "status"', 'attribute = "elsewhere_status"')

@@ -19,9 +19,8 @@ from sandbox.store import db, schema
 from sandbox.store.schema import verification_events, verification_quota_use
 from sandbox.verification.quota import add_quota_use, quota_hour, quota_used
 from sandbox.verification.requests import VerifyRequest
-from tests.api.test_verification import PURPOSE, engine_of, grant, service
-from tests.api.test_verification_answer import member, pg_client, pg_keys  # noqa: F401
-from tests.ledger.conftest import postgres_server, postgres_url  # noqa: F401
+from tests.support.app import engine_of
+from tests.support.verification import PURPOSE, grant, member, service
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

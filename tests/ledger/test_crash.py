@@ -35,17 +35,11 @@ from sandbox.ledger.charges import ChargeState, consistency
 from sandbox.store import db
 from sandbox.store.schema import charges
 from server import create_app
-from tests.conftest import LOCAL
-from tests.ledger.conftest import (
-    Analyst,
-    Server,
-    alive,
-    auth,
-    build_ledger_demo,
-    child_pids,
-    demo_keys,
-    new_analyst,
-)
+from tests.support.app import auth
+from tests.support.demo import build_ledger_demo, demo_keys
+from tests.support.ledger import Analyst, new_analyst
+from tests.support.servers import Server, alive, child_pids
+from tests.support.store import LOCAL
 
 pytestmark = pytest.mark.slow
 

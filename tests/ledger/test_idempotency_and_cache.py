@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from sandbox.access.members import create_member
 from sandbox.access.model import MemberRole
@@ -28,8 +27,9 @@ from sandbox.config import Settings
 from sandbox.ledger import charges, entries
 from sandbox.ledger.service import Ledger
 from server import create_app
-from tests.conftest import LOCAL, local_audit
-from tests.ledger.conftest import Analyst, auth, new_analyst
+from tests.support.app import auth, engine_of
+from tests.support.ledger import Analyst, new_analyst
+from tests.support.store import LOCAL, local_audit
 
 SQL = "SELECT COUNT(*) AS n FROM registry WHERE founded >= '2001-01-01'"
 EPSILON = 0.1
@@ -46,13 +46,8 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield test_client
 
 
-def _engine(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
-
-
 def _analyst(client: TestClient, budget_micro: int = 2_000_000) -> Analyst:
-    return new_analyst(_engine(client), budget_micro=budget_micro, cap_micro=1_000_000)
+    return new_analyst(engine_of(client), budget_micro=budget_micro, cap_micro=1_000_000)
 
 
 def _query(
@@ -69,7 +64,7 @@ def _query(
 
 
 def _charges(client: TestClient, analyst: Analyst) -> list[entries.LedgerEntry]:
-    records = entries.entries(_engine(client), tenant_id=analyst.tenant_id)
+    records = entries.entries(engine_of(client), tenant_id=analyst.tenant_id)
     return [e for e in records if e.entry == "charge"]
 
 
@@ -89,7 +84,7 @@ def test_same_idempotency_key_retried_10_times_charges_once(client: TestClient) 
     assert charge.id == first["query_id"]
     assert charge.state == "released"
     assert _spent(client, analyst) == COST_MICRO
-    assert charges.consistency(_engine(client), analyst.grant_id).ok
+    assert charges.consistency(engine_of(client), analyst.grant_id).ok
 
 
 def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestClient) -> None:
@@ -134,7 +129,7 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
             assert body["cost"]["epsilon"] == 0.0
         else:
             assert body == original
-    assert charges.consistency(_engine(client), analyst.grant_id).ok
+    assert charges.consistency(engine_of(client), analyst.grant_id).ok
 
 
 def test_idempotency_key_of_a_failed_query_stays_refused(settings: Settings) -> None:
@@ -172,8 +167,8 @@ def test_same_canonical_query_again_is_free_and_the_same_answer(client: TestClie
 
     # Another analyst of the same tenant: same tenant, same answer, still free.
     _, colleague = create_member(
-        _engine(client),
-        local_audit(_engine(client)),
+        engine_of(client),
+        local_audit(engine_of(client)),
         LOCAL,
         analyst.tenant_id,
         "colleague",
@@ -238,5 +233,5 @@ def test_different_queries_are_charged(client: TestClient) -> None:
     theirs = _query(client, other.key).json()
     assert theirs["cached"] is False
     assert _spent(client, other) == COST_MICRO
-    assert charges.consistency(_engine(client), analyst.grant_id).ok
-    assert charges.consistency(_engine(client), other.grant_id).ok
+    assert charges.consistency(engine_of(client), analyst.grant_id).ok
+    assert charges.consistency(engine_of(client), other.grant_id).ok

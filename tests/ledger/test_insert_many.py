@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from sandbox.store import db
 from sandbox.store.schema import tenants
-from tests.ledger.conftest import connect_store
+from tests.support.store import connect_store
 
 ROW = st.fixed_dictionaries(
     {

@@ -13,7 +13,7 @@ from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
 from sandbox.errors import Conflict, IdempotencyKeyReused
 from sandbox.store import db
-from tests.conftest import LOCAL, local_audit
+from tests.support.store import LOCAL, local_audit
 
 
 def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sandbox.store.schema import tenants
 from sandbox.store.statements import Prepared
-from tests.ledger.conftest import connect_store
+from tests.support.store import connect_store
 
 MOMENT = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)

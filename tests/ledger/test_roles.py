@@ -36,8 +36,9 @@ from sandbox.access import keys, members, tenants
 from sandbox.access.model import Actor, MemberRole
 from sandbox.config import Settings
 from server import create_app
-from tests.conftest import LOCAL, local_audit
-from tests.ledger.conftest import auth, local_ledger
+from tests.support.app import auth, engine_of
+from tests.support.ledger import local_ledger
+from tests.support.store import LOCAL, local_audit
 
 ROLES = tuple(role.value for role in MemberRole)
 ANY = frozenset(ROLES)
@@ -268,12 +269,7 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def world(client: TestClient) -> World:
-    return make_world(_engine(client))
-
-
-def _engine(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
+    return make_world(engine_of(client))
 
 
 def _path(template: str, target: TenantObjects, engine: Engine, mismatch: TenantObjects) -> str:
@@ -333,7 +329,7 @@ def test_role_matrix(
     client: TestClient, world: World, method: str, path: str, caller: str, scope: str
 ) -> None:
     rule = ROUTES[(method, path)]
-    engine = _engine(client)
+    engine = engine_of(client)
     if rule.fresh_world:
         world = make_world(engine)
     target = world.other if scope == "other" else world.home
@@ -363,8 +359,8 @@ def test_tenant_listing_shows_only_your_own_unless_zone_wide(
     everyone = {
         t.id
         for t in tenants.list_tenants(
-            _engine(client),
-            Actor.of(keys.authenticate(_engine(client), "Bearer " + world.home.keys["admin"])),
+            engine_of(client),
+            Actor.of(keys.authenticate(engine_of(client), "Bearer " + world.home.keys["admin"])),
         )
     }
     assert {world.home.id, world.other.id} <= everyone
@@ -395,7 +391,7 @@ def test_another_tenants_object_looks_exactly_like_a_missing_one(
 def test_a_revoked_key_is_refused_everywhere_like_an_unknown_one(
     client: TestClient, world: World
 ) -> None:
-    engine = _engine(client)
+    engine = engine_of(client)
     member, key = members.create_member(
         engine, local_audit(engine), LOCAL, world.home.id, "leaver", MemberRole.ANALYST
     )

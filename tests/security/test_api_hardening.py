@@ -40,7 +40,8 @@ from sandbox.ledger import entries
 from sandbox.ledger.service import Ledger
 from sandbox.verification.receipts import RECEIPT_FIELDS
 from server import create_app
-from tests.conftest import LOCAL, auth, local_audit
+from tests.support.app import auth, engine_of
+from tests.support.store import LOCAL, local_audit
 
 DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PROBLEM = "application/problem+json"
@@ -98,11 +99,6 @@ def small(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         max_sql_chars=300,
         max_sql_depth=6,
     )
-
-
-def engine_of(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
 
 
 def demo_keys(client: TestClient) -> dict[str, str]:

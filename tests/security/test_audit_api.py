@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from sandbox.access import members, tenants
@@ -30,15 +30,11 @@ from sandbox.keys.signing import public_keys_from_document
 from sandbox.store.schema import audit_checkpoints, audit_entries
 from sandbox.verification.receipts import commit, new_salt
 from server import create_app
-from tests.conftest import LOCAL, auth, local_audit
+from tests.support.app import auth, engine_of
+from tests.support.store import LOCAL, local_audit
 
 PURPOSE = "credit_underwriting"
 QUERY = {"dataset": "enterprise", "sql": "SELECT COUNT(*) AS n FROM registry", "epsilon": 0.1}
-
-
-def engine_of(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
 
 
 def head(client: TestClient) -> int:

@@ -18,12 +18,6 @@ from sandbox.audit.verify import verify
 from sandbox.keys import directory as keystore
 from sandbox.store import db
 from sandbox.store.schema import audit_checkpoints, audit_entries
-from tests.ledger import conftest as ledger_fixtures
-
-backend = ledger_fixtures.backend
-postgres_server = ledger_fixtures.postgres_server
-postgres_url = ledger_fixtures.postgres_url
-state_url = ledger_fixtures.state_url
 
 THREADS = 8
 PER_THREAD = 40

@@ -51,17 +51,10 @@ from sandbox.keys.signing import KeyRing, generate_key
 from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import audit_checkpoints, audit_data_keys, audit_entries, audit_head
-from tests.conftest import LOCAL
-from tests.ledger import conftest as ledger_fixtures
-from tests.ledger.conftest import analyst_actor, seed_catalog
+from tests.support.ledger import analyst_actor
+from tests.support.store import LOCAL, seed_catalog
 
 SYSTEM = Actor.system()  # who writes the test entries (as the server's background work would)
-
-# The state stores of the ledger suite: each test runs on SQLite and on PostgreSQL.
-backend = ledger_fixtures.backend
-postgres_server = ledger_fixtures.postgres_server
-postgres_url = ledger_fixtures.postgres_url
-state_url = ledger_fixtures.state_url
 
 REPO = Path(__file__).resolve().parents[2]
 # The rings of the key directory, not of VEIL_MASTER_KEY / VEIL_AUDIT_HMAC_KEY.

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from connectors.sink import build_workspace
@@ -44,7 +44,8 @@ from sandbox.store.schema import versions
 from sandbox.vault.decrypted import Vault
 from sandbox.vault.sealed import MAGIC, open_sealed, read_header, seal
 from server import create_app
-from tests.conftest import DEMO_TEST_ROWS, auth
+from tests.support.app import auth
+from tests.support.demo import DEMO_TEST_ROWS
 
 CHUNK = 4096  # the smallest chunk size: many chunks from a small file
 
@@ -103,11 +104,6 @@ def decrypted(data_dir: Path, dataset: str, version: int, target: Path) -> bytes
     stored = data_dir / "workspaces" / dataset / f"v{version}.sealed"
     open_sealed(stored, target, ring, dataset, version)
     return target.read_bytes()
-
-
-def engine_of(client: TestClient) -> Engine:
-    found: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return found
 
 
 def vault_of(client: TestClient) -> Vault:

@@ -34,7 +34,7 @@ from schemathesis.python import asgi
 
 from sandbox.config import Settings
 from server import create_app
-from tests.conftest import auth
+from tests.support.app import auth
 
 pytestmark = pytest.mark.schemathesis
 

@@ -17,23 +17,18 @@ from policies.templates.loader import TemplateSet, load_templates
 from policies.templates.model import ClaimType, Kind, Template
 from policies.templates.sql import Slot, template_query
 from sandbox.demo.synthetic import generate
-from tests.verification.test_templates import (
-    ENTERPRISES,
-    POLICY,
-    TEMPLATES,
-    UNKNOWN,
-    database,
-)
+from tests.support.demo import DEMO_POLICY, DEMO_TEMPLATES
+from tests.support.templates import ENTERPRISES, UNKNOWN, database
 
 
 @pytest.fixture(scope="module")
 def templates() -> TemplateSet:
-    return load_templates(TEMPLATES)
+    return load_templates(DEMO_TEMPLATES)
 
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy(POLICY)
+    return load_policy(DEMO_POLICY)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from sandbox.store import db
 from sandbox.vault.decrypted import Vault, leased
 from sandbox.verification.facts import ABSENT_SUBJECT, FactsIndex, index_claims
 from server import create_app
-from tests.api.test_verification import ask, grant
+from tests.support.verification import ask, grant
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / "templates"
 SAMPLE = 40  # subjects per template and claim checked against the single query

@@ -36,12 +36,11 @@ from policies.templates.model import (
 )
 from policies.templates.sql import Slot, bind, template_query, template_sql
 from sandbox.demo.synthetic import generate
+from tests.support.templates import ENTERPRISES, UNKNOWN, database
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "sandbox" / "demo" / "data" / "templates"
 POLICY = ROOT / "sandbox" / "demo" / "data" / "enterprise.toml"
-ENTERPRISES = 500
-UNKNOWN = "91110000MA00000000"  # well-formed but not in the data
 AS_OF = date(2024, 12, 31)
 LAST_MONTH = date(2024, 12, 1)
 
@@ -69,15 +68,6 @@ def policy() -> Policy:
 @pytest.fixture(scope="module")
 def tables() -> dict[str, pa.Table]:
     return generate(ENTERPRISES)
-
-
-def database(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    for name, table in tables.items():
-        con.register(f"src_{name}", table)
-        con.execute(f"CREATE TABLE {name} AS SELECT * FROM src_{name}")
-        con.unregister(f"src_{name}")
-    return con
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from sandbox.errors import (
     ServiceUnavailable,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3000
 SECRET = "secret-value-4711"
 SLOW_JOIN = (

@@ -15,7 +15,7 @@ import pytest
 
 from sandbox.demo import synthetic as demo_data
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "sandbox" / "demo" / "data"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data"
 MONTHLY = ("tax", "social_insurance", "utilities")
 ARROW_TYPES = {
     "integer": pa.int64(),

@@ -137,7 +137,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/tenants/{tenant}/verification-quotas/{template_id}"): Rule(
         ADMIN, body={"quota": 10}, gate_only=True
     ),
-    # onboarding (tests/api/test_onboarding.py has the outcomes): admins create zones and
+    # onboarding (tests/onboarding/test_onboarding.py has the outcomes): admins create zones and
     # providers; operators and admins load, list versions and roll back; quality reports for
     # them (and the dataset's provider); issues from anyone with a stake, answered by staff.
     ("POST", "/v1/zones"): Rule(

@@ -168,7 +168,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/datasets/{dataset}/issues/{number}/resolve"): Rule(
         STAFF, body={"kind": "no_change"}, gate_only=True
     ),
-    # the audit log (tests/security/test_audit_api.py has the outcomes): auditors and admins
+    # the audit log (tests/audit/test_audit_api.py has the outcomes): auditors and admins
     # read and verify it; only auditors may ask for sealed members (decrypt=true).
     ("GET", "/v1/audit"): Rule(ZONE_WIDE),
     ("GET", "/v1/audit/entries/{seq}"): Rule(ZONE_WIDE),

@@ -1,5 +1,6 @@
 """Shared fixtures: a real demo data directory, a real app, real workers, and state stores on
-SQLite and PostgreSQL.
+SQLite and PostgreSQL. Every app of the tests is built by ``tests.support.app`` (``running_app``,
+``serving``), the ``client`` and ``live`` fixtures included.
 
 PostgreSQL tests need ``VEIL_TEST_POSTGRES_URL`` (``.ci/run`` starts a throwaway server with
 ``scripts/postgres.sh``). Without it they skip locally and FAIL under CI (``CI`` set). Each test
@@ -13,23 +14,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from sandbox.config import Settings
 from sandbox.demo.build import build_demo
 from sandbox.store import db
-from server import create_app
+from tests.support.app import running_app, serving
 from tests.support.demo import DEMO_TEST_ROWS
-from tests.support.servers import free_port
 from tests.support.store import in_ci, local_audit, sqlalchemy_postgres_url
 
 # -- the demo zone and its app ------------------------------------------------------------------
@@ -59,7 +56,7 @@ def settings(data_dir: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 
@@ -72,21 +69,8 @@ def keys(data_dir: Path) -> dict[str, str]:
 @pytest.fixture()
 def live(settings: Settings) -> Iterator[str]:
     """A real server on a free port (uvicorn in a thread), for CLI commands run with ``--url``."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(settings) as url:
+        yield url
 
 
 # -- state stores: SQLite and PostgreSQL --------------------------------------------------------
@@ -150,7 +134,7 @@ def pg_client(postgres_url: str, tmp_path: Path) -> Iterator[TestClient]:
     build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine))
     engine.dispose()
     settings = Settings(data_dir=data_dir, database_url=postgres_url, workers=1, worker_threads=1)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 

@@ -35,8 +35,7 @@ from policies.accounting import Accounting
 from sandbox.access import keys, members, tenants
 from sandbox.access.model import Actor, MemberRole
 from sandbox.config import Settings
-from server import create_app
-from tests.support.app import auth, engine_of
+from tests.support.app import auth, build_app, engine_of, running_app
 from tests.support.ledger import local_ledger
 from tests.support.store import LOCAL, local_audit
 
@@ -199,7 +198,7 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_in_the_table(tmp_path: Path) -> None:
-    served = app_routes(create_app(Settings(data_dir=tmp_path)))
+    served = app_routes(build_app(Settings(data_dir=tmp_path)))
     missing = served - set(ROUTES)
     assert not missing, f"routes without a role rule in ROUTES: {sorted(missing)}"
     assert set(ROUTES) - served == set(), "ROUTES names routes the app does not serve"
@@ -263,7 +262,7 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     data_dir = tmp_path_factory.mktemp("roles") / "data"
     shutil.copytree(demo_dir, data_dir)
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 

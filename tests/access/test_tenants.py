@@ -12,8 +12,7 @@ from sandbox import clock
 from sandbox.access.keys import authenticate
 from sandbox.config import Settings
 from sandbox.store import db, schema
-from server import create_app
-from tests.support.app import auth
+from tests.support.app import auth, running_app
 
 
 def new_analyst(client: TestClient, admin: str, **grant: object) -> tuple[str, dict, dict]:
@@ -159,8 +158,7 @@ def test_key_revoked_by_another_process_stops_working_within_the_cache_time(
 ) -> None:
     """A revocation this process did not make reaches it when the key's cache entry expires
     (at once with ``auth_cache_s=0``)."""
-    settings = settings.model_copy(update={"auth_cache_s": ttl})
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings, auth_cache_s=ttl) as client:
         key, _, _ = new_analyst(client, keys["admin"], epsilon=2.0)
         elsewhere = db.connect(settings.state_url)  # as another process would
         member = authenticate(elsewhere, f"Bearer {key}")

@@ -39,8 +39,7 @@ from sandbox.errors import SqlTooDeep, SqlTooLong
 from sandbox.ledger import entries
 from sandbox.ledger.service import Ledger
 from sandbox.verification.receipts import RECEIPT_FIELDS
-from server import create_app
-from tests.support.app import auth, engine_of
+from tests.support.app import auth, engine_of, running_app
 from tests.support.store import LOCAL, local_audit
 
 DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -65,7 +64,7 @@ def _client(demo_dir: Path, root: Path, **limits: Any) -> Iterator[TestClient]:
     settings = Settings(
         data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20, **limits
     )
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         yield client
 
 

@@ -33,8 +33,7 @@ from schemathesis.checks import (
 from schemathesis.python import asgi
 
 from sandbox.config import Settings
-from server import create_app
-from tests.support.app import auth
+from tests.support.app import auth, build_app
 
 pytestmark = pytest.mark.schemathesis
 
@@ -50,7 +49,7 @@ EXAMPLES = {GenerationMode.POSITIVE: 6, GenerationMode.NEGATIVE: 4}
 
 def operations() -> list[tuple[str, str]]:
     """(method, path) of every operation in the document (building it starts nothing)."""
-    document = create_app(Settings(data_dir=Path("never-created"))).openapi()
+    document = build_app(Settings(data_dir=Path("never-created"))).openapi()
     return sorted(
         (method.upper(), path) for path, item in document["paths"].items() for method in item
     )
@@ -60,7 +59,7 @@ def operations() -> list[tuple[str, str]]:
 def app(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     data_dir = tmp_path_factory.mktemp("schemathesis") / "data"
     shutil.copytree(demo_dir, data_dir)
-    yield create_app(Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20))
+    yield build_app(Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20))
     asgi.shutdown_lifespans()  # schemathesis started the app (executor included): stop it
 
 

@@ -29,8 +29,7 @@ from sandbox.config import Settings
 from sandbox.keys.signing import public_keys_from_document
 from sandbox.store.schema import audit_checkpoints, audit_entries
 from sandbox.verification.receipts import commit, new_salt
-from server import create_app
-from tests.support.app import auth, engine_of
+from tests.support.app import auth, engine_of, running_app
 from tests.support.store import LOCAL, local_audit
 
 PURPOSE = "credit_underwriting"
@@ -79,7 +78,7 @@ def world(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     shutil.copytree(demo_dir, data_dir)
     keys = json.loads((data_dir / "demo-keys.json").read_text())
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20)
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         keys["auditor"] = new_member(client, MemberRole.AUDITOR)
         yield client, keys
 
@@ -209,8 +208,7 @@ def test_verify_proofs_and_keys_over_http(world: Any) -> None:
 
 
 def test_checkpoints_are_signed_on_a_timer_also_when_idle(settings: Settings) -> None:
-    idle = settings.model_copy(update={"audit_checkpoint_s": 0.3})
-    with TestClient(create_app(idle)) as client:
+    with running_app(settings, audit_checkpoint_s=0.3) as client:
         time.sleep(1.6)  # no request at all meanwhile
         with engine_of(client).connect() as con:
             sizes = con.execute(select(audit_checkpoints.c.tree_size)).scalars().all()
@@ -224,7 +222,7 @@ def test_cli_verify_checkpoint_proof_rotate_and_tampering(
     settings: Settings, keys: dict[str, str]
 ) -> None:
     data_dir = settings.data_dir
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         client.post("/v1/queries", json=QUERY, headers=auth(keys["analyst"]))
         client.get("/v1/budgets", headers=auth(keys["analyst"]))
         with engine_of(client).connect() as con:
@@ -254,7 +252,7 @@ def test_cli_verify_checkpoint_proof_rotate_and_tampering(
     rotated = runner.invoke(cli, ["keys", "rotate", "--which", "all", "--data-dir", str(data_dir)])
     assert rotated.exit_code == 0, rotated.output
     assert set(json.loads(rotated.output)) == {"receipt", "audit", "audit_hmac", "master"}
-    with TestClient(create_app(settings)) as client:  # restarted with the new keys
+    with running_app(settings) as client:  # restarted with the new keys
         client.get("/v1/budgets", headers=auth(keys["analyst"]))
         with engine_of(client).connect() as con:
             entries = [r.entry for r in read_entries(con, limit=1000)]

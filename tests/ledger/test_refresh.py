@@ -25,8 +25,7 @@ from sandbox.ledger.charges import consistency
 from sandbox.ledger.grants import Refresh
 from sandbox.store import db
 from sandbox.store.schema import grants
-from server import create_app
-from tests.support.app import auth, engine_of
+from tests.support.app import auth, engine_of, running_app
 from tests.support.demo import demo_keys
 from tests.support.ledger import local_ledger, new_analyst
 from tests.support.store import seed_catalog
@@ -39,7 +38,7 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     data_dir = tmp_path_factory.mktemp("refresh") / "data"
     shutil.copytree(demo_dir, data_dir)
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 

@@ -26,8 +26,7 @@ from sandbox.access.model import MemberRole
 from sandbox.config import Settings
 from sandbox.ledger import charges, entries
 from sandbox.ledger.service import Ledger
-from server import create_app
-from tests.support.app import auth, engine_of
+from tests.support.app import auth, engine_of, running_app
 from tests.support.ledger import Analyst, new_analyst
 from tests.support.store import LOCAL, local_audit
 
@@ -42,7 +41,7 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     data_dir = tmp_path_factory.mktemp("idempotency") / "data"
     shutil.copytree(demo_dir, data_dir)
     settings = Settings(data_dir=data_dir, workers=2, worker_threads=1, query_timeout_s=20)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 
@@ -135,7 +134,7 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
 def test_idempotency_key_of_a_failed_query_stays_refused(settings: Settings) -> None:
     """A key whose query failed after its charge is not run again (the outcome was uncertain):
     409 ``failed``, and no second charge."""
-    with TestClient(create_app(settings)) as fresh:
+    with running_app(settings) as fresh:
         analyst = _analyst(fresh)
         fresh.app.state.services.executor.close()  # type: ignore[attr-defined]  # the engine is gone
         failed = _query(fresh, analyst.key, idem="doomed")

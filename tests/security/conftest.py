@@ -19,11 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fastapi.testclient import TestClient
 
 from connectors.sink import build_workspace
 from sandbox.demo import synthetic
-from server import create_app
+from tests.support.app import running_app
 from tests.support.demo import DEMO_TEST_ROWS
 from tests.support.hostile import HostileService, HostileTruth, HostileWorkspaces, hostile_settings
 
@@ -59,7 +58,7 @@ def hostile_service(
     keys: dict[str, str] = json.loads((data_dir / "demo-keys.json").read_text())
     settings = hostile_settings(data_dir)
     forbidden = (str(data_dir), str(data_dir.resolve()), *hostile_truth.secrets())
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with running_app(settings, raise_server_exceptions=False) as client:
         service = HostileService(client, keys, data_dir, hostile_truth, forbidden)
         yield service
         service.assert_up()

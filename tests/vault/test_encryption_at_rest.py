@@ -43,8 +43,7 @@ from sandbox.store import db
 from sandbox.store.schema import versions
 from sandbox.vault.decrypted import Vault
 from sandbox.vault.sealed import MAGIC, open_sealed, read_header, seal
-from server import create_app
-from tests.support.app import auth
+from tests.support.app import auth, running_app
 from tests.support.demo import DEMO_TEST_ROWS
 
 CHUNK = 4096  # the smallest chunk size: many chunks from a small file
@@ -209,7 +208,7 @@ def quiet_settings(data_dir: Path) -> Settings:
 
 @pytest.fixture()
 def quiet_client(quiet_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(quiet_settings)) as client:
+    with running_app(quiet_settings) as client:
         yield client
 
 
@@ -266,7 +265,7 @@ def test_a_loaded_csv_leaves_no_value_in_the_data_directory(
 def test_with_the_key_queries_and_verifications_answer(
     quiet_settings: Settings, keys: dict[str, str], data_dir: Path
 ) -> None:
-    with TestClient(create_app(quiet_settings)) as client:
+    with running_app(quiet_settings) as client:
         vault = vault_of(client)
         runtime = vault.runtime_dir
         if Path("/dev/shm").is_dir():
@@ -433,7 +432,7 @@ def test_a_tampered_workspace_is_refused_over_http(
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0x20
     stored.write_bytes(bytes(data))
-    with TestClient(create_app(quiet_settings)) as client:
+    with running_app(quiet_settings) as client:
         refused = dp_query(client, keys["analyst"], "enterprise", "SELECT COUNT(*) FROM registry")
         assert refused.status_code == 500
         problem = refused.json()
@@ -450,7 +449,7 @@ def test_a_wrong_master_key_is_refused_over_http(
     quiet_settings: Settings, keys: dict[str, str], data_dir: Path
 ) -> None:
     shutil.rmtree(data_dir / "keys" / "master")  # the server starts with a new, different key
-    with TestClient(create_app(quiet_settings)) as client:
+    with running_app(quiet_settings) as client:
         refused = dp_query(client, keys["analyst"], "enterprise", "SELECT COUNT(*) FROM registry")
         assert refused.status_code == 500
         assert refused.json()["code"] == "master_key_error"
@@ -466,7 +465,7 @@ def test_rotation_keeps_old_versions_readable_and_seals_new_ones_with_the_new_ke
     old = keystore.master_keys(data_dir / "keys", master_key=None).current_id
     new = keystore.rotate_master(data_dir / "keys").current_id
     assert new != old
-    with TestClient(create_app(quiet_settings)) as client:
+    with running_app(quiet_settings) as client:
         sql = "SELECT COUNT(*) AS n FROM registry"
         answered = dp_query(client, keys["analyst"], "enterprise", sql)
         assert answered.status_code == 200, answered.text
@@ -561,7 +560,7 @@ def test_a_plain_workspace_is_refused_until_sealed(
             update(versions).where(versions.c.dataset_id == "enterprise").values(path=str(plain))
         )
     sql = "SELECT COUNT(*) AS n FROM registry"
-    with TestClient(create_app(quiet_settings)) as client:
+    with running_app(quiet_settings) as client:
         refused = dp_query(client, keys["analyst"], "enterprise", sql)
         assert (refused.status_code, refused.json()["code"]) == (500, "workspace_not_sealed")
         assert "veil workspaces seal" in refused.json()["detail"]

@@ -14,8 +14,7 @@ from sandbox.cli.main import app
 from sandbox.config import Settings
 from sandbox.keys.signing import public_keys_from_document
 from sandbox.verification.receipts import commit, new_salt, verify
-from server import create_app
-from tests.support.app import auth
+from tests.support.app import auth, running_app
 
 PURPOSE = "credit_underwriting"
 
@@ -94,14 +93,14 @@ def test_keys_rotate_keeps_old_receipts_verifiable(
     data_dir: Path, keys: dict[str, str], tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1)
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         old = answer(client, keys)["receipt"]
         (before,) = client.get("/v1/keys").json()["keys"]
 
     rotated = CliRunner().invoke(app, ["keys", "rotate", "--data-dir", str(data_dir)])
     assert rotated.exit_code == 0, rotated.output
 
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         document = client.get("/v1/keys").json()
         by_status = {k["status"]: k for k in document["keys"]}
         assert by_status["retired"]["key_id"] == before["key_id"] == old["key_id"]

@@ -26,8 +26,7 @@ from sandbox.store.schema import alerts, consents, verification_events
 from sandbox.verification.quota import QuotaService
 from sandbox.verification.receipts import commit, new_salt, signing_input, verify
 from sandbox.verification.requests import ConsentRequest
-from server import create_app
-from tests.support.app import auth, engine_of
+from tests.support.app import auth, engine_of, running_app
 from tests.support.demo import DEMO_TEMPLATES
 from tests.support.store import LOCAL
 from tests.support.verification import (
@@ -371,7 +370,7 @@ def test_refusals_and_answers_share_one_latency_envelope(data_dir: Path, keys):
     settings = Settings(
         data_dir=data_dir, workers=1, worker_threads=1, verification_envelope_ms=120
     )
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         consent, salt = grant(client, keys, "REV_TOLERANCE", REVENUE)
         subject, verifier = keys["subject_id"], keys["verifier"]
         calls = {
@@ -461,7 +460,7 @@ def tight_client(data_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     assert "max_bits = 4" in text
     age.write_text(text.replace("max_bits = 4", "max_bits = 2"), encoding="utf-8")
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1, templates_dir=templates)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 

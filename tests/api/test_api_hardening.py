@@ -40,6 +40,7 @@ from sandbox.ledger import entries
 from sandbox.ledger.service import Ledger
 from sandbox.verification.receipts import RECEIPT_FIELDS
 from tests.support.app import auth, engine_of, running_app
+from tests.support.data import data_text
 from tests.support.store import LOCAL, local_audit
 
 DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -692,32 +693,7 @@ def test_listings_show_only_your_tenants_objects(plain: TestClient, objects: Obj
 
 # -- no filesystem paths, key hashes or engine words in any answer ---------------------------------
 
-POLICY = """
-id = "firms"
-title = "Firms"
-privacy_unit = "credit_code"
-max_groups_per_unit = 3
-min_group_size = 0
-
-[tables.firms]
-max_rows_per_unit = 1
-unique_unit = true
-
-[tables.firms.columns.credit_code]
-type = "string"
-role = "unit"
-
-[tables.firms.columns.district]
-type = "string"
-role = "dimension"
-keys = ["east", "west"]
-
-[tables.firms.columns.revenue]
-type = "float"
-role = "measure"
-lower = 0
-upper = 100
-"""
+POLICY = data_text("firms_minimal.toml")
 
 
 def _wait(client: TestClient, url: str, key: dict[str, str]) -> None:

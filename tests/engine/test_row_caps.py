@@ -22,9 +22,10 @@ from sandbox.engine.limits import ExecutorLimits
 from sandbox.ledger.service import Ledger
 from sandbox.queries import QueryService
 from sandbox.store import db
+from tests.support.data import data_path
 from tests.support.store import LOCAL, local_audit
 
-POLICY_FILE = Path("tests/data/policy_small.toml")
+POLICY_FILE = data_path("policy_small.toml")
 POLICY = load_policy(POLICY_FILE)
 SQL = "SELECT late, COUNT(*), SUM(amount) FROM sales GROUP BY late"
 

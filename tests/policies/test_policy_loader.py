@@ -10,6 +10,7 @@ import pytest
 from policies.errors import PolicyError
 from policies.loader import load_policy, parse_policy
 from policies.model import ColumnType, PublicPolicy, Role
+from tests.support.data import data_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "bad.toml"
@@ -109,7 +110,7 @@ def test_cps1988_policy_loads() -> None:
 
 
 def test_small_test_policy_loads() -> None:
-    policy = load_policy(ROOT / "tests" / "data" / "policy_small.toml")
+    policy = load_policy(data_path("policy_small.toml"))
     assert policy.dataset == "firms"
     assert [t.name for t in policy.tables] == ["firms", "sales"]
     firms = policy.table("firms")

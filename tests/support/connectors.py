@@ -12,61 +12,16 @@ import pytest
 from connectors.connect import connect
 from connectors.errors import SourceError
 from policies.model import Table
+from tests.support.data import data_text
 
-POLICY = """
-id = "firms"
-title = "Firms"
-privacy_unit = "credit_code"
-max_groups_per_unit = 3
-min_group_size = 0
-
-[tables.firms]
-max_rows_per_unit = 1
-
-[tables.firms.columns.credit_code]
-type = "string"
-role = "unit"
-
-[tables.firms.columns.district]
-type = "string"
-role = "dimension"
-keys = ["east", "west"]
-
-[tables.firms.columns.founded]
-type = "date"
-role = "dimension"
-public_range = ["2000-01-01", "2024-12-31"]
-
-[tables.firms.columns.revenue]
-type = "float"
-role = "measure"
-lower = 0
-upper = 100
-
-[tables.firms.columns.staff]
-type = "integer"
-role = "measure"
-lower = 0
-upper = 50
-
-[tables.firms.columns.active]
-type = "boolean"
-role = "dimension"
-keys = [true, false]
-"""
-
-
+POLICY = data_text("firms_typed.toml")
 HEADER = "credit_code,district,founded,revenue,staff,active"
-
-
 GOOD_CSV = f"""{HEADER}
 A1,east,2010-05-01,10.5,3,true
 A2,west,2020-01-31,200,60,false
 A3,north,,50,,true
 A4,east,1999-12-31,-1,5,false
 """
-
-
 GOOD_ROWS = [
     ("A1", "east", "2010-05-01", 10.5, 3, True),
     ("A2", "west", "2020-01-31", 200.0, 60, False),

@@ -44,36 +44,12 @@ from sandbox.store.schema import versions
 from sandbox.vault.decrypted import Vault
 from sandbox.vault.sealed import MAGIC, open_sealed, read_header, seal
 from tests.support.app import auth, running_app
+from tests.support.data import data_text
 from tests.support.demo import DEMO_TEST_ROWS
 
 CHUNK = 4096  # the smallest chunk size: many chunks from a small file
 
-FIRMS_POLICY = """
-id = "firms"
-title = "Firms"
-privacy_unit = "credit_code"
-max_groups_per_unit = 1
-min_group_size = 0
-
-[tables.firms]
-max_rows_per_unit = 1
-unique_unit = true
-
-[tables.firms.columns.credit_code]
-type = "string"
-role = "unit"
-
-[tables.firms.columns.district]
-type = "string"
-role = "dimension"
-keys = ["north", "south"]
-
-[tables.firms.columns.revenue]
-type = "float"
-role = "measure"
-lower = 0
-upper = 10000000
-"""
+FIRMS_POLICY = data_text("firms_large_revenue.toml")
 MARK = "VEILMARK"  # every credit code of the loaded CSV starts with it
 REVENUE = 7654321.125  # exactly representable, so its 8 bytes are a fair needle
 

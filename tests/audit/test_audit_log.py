@@ -86,6 +86,7 @@ class Env:
 
 @pytest.fixture()
 def env(state_url: str, tmp_path: Path) -> Iterator[Env]:
+    # state_url (tests/conftest.py): each test runs on SQLite and on PostgreSQL
     (tmp_path / "data").mkdir(exist_ok=True)
     key_dir = tmp_path / "keys"
     engine = db.connect(state_url)

@@ -20,7 +20,6 @@ from tests.support.app import auth
 # A literal the hostile inputs carry: no response may ever repeat it.
 HOSTILE_SECRET = "veil-hostile-secret-4711"
 
-
 # Words that only an engine or library message carries (DuckDB's "<Kind> Error: …", its caret
 # "LINE 1:", a Python traceback, the parser's own name).
 HOSTILE_ENGINE_WORDS = (

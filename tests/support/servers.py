@@ -26,7 +26,7 @@ def free_port() -> int:
         return port
 
 
-# -- real servers -------------------------------------------------------------------------------
+# -- uvicorn as a subprocess -------------------------------------------------------------------
 
 
 def child_pids(pid: int) -> list[int]:

@@ -1,44 +1,35 @@
-"""Shared fixtures: a real demo data directory, a real app, real workers."""
+"""Shared fixtures: a real demo data directory, a real app, real workers, and state stores on
+SQLite and PostgreSQL. Every app of the tests is built by ``tests.support.app`` (``running_app``,
+``serving``), the ``client`` and ``live`` fixtures included.
+
+PostgreSQL tests need ``VEIL_TEST_POSTGRES_URL`` (``.ci/run`` starts a throwaway server with
+``scripts/postgres.sh``). Without it they skip locally and FAIL under CI (``CI`` set). Each test
+gets a fresh database on that server, dropped afterwards, so tests can run in parallel.
+
+Helpers (functions, classes, constants) are in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
-import socket
-import tempfile
-import threading
-import time
-import weakref
+import json
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import create_engine, text
 
-from sandbox.access.model import Actor
-from sandbox.audit.log import AuditLog
 from sandbox.config import Settings
 from sandbox.demo.build import build_demo
 from sandbox.store import db
-from server import create_app
+from tests.support.app import running_app, serving
+from tests.support.demo import DEMO_TEST_ROWS
+from tests.support.store import in_ci, local_audit, sqlalchemy_postgres_url
 
-DEMO_TEST_ROWS = 36_000  # about 1,300 enterprises: enough for real answers, quick to build
-LOCAL = Actor.local()  # the local administrator: who a test acts as when it sets up its store
-_AUDIT_LOGS: weakref.WeakKeyDictionary[Engine, AuditLog] = weakref.WeakKeyDictionary()
-
-
-def local_audit(engine: Engine) -> AuditLog:
-    """The audit log of a test's own state store: one per engine, with keys beside a SQLite
-    store (or in a fresh directory for PostgreSQL)."""
-    found = _AUDIT_LOGS.get(engine)
-    if found is None:
-        database = engine.url.database
-        if engine.dialect.name == "sqlite" and database:
-            key_dir = Path(database).parent / "keys"
-        else:
-            key_dir = Path(tempfile.mkdtemp(prefix="veil-test-keys-"))
-        found = _AUDIT_LOGS[engine] = AuditLog.open(engine, key_dir)
-    return found
+# -- the demo zone and its app ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +44,6 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def data_dir(demo_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the demo data directory, so each test starts from fresh budgets."""
-    import shutil
-
     target = tmp_path / "data"
     shutil.copytree(demo_dir, target)
     return target
@@ -67,45 +56,90 @@ def settings(data_dir: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
 
 
 @pytest.fixture()
 def keys(data_dir: Path) -> dict[str, str]:
-    import json
-
     loaded: dict[str, str] = json.loads((data_dir / "demo-keys.json").read_text())
     return loaded
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def free_port() -> int:
-    """A port nothing listens on now (it may be taken before it is used: callers retry)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture()
 def live(settings: Settings) -> Iterator[str]:
     """A real server on a free port (uvicorn in a thread), for CLI commands run with ``--url``."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    with serving(settings) as url:
+        yield url
+
+
+# -- state stores: SQLite and PostgreSQL --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test server's URL (its maintenance database)."""
+    url = os.environ.get("VEIL_TEST_POSTGRES_URL", "").strip()
+    if not url:
+        message = (
+            "VEIL_TEST_POSTGRES_URL is not set: start a server with "
+            "`scripts/postgres.sh ENV_FILE` and export the URL it writes"
+        )
+        if in_ci():
+            pytest.fail(f"CI is set but {message}", pytrace=False)
+        pytest.skip(message)
+    return sqlalchemy_postgres_url(url)
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped after the test."""
+    name = f"veil_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     try:
-        yield f"http://127.0.0.1:{port}"
+        with admin.connect() as con:
+            con.execute(text(f'CREATE DATABASE "{name}"'))
+        base, _, _ = postgres_server.rpartition("/")
+        yield f"{base}/{name}"
+        with admin.connect() as con:
+            con.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        admin.dispose()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture()
+def state_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A state store URL for ``backend``: SQLite in the data directory, or a fresh PG database."""
+    if backend == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{(tmp_path / 'data' / 'state.db').resolve()}"
+
+
+@pytest.fixture()
+def pg_client(postgres_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    """The demo zone with its state store on PostgreSQL."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    engine = db.connect(postgres_url)
+    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine))
+    engine.dispose()
+    settings = Settings(data_dir=data_dir, database_url=postgres_url, workers=1, worker_threads=1)
+    with running_app(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def pg_keys(pg_client: TestClient) -> dict[str, str]:
+    data_dir: Path = pg_client.app.state.services.settings.data_dir  # type: ignore[attr-defined]
+    loaded: dict[str, str] = json.loads((data_dir / "demo-keys.json").read_text())
+    return loaded

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -21,7 +20,7 @@ from sandbox.cli.main import app as cli
 from sandbox.config import Settings
 from sandbox.errors import MasterKeyError
 from sandbox.keys import directory as keystore
-from server import create_app
+from tests.support.app import running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("policies", "sandbox", "connectors")
@@ -80,7 +79,7 @@ def test_an_empty_or_malformed_key_variable(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("key_env")
 def test_the_server_uses_the_key_variables(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, workers=1, worker_threads=1)
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         assert client.app.state.services.vault.keys.current_id == "mk-new"  # type: ignore[attr-defined]
     assert (settings.keys_path / "receipt-signing.pem").exists()  # the directory is in use…
     assert not (settings.keys_path / "master").exists()  # …but not for the injected rings

@@ -2,7 +2,7 @@
 
 Sections: zones and datasets; tenants, members and keys; grants and the ledger; verification;
 onboarding (providers, loads, issues); the audit log; idempotent requests. Migrations in
-``sandbox/store/migrations`` create them; ``tests/ledger/test_migrations.py`` checks that the
+``sandbox/store/migrations`` create them; ``tests/store/test_migrations.py`` checks that the
 migrated schema and this one agree. One module on purpose: the whole schema reads in one place.
 
 Onboarding:

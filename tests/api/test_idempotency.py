@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import auth
+from tests.support.app import auth
 
 TENANT = {"name": "Key Lab", "kind": "research", "purpose_class": "public_welfare"}
 

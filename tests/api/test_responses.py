@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 import sandbox.api.responses
 from sandbox.api.responses.base import View
-from server import create_app
+from sandbox.config import Settings
+from tests.support.app import build_app
 
 
 def views() -> list[type[View]]:
@@ -116,7 +117,7 @@ def test_nested_results_leave_out_their_own_absent_fields() -> None:
 
 
 def test_every_json_route_declares_its_response_model() -> None:
-    app = create_app()
+    app = build_app(Settings())
     missing = [
         (sorted(route.methods), route.path)
         for route in app.routes

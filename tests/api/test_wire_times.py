@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from sandbox.audit.checkpoint import Checkpointer
-from tests.conftest import auth
+from tests.support.app import auth
 
 # A date and a time of day: a timestamp, whatever follows (a plain date is not one).
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")

@@ -17,65 +17,10 @@ import pytest
 
 from policies.loader import parse_policy
 from policies.model import Policy, Table
-from tests.conftest import free_port
+from tests.support.connectors import POLICY
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-POLICY = """
-id = "firms"
-title = "Firms"
-privacy_unit = "credit_code"
-max_groups_per_unit = 3
-min_group_size = 0
-
-[tables.firms]
-max_rows_per_unit = 1
-
-[tables.firms.columns.credit_code]
-type = "string"
-role = "unit"
-
-[tables.firms.columns.district]
-type = "string"
-role = "dimension"
-keys = ["east", "west"]
-
-[tables.firms.columns.founded]
-type = "date"
-role = "dimension"
-public_range = ["2000-01-01", "2024-12-31"]
-
-[tables.firms.columns.revenue]
-type = "float"
-role = "measure"
-lower = 0
-upper = 100
-
-[tables.firms.columns.staff]
-type = "integer"
-role = "measure"
-lower = 0
-upper = 50
-
-[tables.firms.columns.active]
-type = "boolean"
-role = "dimension"
-keys = [true, false]
-"""
-
-HEADER = "credit_code,district,founded,revenue,staff,active"
-GOOD_CSV = f"""{HEADER}
-A1,east,2010-05-01,10.5,3,true
-A2,west,2020-01-31,200,60,false
-A3,north,,50,,true
-A4,east,1999-12-31,-1,5,false
-"""
-GOOD_ROWS = [
-    ("A1", "east", "2010-05-01", 10.5, 3, True),
-    ("A2", "west", "2020-01-31", 200.0, 60, False),
-    ("A3", "north", None, 50.0, None, True),
-    ("A4", "east", "1999-12-31", -1.0, 5, False),
-]
 
 
 @pytest.fixture()

@@ -22,9 +22,7 @@ from connectors.sink import ParquetScan
 from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import ColumnType, Policy, Table
-
-from .conftest import POLICY
-from .test_files import good_arrow
+from tests.support.connectors import POLICY, good_arrow
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 

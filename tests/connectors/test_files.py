@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,59 +15,14 @@ from connectors.connect import connect
 from connectors.convert import policy_schema
 from connectors.errors import SourceError
 from policies.model import Table
-
-from .conftest import GOOD_CSV, GOOD_ROWS, HEADER
-
-
-def rows(reader: pa.RecordBatchReader) -> list[tuple[Any, ...]]:
-    out = []
-    for r in reader.read_all().to_pylist():
-        founded = r["founded"]
-        out.append(
-            (
-                r["credit_code"],
-                r["district"],
-                founded.isoformat() if founded else None,
-                r["revenue"],
-                r["staff"],
-                r["active"],
-            )
-        )
-    return out
-
-
-def read_error(source: str, table: Table, **options: str) -> SourceError:
-    """Open and drain ``source``; it must fail (at open or while streaming) with a SourceError."""
-    got: list[pa.RecordBatch] = []
-    with pytest.raises(SourceError) as info:
-        reader = connect(source, **options).open(table)
-        for batch in reader:
-            got.append(batch)
-    err = info.value
-    assert err.status in (422, 502)
-    return err
-
-
-def arrow_table(
-    data: dict[str, list[Any]], types: dict[str, pa.DataType] | None = None
-) -> pa.Table:
-    types = types or {}
-    return pa.table({k: pa.array(v, type=types.get(k)) for k, v in data.items()})
-
-
-def good_arrow() -> pa.Table:
-    cols = list(zip(*GOOD_ROWS, strict=True))
-    return arrow_table(
-        {
-            "credit_code": list(cols[0]),
-            "district": list(cols[1]),
-            "founded": [date.fromisoformat(d) if d else None for d in cols[2]],
-            "revenue": list(cols[3]),
-            "staff": list(cols[4]),
-            "active": list(cols[5]),
-        }
-    )
-
+from tests.support.connectors import (
+    GOOD_CSV,
+    GOOD_ROWS,
+    HEADER,
+    good_arrow,
+    read_error,
+    rows,
+)
 
 # --- CSV -------------------------------------------------------------------------------------
 

@@ -19,9 +19,7 @@ from connectors.quality.rules import load_rules, read_rules
 from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy
-
-from .conftest import GOOD_CSV, HEADER, POLICY
-from .test_files import good_arrow
+from tests.support.connectors import GOOD_CSV, HEADER, POLICY, good_arrow
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 

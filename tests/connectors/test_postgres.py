@@ -16,10 +16,8 @@ from connectors.load import ingest
 from connectors.postgres import PostgresConnector, check_read_only
 from connectors.source import parse_source
 from policies.model import Policy, Table
-from tests.conftest import free_port
-
-from .conftest import GOOD_ROWS
-from .test_files import read_error, rows
+from tests.support.connectors import GOOD_ROWS, read_error, rows
+from tests.support.servers import free_port
 
 
 def execute(url: str, *statements: str) -> None:

@@ -15,10 +15,8 @@ import pytest
 from connectors.connect import connect
 from connectors.load import ingest
 from policies.model import Policy, Table
-from tests.conftest import free_port
-
-from .conftest import GOOD_CSV, GOOD_ROWS, HEADER
-from .test_files import good_arrow, read_error, rows
+from tests.support.connectors import GOOD_CSV, GOOD_ROWS, HEADER, good_arrow, read_error, rows
+from tests.support.servers import free_port
 
 KEYS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
 

@@ -21,14 +21,10 @@ from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.ledger import charges, entries
-from tests.ledger.conftest import (
-    auth,
-    build_ledger_demo,
-    child_pids,
-    count_sql,
-    demo_keys,
-    running_server,
-)
+from tests.support.app import auth
+from tests.support.demo import build_ledger_demo, demo_keys
+from tests.support.ledger import count_sql
+from tests.support.servers import child_pids, running_server
 
 N_QUERIES = 200
 FITS = 50

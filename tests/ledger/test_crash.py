@@ -27,25 +27,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from sandbox.config import Settings
 from sandbox.ledger.charges import ChargeState, consistency
 from sandbox.store import db
 from sandbox.store.schema import charges
-from server import create_app
-from tests.conftest import LOCAL
-from tests.ledger.conftest import (
-    Analyst,
-    Server,
-    alive,
-    auth,
-    build_ledger_demo,
-    child_pids,
-    demo_keys,
-    new_analyst,
-)
+from tests.support.app import auth, running_app
+from tests.support.demo import build_ledger_demo, demo_keys
+from tests.support.ledger import Analyst, new_analyst
+from tests.support.servers import Server, alive, child_pids
+from tests.support.store import LOCAL
 
 pytestmark = pytest.mark.slow
 
@@ -152,7 +144,7 @@ def test_executor_worker_killed_mid_query_fails_the_charge_and_keeps_it_spent(
     )
     body = {"dataset": "enterprise", "sql": SLOW_SQL, "epsilon": EPSILON}
     try:
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        with running_app(settings, raise_server_exceptions=False) as client:
             executor = client.app.state.services.executor  # type: ignore[attr-defined]
             (worker,) = executor.worker_pids()
             killer = Killer(engine, analyst.grant_id, worker, victim=worker)

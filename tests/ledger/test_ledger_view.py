@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
 from policies.accounting import Accounting
 from sandbox.config import Settings
 from sandbox.ledger import entries
 from sandbox.ledger.service import Ledger
 from sandbox.store import db
-from server import create_app
-from tests.conftest import LOCAL
-from tests.ledger.conftest import auth, demo_keys, local_ledger, new_analyst, seed_catalog
+from tests.support.app import auth, engine_of, running_app
+from tests.support.demo import demo_keys
+from tests.support.ledger import local_ledger, new_analyst
+from tests.support.store import LOCAL, seed_catalog
 
 BEIJING = timezone(timedelta(hours=8))
 NEW_YORK = timezone(timedelta(hours=-5))
@@ -31,13 +31,8 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     data_dir = tmp_path_factory.mktemp("ledger-view") / "data"
     shutil.copytree(demo_dir, data_dir)
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
-
-
-def _engine(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
 
 
 def _ledger(client: TestClient) -> Ledger:
@@ -87,7 +82,7 @@ def test_since_and_until_respect_the_utc_offset(
 
 
 def test_ledger_api_time_filter_in_beijing_time(client: TestClient) -> None:
-    analyst = new_analyst(_engine(client), budget_micro=1_000_000, cap_micro=500_000)
+    analyst = new_analyst(engine_of(client), budget_micro=1_000_000, cap_micro=500_000)
     assert _query(client, analyst.key, "SELECT COUNT(*) FROM tax", 0.1).status_code == 200
     an_hour_ago = (datetime.now(UTC) - HOUR).astimezone(BEIJING).isoformat()
     response = client.get(
@@ -103,7 +98,7 @@ def test_ledger_api_time_filter_in_beijing_time(client: TestClient) -> None:
 
 
 def test_ledger_filters_by_tenant_and_dataset(client: TestClient) -> None:
-    engine = _engine(client)
+    engine = engine_of(client)
     ours = new_analyst(engine, budget_micro=2_000_000, cap_micro=1_000_000)
     _ledger(client).grants.create_grant(
         LOCAL,
@@ -153,7 +148,7 @@ def _set_sub_budget(client: TestClient, tenant: str, grant: str, member: str, bu
 
 
 def test_a_sub_budget_limits_its_member_and_spends_from_the_grant(client: TestClient) -> None:
-    analyst = new_analyst(_engine(client), budget_micro=5_000_000, cap_micro=1_000_000)
+    analyst = new_analyst(engine_of(client), budget_micro=5_000_000, cap_micro=1_000_000)
     put = _set_sub_budget(client, analyst.tenant_id, analyst.grant_id, analyst.member_id, 0.3)
     assert put.status_code == 200, put.text
     ok = _query(client, analyst.key, "SELECT COUNT(*) FROM tax", 0.2)
@@ -173,7 +168,7 @@ def test_a_sub_budget_limits_its_member_and_spends_from_the_grant(client: TestCl
 
 
 def test_a_sub_budget_cannot_exceed_the_grant(client: TestClient) -> None:
-    analyst = new_analyst(_engine(client), budget_micro=1_000_000, cap_micro=500_000)
+    analyst = new_analyst(engine_of(client), budget_micro=1_000_000, cap_micro=500_000)
     put = _set_sub_budget(client, analyst.tenant_id, analyst.grant_id, analyst.member_id, 1.5)
     assert put.status_code == 400
     assert put.json()["code"] == "invalid_budget"
@@ -182,7 +177,7 @@ def test_a_sub_budget_cannot_exceed_the_grant(client: TestClient) -> None:
 def test_lowering_a_sub_budget_below_spent_never_shows_negative_counts(
     client: TestClient,
 ) -> None:
-    analyst = new_analyst(_engine(client), budget_micro=2_000_000, cap_micro=1_000_000)
+    analyst = new_analyst(engine_of(client), budget_micro=2_000_000, cap_micro=1_000_000)
     args = (analyst.tenant_id, analyst.grant_id, analyst.member_id)
     assert _set_sub_budget(client, *args, 1.0).status_code == 200
     assert _query(client, analyst.key, "SELECT COUNT(*) FROM tax", 0.5).status_code == 200

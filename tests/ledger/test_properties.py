@@ -45,8 +45,8 @@ from sandbox.ledger.grants import Refresh
 from sandbox.ledger.service import Ledger
 from sandbox.store import db
 from sandbox.store.schema import charges, credits, grants, member_budgets
-from tests.conftest import LOCAL, local_audit
-from tests.ledger.conftest import analyst_actor, seed_catalog
+from tests.support.ledger import analyst_actor
+from tests.support.store import LOCAL, local_audit, seed_catalog
 
 DATASET = "ds"
 

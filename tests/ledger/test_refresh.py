@@ -25,8 +25,10 @@ from sandbox.ledger.charges import consistency
 from sandbox.ledger.grants import Refresh
 from sandbox.store import db
 from sandbox.store.schema import grants
-from server import create_app
-from tests.ledger.conftest import auth, demo_keys, local_ledger, new_analyst, seed_catalog
+from tests.support.app import auth, engine_of, running_app
+from tests.support.demo import demo_keys
+from tests.support.ledger import local_ledger, new_analyst
+from tests.support.store import seed_catalog
 
 DAY = timedelta(days=1)
 
@@ -36,13 +38,8 @@ def client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     data_dir = tmp_path_factory.mktemp("refresh") / "data"
     shutil.copytree(demo_dir, data_dir)
     settings = Settings(data_dir=data_dir, workers=1, worker_threads=1, query_timeout_s=20)
-    with TestClient(create_app(settings)) as test_client:
+    with running_app(settings) as test_client:
         yield test_client
-
-
-def _engine(client: TestClient) -> Engine:
-    engine: Engine = client.app.state.services.engine  # type: ignore[attr-defined]
-    return engine
 
 
 def backdate(engine: Engine, grant_id: str, by: timedelta) -> datetime:
@@ -64,7 +61,7 @@ def _ledger(client: TestClient, admin: str, tenant: str) -> list[dict[str, Any]]
 
 
 def test_daily_grant_gets_a_visible_credit_per_elapsed_day(client: TestClient) -> None:
-    engine = _engine(client)
+    engine = engine_of(client)
     admin = demo_keys(Path(client.app.state.services.settings.data_dir))["admin"]  # type: ignore[attr-defined]
     analyst = new_analyst(
         engine,
@@ -120,7 +117,7 @@ def test_daily_grant_gets_a_visible_credit_per_elapsed_day(client: TestClient) -
 
 
 def test_refreshed_budget_is_spendable_and_the_cap_still_holds(client: TestClient) -> None:
-    engine = _engine(client)
+    engine = engine_of(client)
     analyst = new_analyst(engine, budget_micro=500_000, cap_micro=500_000, refresh=Refresh.DAILY)
     key = auth(analyst.key)
     body = {"dataset": "enterprise", "epsilon": 0.5}

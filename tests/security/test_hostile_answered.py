@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import HostileService, HostileTruth
+from tests.support.hostile import HostileService, HostileTruth
 
 MIN_GROUP_SIZE = 10  # min_group_size of the demo policy (sandbox/demo/data/enterprise.toml)
 

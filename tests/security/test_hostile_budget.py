@@ -17,8 +17,8 @@ import pytest
 
 from policies.accounting import request_delta_to_pico
 from policies.errors import InvalidBudget
-from tests.conftest import auth
-from tests.security.conftest import HostileService
+from tests.support.app import auth
+from tests.support.hostile import HostileService
 
 COUNT = "SELECT count(*) FROM registry"
 PRIVATE_KEYS = "SELECT month, count(*) FROM tax GROUP BY month"

@@ -40,7 +40,7 @@ from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.engine.workspace import open_locked, workspace_temp_dir
 from sandbox.errors import ExecutionFailed, ExecutionTimeout, VeilError
-from tests.security.conftest import HOSTILE_ENGINE_WORDS, HostileTruth, HostileWorkspaces
+from tests.support.hostile import HOSTILE_ENGINE_WORDS, HostileTruth, HostileWorkspaces
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy(ROOT / "sandbox" / "demo" / "data" / "enterprise.toml")

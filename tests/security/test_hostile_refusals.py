@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import HOSTILE_SECRET, HostileService
+from tests.support.hostile import HOSTILE_SECRET, HostileService
 
 
 def case(name: str, sql: str, code: str, subject: str | None = None) -> Any:

@@ -22,7 +22,7 @@ from policies.gate import check, parse, plan
 from policies.gate import limits as limits_module
 from policies.gate.limits import DEFAULT, SqlLimits
 from policies.loader import load_policy
-from tests.security.conftest import HostileService
+from tests.support.hostile import HostileService
 
 WHERE = "SELECT count(*) FROM tax WHERE "
 MIB = 2**20

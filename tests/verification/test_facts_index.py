@@ -26,8 +26,8 @@ from sandbox.keys import directory as keystore
 from sandbox.store import db
 from sandbox.vault.decrypted import Vault, leased
 from sandbox.verification.facts import ABSENT_SUBJECT, FactsIndex, index_claims
-from server import create_app
-from tests.api.test_verification import ask, grant
+from tests.support.app import running_app
+from tests.support.verification import ask, grant
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "sandbox" / "demo" / "data" / "templates"
 SAMPLE = 40  # subjects per template and claim checked against the single query
@@ -145,7 +145,7 @@ def _ready(client: TestClient) -> None:
 
 def test_answers_come_from_the_built_index(data_dir, keys):
     """With the index built, a verification answers even with every executor worker gone."""
-    with TestClient(create_app(Settings(data_dir=data_dir, worker_threads=1))) as client:
+    with running_app(Settings(data_dir=data_dir, worker_threads=1)) as client:
         _ready(client)
         assert client.get("/healthz").json() == {"status": "ok", "facts_index": "ready"}
         consent, _ = grant(client, keys, "ENT_STATUS")
@@ -157,7 +157,7 @@ def test_answers_come_from_the_built_index(data_dir, keys):
 
 def test_healthz_says_off_when_indexing_is_off(data_dir):
     settings = Settings(data_dir=data_dir, worker_threads=1, verification_index_max_subjects=0)
-    with TestClient(create_app(settings)) as client:
+    with running_app(settings) as client:
         assert client.get("/healthz").json() == {"status": "ok", "facts_index": "off"}
 
 

@@ -57,7 +57,7 @@ PAGE_TIMEOUT_S = 240
 
 # The examples marked ``<!-- example: skip (…) -->`` in README.md and docs/*.md. Change this
 # number with the markers: an example that stops running must be a decision, not an accident.
-SKIPPED_EXAMPLES = 9
+SKIPPED_EXAMPLES = 8
 
 pytestmark = pytest.mark.xdist_group("doc_examples")
 
@@ -121,6 +121,10 @@ def examples(page: Path) -> Iterator[Example]:
     for i, token in enumerate(tokens):
         before = tokens[i - 1] if i > 0 else None
         marker = _marker(before)
+        assert not (token.type == "fence" and token.info.split(" ")[0] == "http"), (
+            f"{relative}:{token.map[0] + 1 if token.map else '?'}: write an HTTP example as a "
+            "curl command in a sh block, so that it runs"
+        )
         if token.type != "fence" or token.info.split(" ")[0] not in SHELL:
             if token.type == "fence":
                 for line in token.content.splitlines():
@@ -333,3 +337,49 @@ def test_examples_of_the_page_do_what_it_says(page: str, request: pytest.Fixture
                 f"{outcome.stdout[-1500:]}\n  stderr: {outcome.stderr[-1500:]}"
             )
     assert not failed, "examples that do not do what their page says:\n" + "\n".join(failed)
+
+
+def test_a_wrong_example_is_caught(request: pytest.FixtureRequest) -> None:
+    """The checks themselves: a call that answers otherwise than its page says, a command that
+    fails, a block that exits non-zero — each is reported."""
+    url, work = request.getfixturevalue("doc_server")
+    wrong = [
+        Example("made-up.md", 1, "curl -s http://127.0.0.1:8000/v1/budgets\n"),
+        Example("made-up.md", 2, "curl -s http://127.0.0.1:8000/healthz\n", None, (Expected(404),)),
+        Example("made-up.md", 3, "false\necho after\n"),
+        Example("made-up.md", 4, "(exit 3)\n"),
+        Example("made-up.md", 5, "curl -s http://127.0.0.1:8000/healthz\n"),
+    ]
+    found = [problems(e, o) for e, o in zip(wrong, run_page(wrong, url, work), strict=True)]
+    assert "expected 2xx, got 401 unauthorized" in found[0][0]
+    assert "expected 404, got 200" in found[1][0]
+    assert found[2] == ["a command failed (exit 1: false)"]
+    assert found[3] == ["the block exited with status 3", "a command failed (exit 3: ( exit 3 ))"]
+    assert found[4] == []
+
+
+def _json_blocks(page: str) -> list[object]:
+    tokens = MarkdownIt("commonmark").parse((ROOT / page).read_text(encoding="utf-8"))
+    found: list[object] = []
+    for token in tokens:
+        if token.type == "fence" and token.info.strip() == "json":
+            try:
+                found.append(json.loads(token.content))
+            except ValueError:
+                continue  # an excerpt ("…"), not a whole document
+    return found
+
+
+def test_the_budget_in_the_docs_has_the_fields_of_the_api() -> None:
+    """queries.md shows a query's answer and ``GET /v1/budgets`` with exactly the fields their
+    response models have (it once showed ``epsilon_total``, ``epsilon_spent``, …)."""
+    from sandbox.api.responses.queries import Answer, Budget
+
+    blocks = [b for b in _json_blocks("docs/queries.md") if isinstance(b, dict)]
+    answer = next(b for b in blocks if "query_id" in b)
+    listing = next(b for b in blocks if "budgets" in b)
+    optional = {"member_budget", "spent_as_epsilon", "total_as_epsilon"}
+    assert set(answer) == set(Answer.model_fields)
+    assert set(answer["budget"]) | optional == set(Budget.model_fields)
+    for budget in listing["budgets"]:
+        assert set(budget) | optional | {"queries_left_at_this_cost"} == set(Budget.model_fields)

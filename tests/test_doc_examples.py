@@ -294,6 +294,8 @@ def problems(example: Example, outcome: Outcome) -> list[str]:
         found.append(f"the block exited with status {outcome.status}")
     found += [f"a command failed ({error})" for error in outcome.errors]
     calls = outcome.calls
+    if example.expect and not calls:
+        found.append(f"no HTTP call, where the page expects {example.expect[-1]}")
     if len(example.expect) > 1:
         if len(example.expect) != len(calls):
             found.append(f"{len(calls)} HTTP calls, {len(example.expect)} expectations")
@@ -349,6 +351,7 @@ def test_a_wrong_example_is_caught(request: pytest.FixtureRequest) -> None:
         Example("made-up.md", 3, "false\necho after\n"),
         Example("made-up.md", 4, "(exit 3)\n"),
         Example("made-up.md", 5, "curl -s http://127.0.0.1:8000/healthz\n"),
+        Example("made-up.md", 6, "echo no call\n", None, (Expected(409, "conflict"),)),
     ]
     found = [problems(e, o) for e, o in zip(wrong, run_page(wrong, url, work), strict=True)]
     assert "expected 2xx, got 401 unauthorized" in found[0][0]
@@ -356,6 +359,7 @@ def test_a_wrong_example_is_caught(request: pytest.FixtureRequest) -> None:
     assert found[2] == ["a command failed (exit 1: false)"]
     assert found[3] == ["the block exited with status 3", "a command failed (exit 3: ( exit 3 ))"]
     assert found[4] == []
+    assert found[5] == ["no HTTP call, where the page expects 409 conflict"]
 
 
 def _json_blocks(page: str) -> list[object]:

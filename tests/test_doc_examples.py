@@ -23,7 +23,9 @@ An HTML comment on the line before a block changes that:
   needs PostgreSQL or object storage …). Skipped examples are counted: :data:`SKIPPED_EXAMPLES`
   must change with them, so that none stops running unnoticed.
 
-One server for the module (in its own xdist group); the whole module takes well under a minute.
+One server for the module: its tests share an xdist group (`make test` runs with
+`--dist loadgroup`), so they run on one worker. The module takes well under a minute on an idle
+2-core machine.
 """
 
 from __future__ import annotations
@@ -315,6 +317,8 @@ def doc_server(
 ) -> Iterator[tuple[str, Path]]:
     """The demo server the examples talk to, and the working directory they run in (holding
     its data directory as ``veil-data``)."""
+    missing = [tool for tool in ("bash", "curl") if shutil.which(tool) is None]
+    assert not missing, f"the examples of the docs need {', '.join(missing)} on the PATH"
     work = tmp_path_factory.mktemp("doc-examples")
     data_dir = work / "veil-data"
     shutil.copytree(demo_dir, data_dir)

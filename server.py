@@ -31,6 +31,7 @@ from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.store import db
 from sandbox.vault.decrypted import Vault
+from sandbox.vault.text import SealedText, seal_plain_rows
 from sandbox.verification.consents import ConsentService
 from sandbox.verification.facts import FactsIndex
 from sandbox.verification.issued import ReceiptService
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         audit_log = audit.AuditLog(engine, audit_keys)
         audit_log.prepare()
+        seal_plain_rows(SealedText(audit_log))  # texts stored before they were sealed (0010)
         checkpoints = asyncio.create_task(
             run_checkpoints(Checkpointer(engine, audit_keys.signing, settings.audit_checkpoint_s))
         )

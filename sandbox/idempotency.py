@@ -20,6 +20,9 @@ The protocol, so that one key never has two effects:
      so :func:`fail` keeps the key, ``failed``: retries answer ``409 conflict`` and never repeat
      the effect. A process that dies before step 3 leaves the key ``pending``, to the same effect.
      The caller checks what happened, then uses a new key.
+
+A stored response is sealed, bound to its (member, key) row (:mod:`sandbox.vault.text`): it may
+hold verification outcomes, receipts, query answers or what a caller wrote.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from sqlalchemy.exc import IntegrityError
 
 from sandbox.clock import now
 from sandbox.errors import Conflict, IdempotencyKeyReused
+from sandbox.store.db import snapshot
 from sandbox.store.schema import MAX_IDEMPOTENCY_KEY_CHARS, idempotent_requests
+from sandbox.vault.text import REPLAYED_ANSWERS, SealedText
 
 __all__ = [
     "MAX_KEY_CHARS",
@@ -87,9 +92,12 @@ def _where(member_id: str, key: str) -> Any:
     return (idempotent_requests.c.member_id == member_id) & (idempotent_requests.c.key == key)
 
 
-def claim(engine: Engine, member_id: str, key: str, digest: str) -> Replay | None:
+def claim(
+    engine: Engine, texts: SealedText, member_id: str, key: str, digest: str
+) -> Replay | None:
     """Claim ``key`` for the request with hash ``digest``: ``None`` to go ahead (then
-    :func:`complete`, :func:`release` or :func:`fail`), or the first answer to replay."""
+    :func:`complete`, :func:`release` or :func:`fail`), or the first answer to replay (its
+    response opened by ``texts``)."""
     row = None
     try:
         with engine.begin() as con:
@@ -115,7 +123,11 @@ def claim(engine: Engine, member_id: str, key: str, digest: str) -> Replay | Non
             "this Idempotency-Key was used for a different request; use a new key"
         )
     if row.state == KeyState.DONE.value and row.response is not None:
-        return Replay(int(row.status), str(row.response), json.loads(row.headers or "{}"))
+        with engine.connect() as con:  # reads only: no write lock on SQLite
+            body = texts.open(
+                snapshot(con), REPLAYED_ANSWERS, "response", (member_id, key), row.response
+            )
+        return Replay(int(row.status), str(body), json.loads(row.headers or "{}"))
     raise Conflict(
         "a request with this Idempotency-Key is in progress, or failed; check its outcome, "
         "then use a new key",
@@ -124,9 +136,16 @@ def claim(engine: Engine, member_id: str, key: str, digest: str) -> Replay | Non
 
 
 def complete(
-    engine: Engine, member_id: str, key: str, status: int, body: str, headers: dict[str, str]
+    engine: Engine,
+    texts: SealedText,
+    member_id: str,
+    key: str,
+    status: int,
+    body: str,
+    headers: dict[str, str],
 ) -> None:
-    """Store the answer of a claimed key: its status, body and the headers it was sent with."""
+    """Store the answer of a claimed key: its status, body (sealed by ``texts``) and the
+    headers it was sent with."""
     with engine.begin() as con:
         con.execute(
             update(idempotent_requests)
@@ -134,7 +153,7 @@ def complete(
             .values(
                 state=KeyState.DONE.value,
                 status=status,
-                response=body,
+                response=texts.seal(con, REPLAYED_ANSWERS, "response", (member_id, key), body),
                 headers=json.dumps(headers, sort_keys=True, separators=(",", ":")),
                 completed_at=now(),
             )

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox import idempotency
 from sandbox.errors import RequestDoesNotValidate
+from sandbox.vault.text import SealedText
 
 __all__ = ["HEADER", "IdempotencyMiddleware", "claim", "install"]
 
@@ -61,8 +62,10 @@ async def claim(request: Request, member_id: str) -> None:
             ],
         )
     digest = idempotency.request_hash(request.method, request.url.path, await request.body())
-    engine = request.app.state.services.engine
-    replay = await to_thread.run_sync(idempotency.claim, engine, member_id, key, digest)
+    services = request.app.state.services
+    replay = await to_thread.run_sync(
+        idempotency.claim, services.engine, SealedText(services.audit), member_id, key, digest
+    )
     if replay is not None:
         raise Replayed(replay)
     request.scope[_SCOPE_KEY] = _Claim(member_id, key)
@@ -107,7 +110,8 @@ async def _settle(scope: Scope, held: list[Message]) -> None:
     assert isinstance(found, _Claim)
     start = held[0]
     status = int(start["status"])
-    engine = scope["app"].state.services.engine
+    services = scope["app"].state.services
+    engine = services.engine
     if 200 <= status < 300:
         body = b"".join(m.get("body", b"") for m in held[1:])
         headers = {
@@ -118,6 +122,7 @@ async def _settle(scope: Scope, held: list[Message]) -> None:
         await to_thread.run_sync(
             idempotency.complete,
             engine,
+            SealedText(services.audit),
             found.member_id,
             found.key,
             status,

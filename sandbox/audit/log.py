@@ -183,10 +183,15 @@ class AuditLog:
         sealed = AESGCM(dk.key).encrypt(nonce, data, SEAL_AAD + dk.id.encode())
         return {"dk": dk.id, "nonce": b64url_encode(nonce), "ct": b64url_encode(sealed)}
 
-    def unseal(self, con: Connection, envelope: Mapping[str, Any], cache: dict[str, bytes]) -> Any:
-        """The sealed members of an entry. ``cache`` keeps unwrapped data keys across calls.
-        Raises :class:`MasterKeyError` if the data key is missing or does not open."""
-        dk_id = str(envelope.get("dk", ""))
+    def data_key(self, con: Connection) -> tuple[str, bytes]:
+        """Today's data key, ``(id, key)``, stored in ``con``'s transaction if it is not yet:
+        for other sealed values of the state store (:mod:`sandbox.vault.text`)."""
+        dk = self._data_key(con)
+        return dk.id, dk.key
+
+    def stored_data_key(self, con: Connection, dk_id: str, cache: dict[str, bytes]) -> bytes:
+        """The data key ``dk_id``, unwrapped; ``cache`` keeps unwrapped keys across calls.
+        Raises :class:`MasterKeyError` if it is not stored or does not open."""
         key = cache.get(dk_id)
         if key is None:
             row = con.execute(select(audit_data_keys).where(audit_data_keys.c.id == dk_id)).first()
@@ -196,6 +201,13 @@ class AuditLog:
                 row.master_key_id, b64url_decode(row.wrapped), _purpose(dk_id)
             )
             cache[dk_id] = key
+        return key
+
+    def unseal(self, con: Connection, envelope: Mapping[str, Any], cache: dict[str, bytes]) -> Any:
+        """The sealed members of an entry. ``cache`` keeps unwrapped data keys across calls.
+        Raises :class:`MasterKeyError` if the data key is missing or does not open."""
+        dk_id = str(envelope.get("dk", ""))
+        key = self.stored_data_key(con, dk_id, cache)
         try:
             data = AESGCM(key).decrypt(
                 b64url_decode(str(envelope["nonce"])),

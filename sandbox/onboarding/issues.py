@@ -6,7 +6,8 @@ tenants with a grant on the dataset, verifiers, and a subject about its own reco
 one; staff see every issue, others their own tenant's; staff answer and resolve. The subject an
 issue is about is kept only as its keyed reference and never shown back. A ``corrected``
 resolution names the newer version that holds the correction and may revoke receipts
-(:mod:`sandbox.onboarding.corrections`).
+(:mod:`sandbox.onboarding.corrections`). The texts (title, description, answer, note) are stored
+sealed, each bound to its issue (:mod:`sandbox.vault.text`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sandbox.onboarding.corrections import revocation_counts, revoke_older
 from sandbox.onboarding.model import IssueState, ResolutionKind
 from sandbox.onboarding.staff import dataset_row, is_staff, require_staff
 from sandbox.store.schema import dataset_issues, grants, versions
+from sandbox.vault.text import ISSUE_TEXTS, SealedText
 from sandbox.verification.receipts import subject_ref
 
 __all__ = ["Issue", "IssueAnswer", "IssueResolution", "Issues"]
@@ -86,6 +88,7 @@ class Issues:
         self.engine = engine
         self.audit = require_log(audit, "the issues service")
         self.zone_secret = zone_secret
+        self.texts = SealedText(self.audit)
 
     def raise_issue(
         self,
@@ -120,6 +123,7 @@ class Issues:
                         or 0
                     )
                     issue_id = new_id("iss")
+                    seal = self.texts.seal
                     con.execute(
                         dataset_issues.insert().values(
                             id=issue_id,
@@ -127,8 +131,10 @@ class Issues:
                             number=number,
                             tenant_id=member.tenant_id if member is not None else None,
                             raised_by=member.id if member is not None else None,
-                            title=title,
-                            description=description,
+                            title=seal(con, ISSUE_TEXTS, "title", (issue_id,), title),
+                            description=seal(
+                                con, ISSUE_TEXTS, "description", (issue_id,), description
+                            ),
                             subject_ref=ref,
                             dataset_version=ds.current_version,
                             state=IssueState.OPEN.value,
@@ -167,7 +173,7 @@ class Issues:
                 .order_by(dataset_issues.c.number)
             ).all()
             revoked = revocation_counts(con, [r.id for r in rows])
-        return [_issue(r, revoked.get(r.id, 0)) for r in rows]
+            return [self._opened(con, r, revoked.get(r.id, 0)) for r in rows]
 
     def get_issue(self, actor: Actor, dataset: str, number: int) -> Issue:
         with self.engine.connect() as con:
@@ -194,7 +200,7 @@ class Issues:
                 .where(dataset_issues.c.id == row.id)
                 .values(
                     state=IssueState.ANSWERED.value,
-                    answer=answer,
+                    answer=self.texts.seal(con, ISSUE_TEXTS, "answer", (row.id,), answer),
                     answered_by=actor.member.id if actor.member is not None else None,
                     answered_at=now(),
                 )
@@ -261,7 +267,9 @@ class Issues:
                     state=IssueState.RESOLVED.value,
                     resolution=resolution.value,
                     resolution_version=version,
-                    resolution_note=note,
+                    resolution_note=self.texts.seal(
+                        con, ISSUE_TEXTS, "resolution_note", (row.id,), note
+                    ),
                     resolved_by=actor.member.id if actor.member is not None else None,
                     resolved_at=at,
                 )
@@ -313,7 +321,22 @@ class Issues:
         with self.engine.connect() as con:
             row = _issue_row(con, dataset, number)
             revoked = revocation_counts(con, [row.id])
-        return _issue(row, revoked.get(row.id, 0))
+            return self._opened(con, row, revoked.get(row.id, 0))
+
+    def _opened(self, con: Connection, row: Any, revoked: int) -> Issue:
+        """The issue of a stored row, its texts opened."""
+
+        def text(column: str) -> str | None:
+            return self.texts.open(con, ISSUE_TEXTS, column, (row.id,), getattr(row, column))
+
+        return _issue(
+            row,
+            revoked,
+            title=text("title") or "",
+            description=text("description") or "",
+            answer=text("answer"),
+            note=text("resolution_note"),
+        )
 
 
 def _may_raise(con: Connection, actor: Actor, dataset: str) -> None:
@@ -355,16 +378,19 @@ def _visible(con: Connection, actor: Actor, dataset: str) -> Any:
     )
 
 
-def _issue(row: Any, revoked: int) -> Issue:
-    answer = None
-    if row.answer is not None:
-        answer = IssueAnswer(row.answer, utc(row.answered_at))
+def _issue(
+    row: Any, revoked: int, *, title: str, description: str, answer: str | None, note: str | None
+) -> Issue:
+    """The issue of a stored row whose texts were opened (``title`` … ``note``)."""
+    answered = None
+    if answer is not None:
+        answered = IssueAnswer(answer, utc(row.answered_at))
     resolution = None
     if row.resolution is not None:
         resolution = IssueResolution(
             ResolutionKind(row.resolution),
             row.resolution_version,
-            row.resolution_note or "",
+            note or "",
             utc(row.resolved_at),
             revoked,
         )
@@ -373,12 +399,12 @@ def _issue(row: Any, revoked: int) -> Issue:
         number=row.number,
         dataset=row.dataset_id,
         state=IssueState(row.state),
-        title=row.title,
-        description=row.description,
+        title=title,
+        description=description,
         about_subject=row.subject_ref is not None,  # the subject itself is never shown back
         dataset_version=row.dataset_version,
         tenant=row.tenant_id,
         raised_at=utc(row.created_at),
-        answer=answer,
+        answer=answered,
         resolution=resolution,
     )

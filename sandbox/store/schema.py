@@ -16,7 +16,9 @@ Onboarding:
   row (what queries and verifications read); a failed one never does.
 - ``dataset_issues``: the feedback loop (数据异议处理). The subject, if any, is kept only as its
   ``subject_ref`` (zone-keyed HMAC of the credit code, like receipts), never shown back.
-  ``issue_revocations`` records the receipts a ``corrected`` resolution revoked.
+  ``issue_revocations`` records the receipts a ``corrected`` resolution revoked. Its texts
+  (``title``, ``description``, ``answer``, ``resolution_note``) are stored sealed, each bound to
+  the issue's ``id`` (:mod:`sandbox.vault.text`).
 
 The audit log (format and checks in ``docs/audit.md``):
 
@@ -441,7 +443,7 @@ idempotent_requests = Table(
     Column("request_hash", String(64), nullable=False),  # method, path and body it was used for
     Column("state", String(16), nullable=False),  # pending | done
     Column("status", Integer, nullable=True),  # the response, once done
-    Column("response", Text, nullable=True),  # the body, as text
+    Column("response", Text, nullable=True),  # the body, sealed (sandbox/vault/text.py)
     Column("headers", Text, nullable=True),  # JSON {name: value}: content type, location …
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),

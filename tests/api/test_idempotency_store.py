@@ -13,6 +13,7 @@ from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
 from sandbox.errors import Conflict, IdempotencyKeyReused
 from sandbox.store import db
+from sandbox.vault.text import SealedText
 from tests.support.store import LOCAL, local_audit
 
 
@@ -29,6 +30,7 @@ def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> 
         other, _ = members.create_member(
             engine, local_audit(engine), LOCAL, tenant, "b", MemberRole.ADMIN
         )
+        texts = SealedText(local_audit(engine))
         digest = idempotency.request_hash("POST", "/v1/zones", b'{"id": "z", "kind": "domain"}')
         same = idempotency.request_hash("post", "/v1/zones", b'{"kind":"domain","id":"z"}')
         assert same == digest  # key order, spacing and method case do not matter
@@ -36,7 +38,11 @@ def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> 
 
         def attempt(_: int) -> str:
             try:
-                return "go" if idempotency.claim(engine, admin, "k", digest) is None else "replay"
+                return (
+                    "go"
+                    if idempotency.claim(engine, texts, admin, "k", digest) is None
+                    else "replay"
+                )
             except Conflict as exc:
                 return exc.error_code
 
@@ -47,21 +53,23 @@ def test_claim_complete_replay_reuse_release(state_url: str, tmp_path: Path) -> 
 
         answer = '{"id":"z","n":[1,"二"]}'
         sent = {"content-type": "application/json", "location": "/v1/zones/z"}
-        idempotency.complete(engine, admin, "k", 201, answer, sent)
-        replay = idempotency.claim(engine, admin, "k", digest)
+        idempotency.complete(engine, texts, admin, "k", 201, answer, sent)
+        replay = idempotency.claim(engine, texts, admin, "k", digest)
         assert replay == idempotency.Replay(201, answer, sent)
         with pytest.raises(IdempotencyKeyReused):
-            idempotency.claim(engine, admin, "k", idempotency.request_hash("POST", "/x", b""))
-        assert idempotency.claim(engine, other, "k", digest) is None  # another member's key
+            idempotency.claim(
+                engine, texts, admin, "k", idempotency.request_hash("POST", "/x", b"")
+            )
+        assert idempotency.claim(engine, texts, other, "k", digest) is None  # another member's key
 
         idempotency.release(engine, other, "k")  # its call failed: the key is free again
-        assert idempotency.claim(engine, other, "k", "0" * 64) is None
+        assert idempotency.claim(engine, texts, other, "k", "0" * 64) is None
         idempotency.release(engine, admin, "k")  # a completed key is never released
-        assert idempotency.claim(engine, admin, "k", digest) == replay
+        assert idempotency.claim(engine, texts, admin, "k", digest) == replay
         idempotency.fail(engine, other, "k", 504)  # failed with an uncertain outcome: kept
         idempotency.release(engine, other, "k")  # … and never released
         with pytest.raises(Conflict) as failed:
-            idempotency.claim(engine, other, "k", "0" * 64)
+            idempotency.claim(engine, texts, other, "k", "0" * 64)
         assert failed.value.error_code == "conflict" and failed.value.extra["state"] == "failed"
     finally:
         engine.dispose()

@@ -12,7 +12,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, select, text
 
+from sandbox import idempotency
+from sandbox.onboarding.issues import Issues
 from sandbox.store import db, schema
+from sandbox.vault.text import SealedText, seal_plain_rows
+from tests.support.store import LOCAL, local_audit
 
 MIGRATIONS = Path(schema.__file__).parent / "migrations"
 
@@ -98,10 +102,82 @@ def test_query_keys_move_from_charges_to_idempotent_requests(
             ).all()
             columns = {c["name"] for c in inspect(con).get_columns("charges")}
         assert [(r.key, r.state, r.status, r.response) for r in rows] == [
-            ("k1", "done", 200, '{"rows": []}'),
+            ("k1", "done", 200, 'plain:{"rows": []}'),  # 0010: marked, sealed at start
             ("k2", "failed", None, None),
             ("k3", "pending", None, None),
         ]
         assert {"idempotency_key", "request_hash"}.isdisjoint(columns)
+    finally:
+        engine.dispose()
+
+
+def test_texts_from_before_sealing_are_marked_then_sealed(state_url: str, tmp_path: Path) -> None:
+    """0010: issue texts and stored answers written before are marked ``plain:`` (a migration
+    has no keys), read as they were, and sealed by ``seal_plain_rows`` (run at server start),
+    after which the store holds none of them in the clear; a second run seals nothing."""
+    (tmp_path / "data").mkdir()
+    engine = create_engine(state_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    stamp = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        with engine.begin() as con:
+            config.attributes["connection"] = con
+            command.upgrade(config, "0008")
+            con.execute(
+                text("INSERT INTO zones VALUES ('z', 'domain', 't', 'o', '', :at)"), {"at": stamp}
+            )
+            con.execute(
+                text("INSERT INTO datasets VALUES ('d', 'z', 't', NULL, :at)"), {"at": stamp}
+            )
+            con.execute(text(
+                "INSERT INTO tenants VALUES ('t', 'n', 'research', 'public_welfare', :at)"
+            ), {"at": stamp})  # fmt: skip
+            con.execute(
+                text("INSERT INTO members VALUES ('m', 't', 'n', 'admin', :at, NULL)"),
+                {"at": stamp},
+            )
+            con.execute(
+                schema.dataset_issues.insert().values(
+                    id="iss_old", dataset_id="d", number=1, title="OLDTITLE",
+                    description="OLDDESCRIPTION", state="answered", answer="OLDANSWER",
+                    answered_at=stamp, created_at=stamp,
+                )
+            )  # fmt: skip
+            con.execute(
+                schema.idempotent_requests.insert().values(
+                    member_id="m", key="k", request_hash="h" * 64, state="done", status=201,
+                    response='{"answer":"OLDRESPONSE"}', headers="{}", created_at=stamp,
+                )
+            )  # fmt: skip
+        db.migrate(engine)
+        audit = local_audit(engine)
+        texts = SealedText(audit)
+        issues = Issues(engine, audit)
+
+        def stored() -> list[str | None]:
+            with engine.connect() as con:
+                issue = con.execute(select(schema.dataset_issues)).one()
+                answer = con.execute(select(schema.idempotent_requests.c.response)).scalar_one()
+            return [issue.title, issue.description, issue.answer, issue.resolution_note, answer]
+
+        def read_back() -> None:
+            issue = issues.get_issue(LOCAL, "d", 1)
+            assert (issue.title, issue.description) == ("OLDTITLE", "OLDDESCRIPTION")
+            assert issue.answer is not None and issue.answer.text == "OLDANSWER"
+            replay = idempotency.claim(engine, texts, "m", "k", "h" * 64)
+            assert replay is not None and replay.body == '{"answer":"OLDRESPONSE"}'
+
+        assert stored() == [
+            "plain:OLDTITLE", "plain:OLDDESCRIPTION", "plain:OLDANSWER", None,
+            'plain:{"answer":"OLDRESPONSE"}',
+        ]  # fmt: skip
+        read_back()
+        assert seal_plain_rows(texts) == 2
+        values = stored()
+        assert values[3] is None
+        assert all(v.startswith("sealed:1:") and "OLD" not in v for v in values if v)
+        read_back()
+        assert seal_plain_rows(texts) == 0 and stored() == values
     finally:
         engine.dispose()

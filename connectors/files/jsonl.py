@@ -49,7 +49,7 @@ class JsonlReader:
         explicit = pa.schema(
             [
                 (c.name, pa.string() if c.type == ColumnType.DATE else arrow_type(c.type))
-                for c in table.columns
+                for c in table.source_columns
             ]
         )
         parse = pajson.ParseOptions(
@@ -105,7 +105,7 @@ class JsonlReader:
     def _diagnose(self, path: str, table: Table) -> SourceError:
         """Arrow refused the file: find the first bad line in Python to say where and why."""
         name = self.storage.display(path)
-        declared = {c.name: c.type for c in table.columns}
+        declared = {c.name: c.type for c in table.source_columns}
         failures: dict[str, int] = {}
         first: tuple[int, int, str] | None = None
         row = 0

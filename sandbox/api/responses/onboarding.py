@@ -152,6 +152,9 @@ class ColumnQuality(View):
     role: str
     nulls: int
     null_rate: float
+    missing_codes: int = Field(
+        0, description="Values equal to a declared missing code, loaded as NULL (in nulls)."
+    )
     conversion_failures: int
     out_of_bounds: int | None
     out_of_bounds_share: float | None

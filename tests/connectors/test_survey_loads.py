@@ -167,13 +167,38 @@ def test_row_numbers_run_on_across_files_and_batches(survey: Policy, tmp_path: P
     assert persons == list(range(1, 13))
 
 
-def test_a_source_with_the_generated_column_is_refused(survey: Policy, tmp_path: Path) -> None:
-    src = tmp_path / "survey.csv"
-    src.write_text("person,region,age,income\n7,north,30,1\n")
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_a_source_with_the_generated_column_is_refused(
+    kind: str, survey: Policy, tmp_path: Path
+) -> None:
+    """Even with ``extra_columns=ignore``: numbers of the source's own would silently lose."""
+    with_person = arrow_data().append_column("person", pa.array([7, 8, 9, 10]))
+    data = {
+        "csv": lambda: b"person,region,age,income\n7,north,30,1\n",
+        "jsonl": lambda: b'{"person": 7, "region": "north", "age": 30, "income": 1}\n',
+        "parquet": lambda: _parquet(with_person),
+        "arrow": lambda: _ipc(with_person),
+    }[kind]
+    src = tmp_path / f"survey.{kind}"
+    src.write_bytes(data())
     with pytest.raises(SchemaMismatch) as info:
         ingest(survey, f"file://{src}?extra_columns=ignore", tmp_path / "ws.duckdb")
     assert info.value.extra["column"] == "person"
+    assert "generated" in info.value.detail
     assert not (tmp_path / "ws.duckdb").exists()
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])

@@ -4,9 +4,11 @@
 quota before reading anything, streams every table through its connector into a new DuckDB file
 (``connectors.sink.build_workspace``; local Parquet that needs no conversion is read by DuckDB
 directly), profiles what was written, applies the quality rules and only then moves the file to
-``workspace``. On any failure — a bad source, a failed rule — nothing
-exists at ``workspace`` that was not there before, and the raised ``SourceError`` carries the
-quality report of the failed load in its ``report`` attribute.
+``workspace``. Every streamed table passes the load's guard, which makes the policy's
+missing-value codes NULL (:mod:`connectors.missing`), counts them, and counts the bytes read
+against the quota. On any failure — a bad source, a failed rule — nothing exists at
+``workspace`` that was not there before, and the raised ``SourceError`` carries the quality
+report of the failed load in its ``report`` attribute.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from connectors.errors import (
     SourceTooLarge,
     TypeConversion,
 )
+from connectors.missing import apply_missing, missing_codes
 from connectors.quality.profile import profile_workspace
 from connectors.quality.report import ColumnQuality, QualityReport, TableQuality
 from connectors.quality.rules import QualityRules, evaluate_rules
@@ -95,15 +98,20 @@ class _Stream:
     rows: int = 0
     arrow_bytes: int = 0
     nulls: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)  # values made NULL by missing codes
     error: BaseException | None = None
 
 
 def _guard(
-    reader: pa.RecordBatchReader, stream: _Stream, quota: int | None, source: str
+    reader: pa.RecordBatchReader, stream: _Stream, quota: int | None, source: str, table: Table
 ) -> pa.RecordBatchReader:
+    codes = missing_codes(table)
+
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             for batch in reader:
+                if codes:
+                    batch = apply_missing(batch, codes, stream.missing)
                 stream.rows += batch.num_rows
                 stream.arrow_bytes += batch.nbytes
                 for name, column in zip(batch.schema.names, batch.columns, strict=True):
@@ -152,6 +160,7 @@ def _failed_report(
                     nulls=nulls,
                     null_rate=nulls / stream.rows if stream.rows else 0.0,
                     conversion_failures=own.get(col.name, 0),
+                    missing_codes=stream.missing.get(col.name, 0),
                 )
             )
         tables.append(TableQuality(name=table.name, rows=stream.rows, columns=tuple(columns)))
@@ -203,7 +212,8 @@ def ingest(
     try:
         sizes = _check_size(connectors, quota_bytes, workspace)
         staging = workspace.with_name(workspace.name + ".loading")
-        direct = {t.name for t in policy.tables}  # tables that may take the fast path
+        # tables that may take the fast path: not those whose missing codes the stream maps
+        direct = {t.name for t in policy.tables if not t.missing_codes}
         while True:
             streams.clear()
             tables: dict[str, TableSource] = {}
@@ -237,7 +247,13 @@ def ingest(
                     continue
                 raise exc
         try:
-            profiled = profile_workspace(staging, policy, previous_rows=previous_rows, now=now)
+            profiled = profile_workspace(
+                staging,
+                policy,
+                previous_rows=previous_rows,
+                missing_codes={name: s.missing for name, s in streams.items()},
+                now=now,
+            )
             results = evaluate_rules(policy, profiled, rules)
             report = QualityReport(
                 dataset=policy.dataset,
@@ -285,7 +301,7 @@ def _open(
             return scan
     reader = conn.open(table, on_progress=on_progress)
     stream = streams[table.name] = _Stream(table.name)
-    return _guard(reader, stream, quota, conn.name)
+    return _guard(reader, stream, quota, conn.name, table)
 
 
 def _close(tables: Mapping[str, TableSource]) -> None:

@@ -15,13 +15,23 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from policies.model import Column, ColumnType, KeyValue, Policy, Role, Table
+from policies.errors import PolicyError
+from policies.model import (
+    GENERATORS,
+    Column,
+    ColumnType,
+    KeyValue,
+    Policy,
+    Role,
+    Table,
+)
 from policies.toml import TomlReader, read_toml
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DATASET_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MAX_KEYS = 10_000
 MAX_CANDIDATES = 1_000
+MAX_MISSING = 100
 
 _TOP_KEYS = {
     "id",
@@ -49,6 +59,8 @@ _COLUMN_KEYS = {
     "keys",
     "public_range",
     "candidates",
+    "missing",
+    "generated",
 }
 
 
@@ -91,6 +103,14 @@ class _Reader(TomlReader):
         if not isinstance(tables_node, dict) or not tables_node:
             raise self.fail("tables", "required", "at least one [tables.NAME] section is required")
         tables = tuple(self.table(name, node, unit) for name, node in tables_node.items())
+        generated = next((t for t in tables if t.generated is not None), None)
+        if generated is not None and len(tables) > 1:
+            raise self.fail(
+                f"tables.{generated.name}.columns.{unit}.generated",
+                "generated_unit",
+                "a generated unit numbers the rows of one table: the policy must have exactly "
+                "one table (row numbers of two tables name different units)",
+            )
         cluster_by = self.storage(doc.get("storage"), tables)
         return Policy(
             dataset=dataset,
@@ -142,10 +162,20 @@ class _Reader(TomlReader):
                 "privacy_unit",
                 f"exactly one column with role 'unit', named '{unit}' (the privacy_unit)",
             )
+        generated = unit_cols[0].generated is not None
+        max_rows = self.integer(
+            node, "max_rows_per_unit", prefix, minimum=1, default=1 if generated else None
+        )
+        if generated and max_rows != 1:
+            raise self.fail(
+                f"{prefix}.max_rows_per_unit",
+                "generated_unit",
+                "a generated unit is one row: max_rows_per_unit must be 1 (or left out)",
+            )
         return Table(
             name=name,
             description=self.string(node, "description", prefix, required=False),
-            max_rows_per_unit=self.integer(node, "max_rows_per_unit", prefix, minimum=1),
+            max_rows_per_unit=max_rows,
             columns=columns,
         )
 
@@ -185,6 +215,8 @@ class _Reader(TomlReader):
         keys = self.keys(spec, prefix, ctype, role)
         public_range = self.public_range(spec, prefix, ctype, role)
         candidates = self.candidates(spec, prefix, role, lower, upper)
+        generated = self.generated(spec, prefix, ctype, role)
+        missing = self.missing(spec, prefix, ctype, generated)
         return Column(
             name=name,
             type=ctype,
@@ -195,7 +227,51 @@ class _Reader(TomlReader):
             keys=keys,
             public_range=public_range,
             candidates=candidates,
+            missing=missing,
+            generated=generated,
         )
+
+    def generated(
+        self, spec: Mapping[str, Any], prefix: str, ctype: ColumnType, role: Role
+    ) -> str | None:
+        """``generated = "row_number"``: only on the unit column, an integer."""
+        if "generated" not in spec:
+            return None
+        where = f"{prefix}.generated"
+        value = self.string(spec, "generated", prefix, required=True)
+        if value not in GENERATORS:
+            raise self.fail(where, "enum", f"one of: {', '.join(GENERATORS)}")
+        if role != Role.UNIT:
+            raise self.fail(where, "generated_unit", "only the unit column may be generated")
+        if ctype != ColumnType.INTEGER:
+            raise self.fail(f"{prefix}.type", "generated_unit", "a row number is an integer")
+        return value
+
+    def missing(
+        self, spec: Mapping[str, Any], prefix: str, ctype: ColumnType, generated: str | None
+    ) -> tuple[KeyValue, ...]:
+        """``missing = [98, 99]``: distinct values of the column's type, made NULL at load."""
+        if "missing" not in spec:
+            return ()
+        where = f"{prefix}.missing"
+        if generated is not None:
+            raise self.fail(where, "missing_generated", "a generated column has no missing codes")
+        raw = spec["missing"]
+        if not isinstance(raw, list) or not raw or len(raw) > MAX_MISSING:
+            raise self.fail(where, "type", f"a list of 1 to {MAX_MISSING} values")
+        try:
+            if any(isinstance(v, datetime) for v in raw):
+                raise self.fail(where, "date", "a date, not a date-time")
+            codes = tuple(self.key_value(v, ctype, where) for v in raw)
+        except PolicyError:
+            raise self.fail(
+                where, "missing_type", f"every missing code must be a {ctype.value}"
+            ) from None
+        if ctype == ColumnType.FLOAT:
+            codes = tuple(float(c) for c in codes)  # type: ignore[arg-type]
+        if len(set(codes)) != len(codes):
+            raise self.fail(where, "duplicate_code", "missing codes must be distinct")
+        return codes
 
     def keys(
         self, spec: Mapping[str, Any], prefix: str, ctype: ColumnType, role: Role

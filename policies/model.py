@@ -33,6 +33,11 @@ class ColumnType(StrEnum):
 
 KeyValue = str | int | float | bool | date
 
+ROW_NUMBER = "row_number"
+"""``generated = "row_number"``: the load numbers the rows 1, 2, … and stores the number in the
+column (a privacy unit for one-row-per-person data that has no id of its own)."""
+GENERATORS = (ROW_NUMBER,)
+
 
 @dataclass(frozen=True)
 class Column:
@@ -45,6 +50,8 @@ class Column:
     keys: tuple[KeyValue, ...] | None = None
     public_range: tuple[date, date] | None = None
     candidates: tuple[float, ...] | None = None
+    missing: tuple[KeyValue, ...] = ()  # values of the column's type that the load makes NULL
+    generated: str | None = None  # ROW_NUMBER: made by the load, not read from the source
 
     def quantile_candidates(self, count: int = 65) -> tuple[float, ...]:
         """Declared candidates, or ``count`` evenly spaced points across the clamp bounds."""
@@ -67,6 +74,21 @@ class Table:
             if col.name == name:
                 return col
         return None
+
+    @property
+    def source_columns(self) -> tuple[Column, ...]:
+        """The columns read from the source: every column but the generated ones."""
+        return tuple(c for c in self.columns if c.generated is None)
+
+    @property
+    def generated(self) -> Column | None:
+        """The column the load generates (the row-number unit), if any."""
+        return next((c for c in self.columns if c.generated is not None), None)
+
+    @property
+    def missing_codes(self) -> dict[str, tuple[KeyValue, ...]]:
+        """Each column with declared missing-value codes, and its codes."""
+        return {c.name: c.missing for c in self.columns if c.missing}
 
 
 @dataclass(frozen=True)

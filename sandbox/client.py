@@ -150,6 +150,11 @@ class Client:
         result: dict[str, Any] = self.call("GET", path)
         return result
 
+    def get_load(self, zone: str, dataset: str, load: str) -> dict[str, Any]:
+        path = f"/v1/zones/{zone}/datasets/{dataset}/loads/{load}"
+        result: dict[str, Any] = self.call("GET", path)
+        return result
+
     def list_versions(self, zone: str, dataset: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", f"/v1/zones/{zone}/datasets/{dataset}/versions")
         return result
@@ -161,10 +166,18 @@ class Client:
         result: dict[str, Any] = self.post(path, None, idempotency_key)
         return result
 
-    def quality(self, dataset: str, version: int | None = None, html: bool = False) -> Any:
+    def quality(
+        self,
+        dataset: str,
+        version: int | None = None,
+        html: bool = False,
+        load: str | None = None,
+    ) -> Any:
         params: dict[str, Any] = {"format": "html" if html else "json"}
         if version is not None:
             params["version"] = version
+        if load is not None:
+            params["load"] = load
         return self.call("GET", f"/v1/datasets/{dataset}/quality", params=params)
 
     def raise_issue(

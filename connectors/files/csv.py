@@ -138,7 +138,7 @@ class CsvReader:
         opts = self.options
         columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(layout.names)))
         position = {n: i for i, n in enumerate(layout.names)}
-        select = ", ".join(f'c{position[c.name]} AS "{c.name}"' for c in table.columns)
+        select = ", ".join(f'c{position[c.name]} AS "{c.name}"' for c in table.source_columns)
         nulls = ", ".join(_lit(v) for v in opts.null_values)
         return (
             f"SELECT {select} FROM read_csv({_lit(local)}, columns={{{columns}}}, "
@@ -342,7 +342,7 @@ class CsvReader:
             if any(not n for n in names):
                 raise SchemaMismatch("the header has an empty column name", file=name, line=line)
         else:
-            declared = opts.columns or tuple(c.name for c in table.columns)
+            declared = opts.columns or tuple(c.name for c in table.source_columns)
             if len(record) != len(declared):
                 raise SchemaMismatch(
                     f"the first record has {len(record)} fields; expected {len(declared)} "

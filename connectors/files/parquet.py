@@ -50,6 +50,8 @@ class ParquetReader:
         needs no conversion; ``None``: stream :meth:`batches` instead. The checks of
         :meth:`batches` that precede reading run here first; ``source`` names the source."""
         schema, rows = self._layout(conformer, files)
+        if table.generated is not None:
+            return None  # the row numbers are made while streaming
         if len({n.lower() for n in schema.names}) != len(schema.names):
             return None  # DuckDB matches names without case: let Arrow pick the exact column
         if not all(exact_type(schema.field(c.name).type, c.type) for c in table.columns):
@@ -100,7 +102,7 @@ class ParquetReader:
         tracker: Tracker,
         files: list[tuple[str, int]],
     ) -> Iterator[pa.RecordBatch]:
-        columns = [c.name for c in table.columns]
+        columns = [c.name for c in table.source_columns]
         for path, size in files:
             name = self.storage.display(path)
             handle, pf = self._file(path)

@@ -82,7 +82,8 @@ def render_html(report: QualityReport) -> str:
         parts.append("</p><table>")
         parts.append(
             "<tr><th>column</th><th>type</th><th>role</th><th>nulls</th><th>null rate</th>"
-            "<th>conversion failures</th><th>outside clamp bounds</th><th>outside public keys</th>"
+            "<th>missing codes (made null)</th><th>conversion failures</th>"
+            "<th>outside clamp bounds</th><th>outside public keys</th>"
             "<th>date range</th><th>freshness (days)</th></tr>"
         )
         for c in t.columns:
@@ -104,7 +105,7 @@ def render_html(report: QualityReport) -> str:
             parts.append(
                 f"<tr><td>{_e(c.name)}</td><td>{_e(c.type)}</td><td>{_e(c.role)}</td>"
                 f"<td>{_e(c.nulls)}</td><td>{_e(_pct(c.null_rate))}</td>"
-                f"<td>{_e(c.conversion_failures)}</td><td>{_e(oob)}</td><td>{_e(keys)}</td>"
+                f"<td>{_e(c.missing_codes)}</td><td>{_e(c.conversion_failures)}</td><td>{_e(oob)}</td><td>{_e(keys)}</td>"
                 f"<td>{_e(date_range)}</td><td>{_e(c.freshness_days)}</td></tr>"
             )
         parts.append("</table>")

@@ -43,9 +43,11 @@ def profile_workspace(
     *,
     previous_rows: Mapping[str, int] | None = None,
     conversion_failures: Mapping[str, Mapping[str, int]] | None = None,
+    missing_codes: Mapping[str, Mapping[str, int]] | None = None,
     now: datetime | None = None,
 ) -> tuple[TableQuality, ...]:
-    """Profile every policy table in the workspace file at ``path`` (read-only)."""
+    """Profile every policy table in the workspace file at ``path`` (read-only).
+    ``missing_codes``: per table and column, the values the load made NULL (missing codes)."""
     now = now or datetime.now(UTC)
     con = duckdb.connect(
         str(path),
@@ -64,6 +66,7 @@ def profile_workspace(
                 table,
                 (previous_rows or {}).get(table.name),
                 (conversion_failures or {}).get(table.name, {}),
+                (missing_codes or {}).get(table.name, {}),
                 now,
             )
             for table in policy.tables
@@ -78,6 +81,7 @@ def _profile_table(
     table: Table,
     previous: int | None,
     failures: Mapping[str, int],
+    missing: Mapping[str, int],
     now: datetime,
 ) -> TableQuality:
     select: list[str] = ["count(*)"]
@@ -143,6 +147,7 @@ def _profile_table(
                 nulls=nulls,
                 null_rate=_rate(nulls, rows),
                 conversion_failures=int(failures.get(col.name, 0)),
+                missing_codes=int(missing.get(col.name, 0)),
                 out_of_bounds=None if oob is None else int(oob),
                 out_of_bounds_share=None if oob is None else _rate(int(oob), non_null),
                 keys_outside=_int_or_none(get(col.name, "keys_outside")),

@@ -2,7 +2,8 @@
 
 Every load produces a :class:`QualityReport`: per table the row count and its change against the
 previous version, duplicate privacy units, units above the contribution bound; per column the null
-rate, values that failed type conversion, the share of measure values outside the clamp bounds,
+rate (values loaded as NULL because they were a declared missing code included, and counted
+apart), values that failed type conversion, the share of measure values outside the clamp bounds,
 dimension values outside the declared public keys, and the date range and freshness of date
 columns; and the results of the quality rules. It holds aggregate counts and rates only, plus the
 min/max of date columns — never a row or another value — and is for the provider and the
@@ -27,6 +28,7 @@ class ColumnQuality:
     nulls: int
     null_rate: float
     conversion_failures: int = 0
+    missing_codes: int = 0  # values equal to a declared missing code, loaded as NULL
     out_of_bounds: int | None = None  # measures: values outside [lower, upper]
     out_of_bounds_share: float | None = None  # … as a share of the non-null values
     keys_outside: int | None = None  # dimensions with public keys: values not among them

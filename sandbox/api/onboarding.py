@@ -179,8 +179,8 @@ def start_load(
         cluster_by=body.cluster_by,
     )
     onboarding.loads.start_load(pending)
-    url = f"/v1/zones/{zone}/datasets/{dataset}/versions/{pending.version}"
-    version = onboarding.versions.get_version(actor, zone, dataset, pending.version)
+    url = f"/v1/zones/{zone}/datasets/{dataset}/loads/{pending.load}"
+    version = onboarding.versions.get_load(actor, zone, dataset, pending.load)
     response.headers["Location"] = url
     return _public(services, views.StartedLoad.started(version, url))
 
@@ -198,6 +198,20 @@ def get_version(
     zone: str, dataset: str, version: Number, actor: ActorDep, services: ServicesDep
 ) -> views.Version:
     found = services.onboarding.versions.get_version(actor, zone, dataset, version)
+    return _public(services, views.Version.of(found))
+
+
+@router.get("/zones/{zone}/datasets/{dataset}/loads/{load}", response_model=views.Version)
+def get_load(
+    zone: str,
+    dataset: str,
+    load: Annotated[str, Path(max_length=64)],
+    actor: ActorDep,
+    services: ServicesDep,
+) -> views.Version:
+    """One load by its id, whatever its outcome: loading, ready (with its version number) or
+    failed (with its error; a failed load releases its number)."""
+    found = services.onboarding.versions.get_load(actor, zone, dataset, load)
     return _public(services, views.Version.of(found))
 
 
@@ -222,15 +236,16 @@ def get_quality(
     actor: ActorDep,
     services: ServicesDep,
     version: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
+    load: Annotated[str | None, Query(max_length=64)] = None,
     format: Literal["json", "html"] = "json",
 ) -> dict[str, Any] | HTMLResponse:
-    """The quality report of the current version (or ``?version=N``): admins, operators and the
-    dataset's provider only."""
+    """The quality report of the current version (or ``?version=N``, or any load, failed ones
+    included, by ``?load=ID``): admins, operators and the dataset's provider only."""
     versions = services.onboarding.versions
     if format == "html":
-        page = versions.quality_html(actor, dataset, version)
+        page = versions.quality_html(actor, dataset, version, load)
         return HTMLResponse(redact.text(page, services.settings.data_dir))
-    found = _public(services, views.Quality.of(versions.quality(actor, dataset, version)))
+    found = _public(services, views.Quality.of(versions.quality(actor, dataset, version, load)))
     # answered as JSON or HTML, so serialised here rather than through a response model
     return found.model_dump(mode="json", exclude_unset=True)
 

@@ -86,7 +86,7 @@ def load_command(
         with client(url, key) as remote:
             started = remote.start_load(zone, dataset, load, idempotency_key)
             with _progress_bar(show) as hook:
-                result = _follow(remote, zone, dataset, int(started["version"]), hook)
+                result = _follow(remote, zone, dataset, str(started["load"]), hook)
         if result["state"] != "ready":
             _report_failure(result)
             error = result.get("error") or {}
@@ -116,14 +116,14 @@ def load_command(
             try:
                 loaded = services.loads.run_load(pending, on_progress=hook)
             except Exception:
-                failed = services.versions.get_version(actor, zone, dataset, pending.version)
+                failed = services.versions.get_load(actor, zone, dataset, pending.load)
                 _report_failure(wire(failed))
                 raise
     echo_result(wire(loaded))
 
 
 def _report_failure(view: dict[str, Any]) -> None:
-    typer.echo(f"version {view['version']}: failed", err=True)
+    typer.echo(f"load {view.get('load')}: failed (no version made)", err=True)
     quality = view.get("quality")
     if quality and quality["failed_rules"]:
         typer.echo(json.dumps(quality, ensure_ascii=False), err=True)
@@ -133,14 +133,14 @@ def _follow(
     client: Client,
     zone: str,
     dataset: str,
-    version: int,
+    load: str,
     hook: Callable[[Progress], None] | None,
 ) -> dict[str, Any]:
-    """Poll a version until its load has finished, feeding its progress to ``hook``."""
+    """Poll a load until it has finished, feeding its progress to ``hook``."""
     from connectors.base import Progress
 
     while True:
-        view = client.get_version(zone, dataset, version)
+        view = client.get_load(zone, dataset, load)
         shown = view.get("progress") or {}
         if hook is not None:
             hook(
@@ -242,6 +242,9 @@ def activate_command(
 def quality_command(
     dataset: Annotated[str, typer.Argument(help="Dataset id.")],
     version: Annotated[int | None, typer.Option(help="Version (default: current).")] = None,
+    load: Annotated[
+        str | None, typer.Option(help="A load's id instead (failed loads have no version).")
+    ] = None,
     html: Annotated[bool, typer.Option("--html", help="A readable HTML page instead.")] = False,
     data_dir: DataDir = None,
     url: Url = None,
@@ -251,7 +254,7 @@ def quality_command(
 
     def local(services: Onboarding, actor: Actor) -> Any:
         if html:
-            return services.versions.quality_html(actor, dataset, version)
-        return services.versions.quality(actor, dataset, version)
+            return services.versions.quality_html(actor, dataset, version, load)
+        return services.versions.quality(actor, dataset, version, load)
 
-    run(data_dir, url, key, local, lambda c: c.quality(dataset, version, html))
+    run(data_dir, url, key, local, lambda c: c.quality(dataset, version, html, load))

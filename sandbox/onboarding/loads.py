@@ -2,16 +2,21 @@
 
 A load is two steps. :meth:`Loads.begin_load` checks everything that can be checked without
 reading data (role, zone, policy and its quality rules, the sources, that no other load of the
-dataset runs), allocates the next version number and records it as ``loading``.
+dataset runs), records the load under its own id as ``loading`` and gives it the next version
+number: one after the highest number a ready or loading version holds.
 :meth:`Loads.run_load` streams the sources into a plain workspace in the build area
 (:func:`connectors.load.ingest`), writing progress as it goes (:mod:`sandbox.onboarding.progress`),
 then seals it into ``<workspaces>/<dataset>/v<N>.sealed`` (:mod:`sandbox.vault`) and deletes the
 plain file; only when the load and its quality rules pass does one transaction register the
-version and make it current. A failed load records the version as ``failed`` with its report
-and error and changes nothing else: the current version, the workspace files, the ledger stay as
-they were. Over HTTP, :meth:`Loads.start_load` runs the second step in a background thread.
-Both steps are recorded in the audit log as the actor that began the load (the outcome names
-the request that began it, if any).
+version and make it current. A failed load is recorded as ``failed`` under its id with its
+report and error, and **releases its number** (``version`` NULL): the next load takes it, so
+version numbers count the versions made, failed loads use up none. Nothing else changes: the
+current version, the workspace files, the ledger stay as they were. The number is unique per
+dataset in the state store (``uq_version_loads_dataset_id_version``), so two loads begun at
+once can never hold the same one: the second is refused (``409 conflict``). Over HTTP,
+:meth:`Loads.start_load` runs the second step in a background thread. Both steps are recorded in
+the audit log as the actor that began the load (the outcome names the request that began it, if
+any), naming the load's id and the number it held.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from pathlib import Path
 from typing import Final
 
 from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from connectors.load import Source, ingest, sources_for
 from connectors.quality.report import QualityReport
 from connectors.quality.rules import read_rules
 from policies.loader import parse_policy
-from sandbox.access.model import Actor
+from sandbox.access.model import Actor, new_id
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.catalog import caps_text
@@ -51,7 +57,7 @@ from sandbox.onboarding.model import LoadState, PendingLoad, Problem
 from sandbox.onboarding.progress import ProgressHook, ProgressWriter, load_row
 from sandbox.onboarding.sources import source_spec
 from sandbox.onboarding.staff import STAFF
-from sandbox.onboarding.versions import Version, version_of
+from sandbox.onboarding.versions import Version, load_of
 from sandbox.store.schema import (
     dataset_providers,
     datasets,
@@ -139,6 +145,44 @@ class Loads:
             given = source_spec(source, confine_to)
         connectors = sources_for(policy, given)
         names = sorted({c.name for c in connectors.values()})
+        load = new_id("load")
+        try:
+            version, path, previous_rows = self._record(
+                actor, zone, dataset, load, policy_text, policy.title, names, provider
+            )
+        except IntegrityError:
+            # another load of the dataset began in the same moment and took the number (or
+            # created the dataset): the store's unique keys refused the second
+            raise Conflict(f"another load of {dataset} began at the same time") from None
+        log.info("load started dataset=%s version=%d load=%s", dataset, version, load)
+        return PendingLoad(
+            actor,
+            zone,
+            dataset,
+            load,
+            version,
+            path,
+            policy,
+            rules,
+            connectors,
+            previous_rows,
+            cluster_by or policy.cluster_by,
+        )
+
+    def _record(
+        self,
+        actor: Actor,
+        zone: str,
+        dataset: str,
+        load: str,
+        policy_text: str,
+        title: str,
+        names: list[str],
+        provider: str | None,
+    ) -> tuple[int, Path, dict[str, int] | None]:
+        """Record a load as ``loading`` with the next version number, in one transaction (the
+        dataset's row locked on PostgreSQL; SQLite serialises writers): (number, path, row
+        counts of the current version)."""
         with self.engine.begin() as con:
             if con.execute(select(zones.c.id).where(zones.c.id == zone)).first() is None:
                 raise NotFound(f"no zone {zone!r}")
@@ -150,12 +194,14 @@ class Loads:
                     raise NotFound(f"no provider {provider!r}")
                 if found.zone_id != zone:
                     raise InvalidRequest(f"provider {provider} is not of zone {zone}")
-            existing = con.execute(select(datasets).where(datasets.c.id == dataset)).first()
+            existing = con.execute(
+                select(datasets).where(datasets.c.id == dataset).with_for_update()
+            ).first()
             previous_rows: dict[str, int] | None = None
             if existing is None:
                 con.execute(
                     datasets.insert().values(
-                        id=dataset, zone_id=zone, title=policy.title, created_at=now()
+                        id=dataset, zone_id=zone, title=title, created_at=now()
                     )
                 )
             elif existing.zone_id != zone:
@@ -170,6 +216,7 @@ class Loads:
                 if row is not None:
                     previous_rows = json.loads(row.row_counts)
             _no_running_load(con, dataset)
+            # failed loads hold no number (NULL): the next number follows the versions made
             version = 1 + max(
                 con.execute(
                     select(func.max(versions.c.version)).where(versions.c.dataset_id == dataset)
@@ -183,11 +230,13 @@ class Loads:
                 or 0,
             )
             path = sealed_path(self.workspace_dir, dataset, version)
-            if path.exists():
-                raise Conflict(f"a workspace file for version {version} exists already")
+            # A file there belongs to no version (the number is above every registered one and
+            # no load holds it): left by a load stopped between sealing and registering.
+            _remove_orphan(path)
             at = now()
             con.execute(
                 version_loads.insert().values(
+                    id=load,
                     dataset_id=dataset,
                     version=version,
                     zone_id=zone,
@@ -217,25 +266,14 @@ class Loads:
                         "zone": zone,
                         "dataset": dataset,
                         "version": version,
+                        "load": load,
                         "provider": provider,
                     },
                     sealed={"sources": names},
                 ),
                 actor,
             )
-        log.info("load started dataset=%s version=%d", dataset, version)
-        return PendingLoad(
-            actor,
-            zone,
-            dataset,
-            version,
-            path,
-            policy,
-            rules,
-            connectors,
-            previous_rows,
-            cluster_by or policy.cluster_by,
-        )
+        return version, path, previous_rows
 
     def run_load(
         self, pending: PendingLoad, *, on_progress: ProgressHook | None = None, reraise: bool = True
@@ -244,10 +282,12 @@ class Loads:
         case as the actor that began it.
 
         With ``reraise`` the error of a failed load is raised after it is recorded (the CLI);
-        without, it is only recorded (a background load over HTTP). Returns the version.
+        without, it is only recorded (a background load over HTTP). Returns the load's view
+        (a failed one has released its number: ``version`` None).
         """
         progress = ProgressWriter(self.engine, pending, on_progress)
         build: Path | None = None  # the plain workspace, only until it is sealed
+        sealed = False  # the sealed file exists, and is no version's until registered
         try:
             build = build_area(self.workspace_dir) / build_name(pending.dataset, pending.version)
             report = ingest(
@@ -261,7 +301,13 @@ class Loads:
                 cluster_by=pending.cluster_by,
             )
             seal(build, pending.path, self.master_keys, pending.dataset, pending.version)
+            sealed = True
+            self._publish(pending, report, progress.rows)
         except VeilError as exc:
+            if sealed and not isinstance(exc, LoadInterrupted):
+                # registering failed: the file is no version's, and its number is freed (not
+                # so after an interruption: the number, and the path, may be another load's)
+                pending.path.unlink(missing_ok=True)
             failed: QualityReport | None = getattr(exc, "report", None)
             problem = exc.problem()
             problem.pop("type", None)
@@ -274,8 +320,10 @@ class Loads:
             )
             if reraise:
                 raise
-            return version_of(self.engine, pending.dataset, pending.version)
+            return load_of(self.engine, pending.dataset, pending.load)
         except Exception as exc:
+            if sealed:
+                pending.path.unlink(missing_ok=True)
             log.error(
                 "load failed dataset=%s version=%d error=%s",
                 pending.dataset,
@@ -285,13 +333,12 @@ class Loads:
             self._fail(pending, InternalError("internal error").problem(), None)
             if reraise:
                 raise
-            return version_of(self.engine, pending.dataset, pending.version)
+            return load_of(self.engine, pending.dataset, pending.load)
         finally:
             if build is not None:
                 build.unlink(missing_ok=True)
-        self._publish(pending, report, progress.rows)
         log.info("load ready dataset=%s version=%d", pending.dataset, pending.version)
-        return version_of(self.engine, pending.dataset, pending.version)
+        return load_of(self.engine, pending.dataset, pending.load)
 
     def start_load(self, pending: PendingLoad) -> threading.Thread:
         """Run a pending load in a background thread (its outcome is recorded, never raised)."""
@@ -311,6 +358,25 @@ class Loads:
         capped = [t.name for t in report.tables if t.units_over_bound == 0]
         at = now()
         with self.engine.begin() as con:
+            # first, the load must still hold its number: a load silent for STALE_AFTER may have
+            # been marked interrupted (its number released) while it still ran
+            claimed = con.execute(
+                load_row(pending)
+                .where(
+                    version_loads.c.state == LoadState.LOADING.value,
+                    version_loads.c.version == pending.version,
+                )
+                .values(
+                    state=LoadState.READY.value,
+                    rows_loaded=max(rows, sum(counts.values())),
+                    bytes_read=version_loads.c.bytes_total,  # all of it (progress is throttled)
+                    report=json.dumps(report.to_dict()),
+                    finished_at=at,
+                    updated_at=at,
+                )
+            )
+            if claimed.rowcount != 1:
+                raise LoadInterrupted("the load was marked interrupted before it was registered")
             con.execute(
                 versions.insert().values(
                     dataset_id=pending.dataset,
@@ -328,16 +394,6 @@ class Loads:
                 .where(datasets.c.id == pending.dataset)
                 .values(current_version=pending.version, title=pending.policy.title)
             )
-            con.execute(
-                load_row(pending).values(
-                    state=LoadState.READY.value,
-                    rows_loaded=max(rows, sum(counts.values())),
-                    bytes_read=version_loads.c.bytes_total,  # all of it (progress is throttled)
-                    report=json.dumps(report.to_dict()),
-                    finished_at=at,
-                    updated_at=at,
-                )
-            )
             self.audit.append(
                 con,
                 Event(
@@ -346,6 +402,7 @@ class Loads:
                     refs={
                         "dataset": pending.dataset,
                         "version": pending.version,
+                        "load": pending.load,
                         "rows": sum(counts.values()),
                     },
                     primary=False,  # the load's outcome, after the request that began it
@@ -356,21 +413,31 @@ class Loads:
     def _fail(self, pending: PendingLoad, problem: Problem, report: QualityReport | None) -> None:
         at = now()
         with self.engine.begin() as con:
-            con.execute(
-                load_row(pending).values(
+            recorded = con.execute(
+                load_row(pending)
+                .where(version_loads.c.state == LoadState.LOADING.value)
+                .values(
                     state=LoadState.FAILED.value,
+                    version=None,  # released: the next load takes the number
                     error=json.dumps(dict(problem), default=str),
                     report=json.dumps(report.to_dict()) if report is not None else None,
                     finished_at=at,
                     updated_at=at,
                 )
             )
+            if recorded.rowcount != 1:
+                return  # already recorded as interrupted by the next load
             self.audit.append(
                 con,
                 Event(
                     "onboarding",
                     "load.failed",
-                    refs={"dataset": pending.dataset, "version": pending.version},
+                    # the number it held and released, and the load that names it for good
+                    refs={
+                        "dataset": pending.dataset,
+                        "version": pending.version,
+                        "load": pending.load,
+                    },
                     code=str(problem.get("code") or "load_failed"),
                     primary=False,
                 ),
@@ -381,7 +448,12 @@ class Loads:
 def _no_running_load(con: Connection, dataset: str) -> None:
     """One load per dataset at a time; a load silent for STALE_AFTER was interrupted."""
     running = con.execute(
-        select(version_loads.c.version, version_loads.c.updated_at).where(
+        select(
+            version_loads.c.id,
+            version_loads.c.version,
+            version_loads.c.path,
+            version_loads.c.updated_at,
+        ).where(
             version_loads.c.dataset_id == dataset,
             version_loads.c.state == LoadState.LOADING.value,
         )
@@ -394,11 +466,13 @@ def _no_running_load(con: Connection, dataset: str) -> None:
         problem = LoadInterrupted(
             "the load stopped reporting progress (the server stopped?)"
         ).problem()
+        _remove_orphan(Path(row.path))  # sealed, perhaps, but never registered
         con.execute(
             update(version_loads)
-            .where(version_loads.c.dataset_id == dataset, version_loads.c.version == row.version)
+            .where(version_loads.c.id == row.id)
             .values(
                 state=LoadState.FAILED.value,
+                version=None,  # released, like any failed load's
                 error=json.dumps(problem),
                 finished_at=now(),
                 updated_at=now(),
@@ -408,9 +482,15 @@ def _no_running_load(con: Connection, dataset: str) -> None:
 
 def _policy_text(con: Connection, pending: PendingLoad) -> str:
     row = con.execute(
-        select(version_loads.c.policy).where(
-            version_loads.c.dataset_id == pending.dataset,
-            version_loads.c.version == pending.version,
-        )
+        select(version_loads.c.policy).where(version_loads.c.id == pending.load)
     ).one()
     return str(row.policy)
+
+
+def _remove_orphan(path: Path) -> None:
+    """Delete a sealed file that no registered version names (a load stopped between sealing
+    and registering it; its number is free again). Registered versions' files are never
+    touched: their numbers are never given out again."""
+    if path.exists():
+        log.warning("removing an unregistered workspace file %s", path.name)
+        path.unlink(missing_ok=True)

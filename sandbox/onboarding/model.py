@@ -70,7 +70,8 @@ class PendingLoad:
     actor: Actor
     zone: str
     dataset: str
-    version: int
+    load: str  # the load's own id: it names the load whatever its outcome
+    version: int  # the number it holds while it runs; released if it fails
     path: Path
     policy: Policy
     rules: QualityRules

@@ -32,10 +32,7 @@ ProgressHook = Callable[[Progress], None]
 
 def load_row(pending: PendingLoad) -> Update:
     """``UPDATE version_loads`` of this load's row (add ``.values(...)``)."""
-    return update(version_loads).where(
-        version_loads.c.dataset_id == pending.dataset,
-        version_loads.c.version == pending.version,
-    )
+    return update(version_loads).where(version_loads.c.id == pending.load)
 
 
 class ProgressWriter:

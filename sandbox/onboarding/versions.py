@@ -1,8 +1,10 @@
 """A dataset's versions: the list, one version's view, rollback, and the quality reports.
 
-Every load makes a version, numbered after every earlier one; a version is ``ready`` (registered
-in ``versions``, its workspace sealed), ``failed`` or ``loading`` (its ``version_loads`` row).
-:func:`version_of` reads the one :class:`Version` result, returned by the routes and by a load.
+Every load is recorded under its own id (``load_…``, its ``version_loads`` row) and holds a
+version number while it runs: ``loading``, then ``ready`` (registered in ``versions``, its
+workspace sealed) or ``failed``. A failed load releases its number, which the next load takes:
+numbers count the versions made. :func:`version_of` (by number) and :func:`load_of` (by load id,
+whatever the outcome) read the one :class:`Version` result, returned by the routes and by a load.
 Activating a ready version makes it current (a rollback, or forward again); workspace files are
 never deleted or overwritten. Versions and reports are for the dataset's staff
 (:mod:`sandbox.onboarding.staff`): reports hold counts and date ranges.
@@ -26,7 +28,7 @@ from sandbox.access.model import Actor
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.clock import utc
-from sandbox.errors import Conflict, NotFound
+from sandbox.errors import Conflict, InvalidRequest, NotFound
 from sandbox.onboarding.model import LoadState, Problem
 from sandbox.onboarding.staff import STAFF, dataset_row, require_staff
 from sandbox.store.schema import datasets, version_loads, versions
@@ -38,6 +40,7 @@ __all__ = [
     "Version",
     "VersionList",
     "Versions",
+    "load_of",
     "version_of",
 ]
 
@@ -65,13 +68,16 @@ class QualitySummary:
 
 @dataclass(frozen=True, kw_only=True)
 class Version:
-    """One version of a dataset. A version registered without a recorded load (the demo
-    zone's) has no source, progress, start, error or quality summary; ``row_counts`` is only
-    that of a ready version; ``error`` is the problem a failed load raised."""
+    """One version of a dataset, or one load. ``load`` is the load's id (``None``: a version
+    registered without a recorded load, the demo zone's, which has no source, progress, start,
+    error or quality summary either); ``version`` is ``None`` for a failed load, which released
+    the number it held; ``row_counts`` is only that of a ready version; ``error`` is the problem
+    a failed load raised."""
 
     dataset: str
     zone: str
-    version: int
+    version: int | None
+    load: str | None = None
     current: bool
     state: LoadState
     source: str | None = None
@@ -93,10 +99,11 @@ class VersionList:
 
 @dataclass(frozen=True)
 class Quality:
-    """The quality report of one version."""
+    """The quality report of one version or load (``version`` None: a failed load)."""
 
     dataset: str
-    version: int
+    version: int | None
+    load: str
     state: LoadState
     current: bool
     report: QualityReport
@@ -111,6 +118,8 @@ class Versions:
         self.audit = require_log(audit, "the versions service")
 
     def list_versions(self, actor: Actor, zone: str, dataset: str) -> VersionList:
+        """The versions by number (ready and loading), then the failed loads in the order they
+        began (they hold no number)."""
         with self.engine.connect() as con:
             _in_zone(con, zone, dataset)
             require_staff(con, actor, dataset)
@@ -122,11 +131,28 @@ class Versions:
             } | {
                 r.version
                 for r in con.execute(
-                    select(version_loads.c.version).where(version_loads.c.dataset_id == dataset)
+                    select(version_loads.c.version).where(
+                        version_loads.c.dataset_id == dataset,
+                        version_loads.c.version.is_not(None),
+                    )
                 )
             }
+            failed = [
+                r.id
+                for r in con.execute(
+                    select(version_loads.c.id)
+                    .where(
+                        version_loads.c.dataset_id == dataset,
+                        version_loads.c.version.is_(None),
+                    )
+                    .order_by(version_loads.c.started_at, version_loads.c.id)
+                )
+            ]
         return VersionList(
-            dataset, zone, tuple(version_of(self.engine, dataset, v) for v in sorted(numbers))
+            dataset,
+            zone,
+            tuple(version_of(self.engine, dataset, v) for v in sorted(numbers))
+            + tuple(load_of(self.engine, dataset, load) for load in failed),
         )
 
     def get_version(self, actor: Actor, zone: str, dataset: str, version: int) -> Version:
@@ -134,6 +160,13 @@ class Versions:
             _in_zone(con, zone, dataset)
             require_staff(con, actor, dataset)
         return version_of(self.engine, dataset, version)
+
+    def get_load(self, actor: Actor, zone: str, dataset: str, load: str) -> Version:
+        """One load by its id, whatever its outcome (a failed one has no number)."""
+        with self.engine.connect() as con:
+            _in_zone(con, zone, dataset)
+            require_staff(con, actor, dataset)
+        return load_of(self.engine, dataset, load)
 
     def activate(self, actor: Actor, zone: str, dataset: str, version: int) -> Version:
         """Make an earlier (or later) ready version current again: a rollback, atomically."""
@@ -171,33 +204,47 @@ class Versions:
         log.info("version activated dataset=%s version=%d", dataset, version)
         return version_of(self.engine, dataset, version)
 
-    def quality(self, actor: Actor, dataset: str, version: int | None = None) -> Quality:
-        """The quality report of a version (default: the current one), for staff only."""
+    def quality(
+        self, actor: Actor, dataset: str, version: int | None = None, load: str | None = None
+    ) -> Quality:
+        """The quality report of a version (default: the current one) or of a load (by id:
+        failed loads too), for staff only."""
         with self.engine.connect() as con:
             ds = dataset_row(con, dataset)
             require_staff(con, actor, dataset)
-            if version is None:
-                version = ds.current_version
+            query = select(
+                version_loads.c.id, version_loads.c.version, version_loads.c.state,
+                version_loads.c.report,
+            ).where(version_loads.c.dataset_id == dataset)  # fmt: skip
+            if load is not None:
+                if version is not None:
+                    raise InvalidRequest("name a version or a load, not both", field="load")
+                query = query.where(version_loads.c.id == load)
+                which = f"load {load[:64]}"
+            else:
                 if version is None:
-                    raise NotFound(f"{dataset!r} has no current version; name one (?version=N)")
-            row = con.execute(
-                select(version_loads.c.state, version_loads.c.report).where(
-                    version_loads.c.dataset_id == dataset, version_loads.c.version == version
-                )
-            ).first()
+                    version = ds.current_version
+                    if version is None:
+                        raise NotFound(f"{dataset!r} has no current version; name one (?version=N)")
+                query = query.where(version_loads.c.version == version)
+                which = f"version {version}"
+            row = con.execute(query).first()
         if row is None or row.report is None:
-            raise NotFound(f"no quality report for version {version} of {dataset!r}")
+            raise NotFound(f"no quality report for {which} of {dataset!r}")
         return Quality(
             dataset,
-            version,
+            row.version,
+            row.id,
             LoadState(row.state),
-            ds.current_version == version,
+            row.version is not None and ds.current_version == row.version,
             QualityReport.from_dict(json.loads(row.report)),
         )
 
-    def quality_html(self, actor: Actor, dataset: str, version: int | None = None) -> str:
+    def quality_html(
+        self, actor: Actor, dataset: str, version: int | None = None, load: str | None = None
+    ) -> str:
         """The quality report as a readable HTML page."""
-        return render_html(self.quality(actor, dataset, version).report)
+        return render_html(self.quality(actor, dataset, version, load).report)
 
 
 def _in_zone(con: Connection, zone: str, dataset: str) -> Any:
@@ -208,8 +255,8 @@ def _in_zone(con: Connection, zone: str, dataset: str) -> Any:
 
 
 def version_of(engine: Engine, dataset: str, version: int) -> Version:
-    """One version: state, progress, error and quality summary (no access check: the caller
-    has made it)."""
+    """One version by number: state, progress, error and quality summary (no access check: the
+    caller has made it). Failed loads hold no number: :func:`load_of` finds them."""
     with engine.connect() as con:
         ds = dataset_row(con, dataset)
         load = con.execute(
@@ -218,21 +265,46 @@ def version_of(engine: Engine, dataset: str, version: int) -> Version:
             )
         ).first()
         ready = con.execute(
-            select(versions.c.row_counts, versions.c.created_at).where(
+            select(versions.c.version, versions.c.row_counts, versions.c.created_at).where(
                 versions.c.dataset_id == dataset, versions.c.version == version
             )
         ).first()
     if load is None and ready is None:
         raise NotFound(f"no version {version} of {dataset!r}")
-    current = ds.current_version == version
+    return _view(ds, load, ready)
+
+
+def load_of(engine: Engine, dataset: str, load: str) -> Version:
+    """One load by its id, whatever its outcome (no access check: the caller has made it)."""
+    with engine.connect() as con:
+        ds = dataset_row(con, dataset)
+        row = con.execute(
+            select(version_loads).where(
+                version_loads.c.dataset_id == dataset, version_loads.c.id == load
+            )
+        ).first()
+        ready = None
+        if row is not None and row.version is not None:
+            ready = con.execute(
+                select(versions.c.version, versions.c.row_counts, versions.c.created_at).where(
+                    versions.c.dataset_id == dataset, versions.c.version == row.version
+                )
+            ).first()
+    if row is None:
+        raise NotFound(f"no load {load[:64]!r} of {dataset!r}")
+    return _view(ds, row, ready)
+
+
+def _view(ds: Any, load: Any, ready: Any) -> Version:
+    """The view of a load row and/or a registered version row (at least one of them)."""
     row_counts = json.loads(ready.row_counts) if ready is not None else None
     if load is None:  # registered without a recorded load (e.g. the demo zone)
         assert ready is not None and row_counts is not None
         return Version(
-            dataset=dataset,
+            dataset=ds.id,
             zone=ds.zone_id,
-            version=version,
-            current=current,
+            version=ready.version,
+            current=ds.current_version == ready.version,
             state=LoadState.READY,
             rows_loaded=sum(row_counts.values()),
             finished_at=utc(ready.created_at),
@@ -247,10 +319,11 @@ def version_of(engine: Engine, dataset: str, version: int) -> Version:
         report = QualityReport.from_dict(json.loads(load.report))
         quality = QualitySummary(report.status, report.failed_rules)
     return Version(
-        dataset=dataset,
+        dataset=ds.id,
         zone=ds.zone_id,
-        version=version,
-        current=current,
+        version=load.version,
+        load=load.id,
+        current=load.version is not None and ds.current_version == load.version,
         state=state,
         source=load.source,
         rows_loaded=load.rows_loaded,

@@ -10,10 +10,12 @@ Onboarding:
 - ``providers``: the departments that supply datasets; ``provider_members`` links a member of role
   ``provider`` to the provider it speaks for (one provider per member); ``dataset_providers`` names
   the provider of each dataset (set by a load).
-- ``version_loads``: one row per load attempt, keyed like ``dataset_versions``. ``state`` is
+- ``version_loads``: one row per load attempt, keyed by its own ``id``. ``state`` is
   ``loading``, ``ready`` or ``failed``; progress while loading; the quality report (JSON) and the
-  error (a problem document, JSON) when done. A ``ready`` load also has its ``dataset_versions``
-  row (what queries and verifications read); a failed one never does.
+  error (a problem document, JSON) when done. A loading or ready load holds its version number
+  (unique per dataset); a failed one releases it (``version`` NULL), so failed loads use up no
+  number. A ``ready`` load also has its ``dataset_versions`` row (what queries and verifications
+  read); a failed one never does.
 - ``dataset_issues``: the feedback loop (数据异议处理). The subject, if any, is kept only as its
   ``subject_ref`` (zone-keyed HMAC of the credit code, like receipts), never shown back.
   ``issue_revocations`` records the receipts a ``corrected`` resolution revoked. Its texts
@@ -327,8 +329,11 @@ dataset_providers = Table(
 version_loads = Table(
     "version_loads",
     metadata,
-    Column("dataset_id", String(64), ForeignKey("datasets.id"), primary_key=True),
-    Column("version", Integer, primary_key=True),
+    Column("id", String(64), primary_key=True),  # the load's own id, "load_…"
+    Column("dataset_id", String(64), ForeignKey("datasets.id"), nullable=False),
+    # the version number the load holds (loading, ready); NULL once failed: the number is
+    # released for the next load. Unique per dataset: two loads never hold one number.
+    Column("version", Integer, nullable=True),
     Column("zone_id", String(64), ForeignKey("zones.id"), nullable=False),
     Column("state", String(16), nullable=False),  # loading | ready | failed
     Column("source", Text, nullable=False),  # source names, credentials removed
@@ -344,6 +349,7 @@ version_loads = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("dataset_id", "version", name="uq_version_loads_dataset_id_version"),
 )
 
 dataset_issues = Table(

@@ -157,6 +157,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/zones/{zone}/datasets/{dataset}/versions"): Rule(STAFF),
     ("GET", "/v1/zones/{zone}/datasets/{dataset}/versions/{version}"): Rule(STAFF),
     ("POST", "/v1/zones/{zone}/datasets/{dataset}/versions/{version}/activate"): Rule(STAFF),
+    # the demo's versions were registered without a load: staff get 404 for any load id
+    ("GET", "/v1/zones/{zone}/datasets/{dataset}/loads/{load}"): Rule(STAFF, gate_only=True),
     ("GET", "/v1/datasets/{dataset}/quality"): Rule(STAFF, gate_only=True),  # demo: no report
     ("POST", "/v1/datasets/{dataset}/issues"): Rule(ANY, 201, body={"title": "matrix issue"}),
     ("GET", "/v1/datasets/{dataset}/issues"): Rule(ANY),
@@ -284,6 +286,7 @@ def _path(template: str, target: TenantObjects, engine: Engine, mismatch: Tenant
         "receipt_id": "rcp_0000000000000000",
         "provider": "no-such-provider",
         "version": "1",
+        "load": "load_0000000000000000",
         "number": "1",
         "seq": "1",
     }

@@ -599,6 +599,7 @@ NOT_TENANT_OWNED = {
     "/v1/zones/{zone}/datasets/{dataset}/versions": "zone staff only",
     "/v1/zones/{zone}/datasets/{dataset}/versions/{version}": "zone staff only",
     "/v1/zones/{zone}/datasets/{dataset}/versions/{version}/activate": "zone staff only",
+    "/v1/zones/{zone}/datasets/{dataset}/loads/{load}": "zone staff only",
     "/v1/datasets/{dataset}/quality": "zone staff and the dataset's provider only",
     "/v1/datasets/{dataset}/issues": "issues are raised on the catalogue; the list is filtered",
     "/v1/datasets/{dataset}/issues/{number}/answer": "zone staff and the provider only",

@@ -164,7 +164,9 @@ def test_bad_csv_fails_the_version_and_changes_nothing(
 
     bad_type = write_csv(data_dir, "bad-type.csv", [ROWS[0], "A2,西城,12a,2020-01-31"])
     failed = load(client, admin, bad_type)
-    assert (failed["state"], failed["version"], failed["current"]) == ("failed", 2, False)
+    # failed: the number it held (2) is released, the load keeps its own id
+    assert (failed["state"], failed["version"], failed["current"]) == ("failed", None, False)
+    assert failed["load"].startswith("load_")
     error = failed["error"]
     assert error["code"] == "type_conversion"
     assert (error["line"], error["column"]) == (3, "revenue")
@@ -182,11 +184,11 @@ def test_bad_csv_fails_the_version_and_changes_nothing(
     assert workspace_files(data_dir) == ["v1.sealed"]
     with engine_of(client).connect() as con:
         assert con.execute(select(func.count()).select_from(charges)).scalar() == charges_before
-    # a failed version cannot be made current
+    # a failed load has no version to make current
     refused = client.post(
         f"/v1/zones/{ZONE}/datasets/firms/versions/2/activate", headers=auth(admin)
     )
-    assert (refused.status_code, refused.json()["code"]) == (409, "conflict")
+    assert (refused.status_code, refused.json()["code"]) == (404, "not_found")
 
 
 def test_bad_policy_and_missing_source_are_refused_before_a_version(
@@ -223,8 +225,11 @@ def test_quality_rule_failure_records_the_report_naming_the_rule(
     assert failed["quality"]["status"] == "failed"
     (rule,) = failed["quality"]["failed_rules"]
     assert (rule["rule"], rule["column"]) == ("max_null_rate", "revenue")
-    report = client.get("/v1/datasets/firms/quality?version=2", headers=auth(admin)).json()
+    report = client.get(
+        f"/v1/datasets/firms/quality?load={failed['load']}", headers=auth(admin)
+    ).json()
     assert report["state"] == "failed" and report["report"]["status"] == "failed"
+    assert (report["version"], report["load"]) == (None, failed["load"])
     dupes = write_csv(data_dir, "dupes.csv", [ROWS[0], ROWS[0]])
     failed = load(client, admin, dupes)
     assert failed["quality"]["failed_rules"][0]["rule"] == "unique_unit"
@@ -514,11 +519,11 @@ def test_cli_load_quality_versions_and_bad_input(data_dir: Path, tmp_path: Path)
     quality = runner.invoke(cli_app, ["quality", "firms", *dd])
     assert quality.exit_code == 0, quality.output
     assert json.loads(quality.stdout)["version"] == 1
-    html = runner.invoke(cli_app, ["quality", "firms", "--version", "2", "--html", *dd])
-    assert html.exit_code == 0 and html.stdout.lstrip().startswith("<!")
     listed = runner.invoke(cli_app, ["versions", "--zone", ZONE, "firms", *dd])
-    states = [(v["version"], v["state"]) for v in json.loads(listed.stdout)["versions"]]
-    assert states == [(1, "ready"), (2, "failed")]
+    views = json.loads(listed.stdout)["versions"]
+    assert [(v["version"], v["state"]) for v in views] == [(1, "ready"), (None, "failed")]
+    html = runner.invoke(cli_app, ["quality", "firms", "--load", views[1]["load"], "--html", *dd])
+    assert html.exit_code == 0 and html.stdout.lstrip().startswith("<!")
     missing = runner.invoke(cli_app, ["quality", "nope", *dd])
     assert missing.exit_code == 1 and "not_found" in missing.stderr
 

@@ -181,3 +181,45 @@ def test_texts_from_before_sealing_are_marked_then_sealed(state_url: str, tmp_pa
         assert seal_plain_rows(texts) == 0 and stored() == values
     finally:
         engine.dispose()
+
+
+def test_loads_get_ids_and_failed_ones_release_their_numbers(
+    state_url: str, tmp_path: Path
+) -> None:
+    """0011: ``version_loads`` is keyed by a load id; the failed loads of a store from before
+    release the numbers they held, so the next load follows the last version made."""
+    (tmp_path / "data").mkdir()
+    engine = create_engine(state_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as con:
+            config.attributes["connection"] = con
+            command.upgrade(config, "0008")
+            stamp = datetime(2026, 1, 1, tzinfo=UTC)
+            con.execute(
+                text("INSERT INTO zones VALUES ('z', 'domain', 't', 'o', '', :at)"), {"at": stamp}
+            )
+            con.execute(text("INSERT INTO datasets VALUES ('d', 'z', 't', 1, :at)"), {"at": stamp})
+            for version, state in [(1, "ready"), (2, "failed"), (3, "failed")]:
+                con.execute(
+                    text(
+                        "INSERT INTO version_loads (dataset_id, version, zone_id, state, source, "
+                        "policy, path, rows_loaded, started_at, updated_at) VALUES "
+                        "('d', :v, 'z', :state, 's', 'p', 'x', 0, :at, :at)"
+                    ),
+                    {"v": version, "state": state, "at": stamp},
+                )
+        db.migrate(engine)
+        with engine.connect() as con:
+            rows = con.execute(
+                select(schema.version_loads).order_by(schema.version_loads.c.version)
+            ).all()
+        assert sorted((r.version or 0, r.state) for r in rows) == [
+            (0, "failed"),
+            (0, "failed"),
+            (1, "ready"),
+        ]
+        assert len({r.id for r in rows}) == 3 and all(r.id.startswith("load_") for r in rows)
+    finally:
+        engine.dispose()

@@ -95,11 +95,19 @@ class Version(View):
     mirrors: ClassVar[type | None] = versions.Version  # not StartedLoad's
     # a version registered without a recorded load has none of these; only a ready one has
     # row counts, only a failed one an error, only one with a report a quality summary
-    omit_none = frozenset({"source", "progress", "started_at", "row_counts", "error", "quality"})
+    omit_none = frozenset(
+        {"load", "source", "progress", "started_at", "row_counts", "error", "quality"}
+    )
 
     dataset: str
     zone: str
-    version: int
+    version: int | None = Field(
+        description="The version number; null for a failed load, which released the number it "
+        "held (the next load takes it)."
+    )
+    load: str | None = Field(
+        None, description="The load's own id (absent: a version registered without a load)."
+    )
     current: bool
     state: str = Field(description="loading, ready or failed.")
     source: str | None = None
@@ -117,7 +125,10 @@ class StartedLoad(Version):
 
     mirrors = None  # the Version's fields, and the url of the route that shows it
 
-    url: str = Field(description="Poll this for the load's progress (also the Location header).")
+    url: str = Field(
+        description="Poll this for the load's progress and outcome (also the Location header): "
+        "the load's own route, which names it whether it becomes a version or fails."
+    )
 
     @classmethod
     def started(cls, version: versions.Version, url: str) -> Self:
@@ -152,6 +163,9 @@ class ColumnQuality(View):
     role: str
     nulls: int
     null_rate: float
+    missing_codes: int = Field(
+        0, description="Values equal to a declared missing code, loaded as NULL (in nulls)."
+    )
     conversion_failures: int
     out_of_bounds: int | None
     out_of_bounds_share: float | None
@@ -195,7 +209,8 @@ class Quality(View):
     mirrors = versions.Quality
 
     dataset: str
-    version: int
+    version: int | None = Field(description="null: a failed load (it holds no number).")
+    load: str
     state: str
     current: bool
     report: QualityReport

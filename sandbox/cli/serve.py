@@ -28,6 +28,7 @@ def serve(
     """Run the HTTP API. Options override the VEIL_* environment."""
     import uvicorn
 
+    from sandbox.api.connections import server_config
     from sandbox.config import Settings
     from sandbox.demo.build import KEYS_FILE, build_demo
     from sandbox.keys import directory as keystore
@@ -54,7 +55,7 @@ def serve(
         for role, key in keys.items():
             typer.echo(f"  {role:9} {key}")
     typer.echo(f"API docs: http://{settings.host}:{settings.port}/docs")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.Server(server_config(create_app(settings), settings, log_level="info")).run()
 
 
 @app.command("demo-data")

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         "headers.",
     )
     connections_per_address: int = Field(
-        64,
+        256,
         ge=0,
         le=100_000,
         description="Open connections one client address may hold at once; 0: no limit.",

@@ -1,10 +1,13 @@
 """Connections: how long a client may take to send its request, and how many connections one
 client address may hold. uvicorn's HTTP protocol (httptools) with three limits added.
 
-uvicorn bounds only the idle time between two requests of a connection (``timeout_keep_alive``)
-and, with ``limit_concurrency``, all connections together. Nothing bounds how long a client takes
-to send a request's headers or body, nor how many connections one address holds, so a client that
-drips its request keeps a connection (and a file descriptor) for as long as it likes.
+uvicorn (0.55) bounds only the idle time between two requests of a connection
+(``timeout_keep_alive``, armed once an answer is sent, disarmed by any byte received) and, with
+``limit_concurrency``, all connections and tasks together (a ``503`` once a request's headers are
+read, whoever sent them). Neither of its HTTP protocols (httptools, a dependency of Veil, and the
+pure-Python h11) bounds how long a client takes to send a request's headers or body, nor how many
+connections one address holds, so a client that drips its request keeps a connection (and a file
+descriptor) for as long as it likes.
 :class:`HttpProtocol` adds, per server process:
 
 - a **header timeout** (``VEIL_HEADER_TIMEOUT_S``), from the connection — or from the first byte

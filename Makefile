@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= veil-data
+# `make demo PORT=8001 HOST=0.0.0.0` serves on another address (default 127.0.0.1:8000). Only
+# values given to make count: a HOST or PORT that the shell or a platform exports is ignored.
+given = $(if $(filter environment%,$(origin $(1))),,$($(1)))
+SERVE_ADDRESS = $(if $(call given,PORT),--port $(call given,PORT)) \
+	$(if $(call given,HOST),--host $(call given,HOST))
 
 .PHONY: demo test lint bench clean
 
@@ -13,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/veil serve --demo --data-dir $(DATA_DIR)
+	$(BIN)/veil serve --demo --data-dir $(DATA_DIR) $(strip $(SERVE_ADDRESS))
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ from policies.templates.loader import load_templates
 from sandbox import api, catalog
 from sandbox.access.admin import Administration
 from sandbox.access.keys import KeyCache
-from sandbox.api import idempotency, openapi, problems
+from sandbox.api import docs, idempotency, openapi, problems
 from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
 from sandbox.api.guard import Guard, GuardMiddleware
@@ -141,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Usable but invisible: DP aggregates over public data, never rows.",
         lifespan=lifespan,
+        docs_url=None,  # sandbox/api/docs.py serves the docs pages, with their assets
+        redoc_url=None,
     )
     problems.install(app)
     idempotency.install(app)  # innermost middleware: settles Idempotency-Key claims
@@ -149,4 +151,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in api.routers:
         app.include_router(router)
     openapi.install(app)  # problem responses declared on every operation
+    docs.install(app)  # /docs and /redoc, their assets served here (no CDN)
     return app

@@ -120,6 +120,27 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Bind address of `veil serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `veil serve`.")
+    # Connections (sandbox/api/connections.py): per server process, as served by `veil serve`.
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's line and headers, from connecting "
+        "(or from the first byte of its next request on a kept-alive connection).",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's whole body, from the end of its "
+        "headers.",
+    )
+    connections_per_address: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        description="Open connections one client address may hold at once; 0: no limit.",
+    )
 
     @property
     def sql_limits(self) -> SqlLimits:

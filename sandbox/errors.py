@@ -203,6 +203,23 @@ class TooManyConcurrent(Throttled):
     title = "Too many concurrent requests"
 
 
+class TooManyConnections(Throttled):
+    """A connection over ``VEIL_CONNECTIONS_PER_ADDRESS`` from one client address: answered at
+    once by the connection handling (:mod:`sandbox.api.connections`), nothing of it read."""
+
+    code = "too_many_connections"
+    title = "Too many connections from this address"
+
+
+class RequestTimeout(VeilError):
+    """A request whose headers or body did not arrive within ``VEIL_HEADER_TIMEOUT_S`` or
+    ``VEIL_BODY_TIMEOUT_S``: answered by the connection handling, and the connection closed."""
+
+    code = "request_timeout"
+    status = 408
+    title = "Request not received in time"
+
+
 class MasterKeyError(VeilError):
     """The master key ring is missing, malformed, or cannot open a wrapped key."""
 

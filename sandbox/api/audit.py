@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.access.model import Actor, MemberRole
+from sandbox.api import docs
 from sandbox.api.deps import ActorDep, Services, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
 from sandbox.api.responses import audit as views
@@ -41,7 +42,7 @@ from sandbox.keys.signing import public_key_document
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=ViewRoute)
 
 READERS = (MemberRole.AUDITOR, MemberRole.ADMIN)
-UNRECORDED = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+UNRECORDED = frozenset({"/healthz", "/metrics", "/openapi.json"}) | docs.PATHS
 MAX_SEQ = 2**62  # sequence numbers and tree sizes: within a 64-bit integer column
 Seq = Annotated[int, PathParam(ge=1, le=MAX_SEQ, description="An entry's sequence number.")]
 

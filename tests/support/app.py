@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from sandbox.api.connections import server_config
 from sandbox.config import Settings
 from server import create_app
 from tests.support.servers import free_port
@@ -50,12 +51,13 @@ def running_app(
 
 @contextmanager
 def serving(settings: Settings, **changes: Any) -> Iterator[str]:
-    """The app of ``settings`` (with ``changes``) served by uvicorn in a thread on a free port:
-    its base URL."""
+    """The app of ``settings`` (with ``changes``) served by uvicorn in a thread on a free port, as
+    ``veil serve`` serves it (its connection limits included): its base URL."""
     port = free_port()
+    settings = changed(settings, **changes)
     server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(settings, **changes), host="127.0.0.1", port=port, log_level="warning"
+        server_config(
+            create_app(settings), settings, host="127.0.0.1", port=port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

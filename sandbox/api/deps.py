@@ -15,10 +15,12 @@ from sandbox.access.keys import KeyCache
 from sandbox.access.model import Actor, Member
 from sandbox.api import idempotency
 from sandbox.api.guard import enter_tenant
+from sandbox.audit.checkpoint import Checkpointer
 from sandbox.audit.log import AuditLog
 from sandbox.audit.request import RECORD, RequestRecord
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
+from sandbox.errors import AuditChainBroken
 from sandbox.ledger.service import Ledger
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
@@ -51,6 +53,7 @@ class Services:
     facts: FactsIndex
     key_cache: KeyCache
     onboarding: Onboarding
+    checkpointer: Checkpointer | None = None  # the audit checkpoints (``broken``: /healthz)
 
 
 async def services(request: Request) -> Services:
@@ -80,6 +83,9 @@ async def member(
             route=request.scope.get("route"),
             params=request.path_params,
         )
+    checkpointer = request.app.state.services.checkpointer
+    if checkpointer is not None and checkpointer.broken is not None:  # fail closed
+        raise AuditChainBroken("the audit log failed its check before a checkpoint")
     enter_tenant(request, found.tenant_id)  # the tenant's in-flight limit (sandbox/api/guard.py)
     await idempotency.claim(request, found.id)  # a mutating call's Idempotency-Key, if any
     return found

@@ -35,7 +35,7 @@ from sandbox.keys import directory as keystore
 from sandbox.keys.audit import AuditKeys
 from sandbox.store import db
 from sandbox.store.schema import audit_checkpoints, audit_entries, audit_head
-from tests.support.app import auth, engine_of, running_app
+from tests.support.app import auth, engine_of, running_app, serving
 
 SYSTEM = Actor.system()
 DIRECTORY_ONLY: dict[str, SecretStr | None] = {"master_key": None, "hmac_key": None}
@@ -418,3 +418,42 @@ def test_an_untouched_log_of_members_and_anonymous_callers_verifies(env: Env) ->
     write(env, 1, tenant="ten_b")
     write(env, 1)
     assert env.verify().ok
+
+
+def test_an_auditor_checks_a_live_server_against_the_witness(
+    settings: Settings, keys: dict[str, str], tmp_path: Path
+) -> None:
+    import httpx
+
+    witness = tmp_path / "witness.d"
+    witness.mkdir()
+    with serving(settings, audit_witness=witness) as url:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            tenant = http.post(
+                "/v1/tenants",
+                json={
+                    "name": "Audit Office",
+                    "kind": "government",
+                    "purpose_class": "public_welfare",
+                },
+                headers=auth(keys["admin"]),
+            ).json()["id"]
+            auditor = http.post(
+                f"/v1/tenants/{tenant}/members",
+                json={"name": "auditor", "role": "auditor"},
+                headers=auth(keys["admin"]),
+            ).json()["api_key"]
+        runner = CliRunner()
+        args = ["audit", "verify", "--url", url, "--key", auditor, "--witness", str(witness)]
+        ok = runner.invoke(cli, args)
+        assert ok.exit_code == 0, ok.output
+        assert "witness: 1 heads checked" in ok.output
+        engine = db.connect(settings.state_url)
+        try:
+            with engine.begin() as con:  # every checkpoint deleted behind the server's back
+                con.execute(audit_checkpoints.delete())
+        finally:
+            engine.dispose()
+        caught = runner.invoke(cli, args)
+        assert caught.exit_code == 1, caught.output
+        assert "witness 1: log_truncated" in caught.output

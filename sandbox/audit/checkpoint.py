@@ -263,13 +263,13 @@ class Checkpointer:
                 self.broken = exc.detail
                 log.error("audit_chain_broken: %s; no checkpoint signed", exc.detail)
                 raise
-        if document is not None:
-            log.info(
-                "audit checkpoint number=%d tree_size=%d key=%s",
-                document["number"], document["tree_size"], document["key_id"],
-            )  # fmt: skip
-            if self.witness is not None:
-                witness.append(self.witness, document)
+            if document is not None:
+                log.info(
+                    "audit checkpoint number=%d tree_size=%d key=%s",
+                    document["number"], document["tree_size"], document["key_id"],
+                )  # fmt: skip
+                if self.witness is not None:  # in number order, after the commit
+                    witness.append(self.witness, document)
         return document
 
     def _start(self) -> None:

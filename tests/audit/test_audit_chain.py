@@ -351,6 +351,11 @@ def test_a_running_server_stops_signing_and_reports_a_broken_chain(
         assert health.json()["code"] == "audit_chain_broken"
         refused = client.get("/v1/budgets", headers=auth(keys["analyst"]))  # fail closed
         assert (refused.status_code, refused.json()["code"]) == (503, "audit_chain_broken")
+        report = client.get("/v1/audit/verify", headers=auth(keys["admin"]))  # still readable
+        assert report.status_code == 200
+        assert (last, "entry_columns_mismatch") in {
+            (p["ref"], p["code"]) for p in report.json()["problems"]
+        }
         with engine.connect() as con:
             now_signed = con.execute(select(func.max(audit_checkpoints.c.tree_size))).scalar_one()
         assert now_signed == signed
@@ -457,3 +462,26 @@ def test_an_auditor_checks_a_live_server_against_the_witness(
         caught = runner.invoke(cli, args)
         assert caught.exit_code == 1, caught.output
         assert "witness 1: log_truncated" in caught.output
+
+
+def test_a_log_with_checkpoints_from_before_the_chain_still_verifies_and_the_chain_follows(
+    env: Env,
+) -> None:
+    write(env, 3)
+    old = sign_checkpoint(env.keys.signing, 3, _root(env), clock.now())  # as written before 0009
+    with env.engine.begin() as con:
+        con.execute(
+            audit_checkpoints.insert().values(
+                tree_size=3,
+                root=old["root"],
+                at=clock.now(),
+                key_id=old["key_id"],
+                document=json.dumps(old),
+            )
+        )
+    write(env, 2)
+    first = env.checkpoint()
+    assert (first["number"], first["prev"], first["tree_size"]) == (1, "0" * 64, 5)
+    report = env.verify(witness=True)
+    assert report.ok, report.problems
+    assert report.checkpoints == 2

@@ -247,6 +247,7 @@ class Checkpointer:
         self._witnessed: dict[str, Any] | None = None
         self._seen = "seen by this process"  # where ``_number`` comes from
         self._started = False
+        self._mark: tuple[merkle.Frontier, str] | None = None  # the frontier at the last checkpoint
         self._lock = threading.Lock()
 
     def write(self, *, force: bool = False) -> dict[str, Any] | None:
@@ -314,6 +315,8 @@ class Checkpointer:
                     select(audit_checkpoints.c.at).order_by(audit_checkpoints.c.id.desc()).limit(1)
                 ).first()
                 if latest is not None and at - utc(latest.at) < self.interval * 0.9:
+                    if self._mark is not None:  # check the uncovered entries again next time
+                        self._frontier, self._last_hash = self._mark
                     return None
             number, prev = 1, GENESIS
             if last is not None and last.number is not None:
@@ -395,6 +398,12 @@ class Checkpointer:
             )
             for row in rows:
                 self._take(int(row.seq), str(row.hash))
+        # Where to go back to when nothing is signed: the entries after the last checkpoint
+        # are then checked again next time (an edit meanwhile would otherwise go unseen).
+        if self._frontier.size == covered:
+            self._mark = (self._frontier.copy(), self._last_hash)
+        elif self._mark is not None and self._mark[0].size != covered:
+            self._mark = None
         if self._frontier.size < upto:
             columns = [audit_entries.c[name] for name in _ENTRY_COLUMNS]
             rows = con.execute(

@@ -485,3 +485,17 @@ def test_a_log_with_checkpoints_from_before_the_chain_still_verifies_and_the_cha
     report = env.verify(witness=True)
     assert report.ok, report.problems
     assert report.checkpoints == 2
+
+
+def test_entries_checked_by_a_writer_that_did_not_sign_are_checked_again(env: Env) -> None:
+    """Two server processes: the one that finds a fresh checkpoint signs nothing, so the
+    entries after it must be checked again at its next attempt, edited meanwhile or not."""
+    write(env, 2)
+    first, second = env.checkpointer(), env.checkpointer()
+    first.write(force=True)
+    write(env, 2)
+    assert second.write() is None  # fresh: skipped, after checking entries 3 and 4
+    with env.engine.begin() as con:
+        con.execute(update(audit_entries).where(audit_entries.c.seq == 4).values(code="denied"))
+    with pytest.raises(AuditChainBroken, match="entry 4: entry_columns_mismatch"):
+        second.write(force=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,7 @@ from sandbox.audit.checkpoint import Checkpointer, run_checkpoints
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
-from sandbox.errors import NotFound
+from sandbox.errors import AuditChainBroken, NotFound
 from sandbox.keys import directory as keystore
 from sandbox.ledger.service import Ledger
 from sandbox.onboarding.services import Onboarding
@@ -48,6 +49,18 @@ def _current(engine: Engine, dataset: str) -> catalog.DatasetVersion | None:
         return None
 
 
+async def _last_checkpoint(checkpointer: Checkpointer) -> None:
+    """The shutdown checkpoint; a failure is logged (a broken chain by the writer itself)."""
+    try:
+        await asyncio.to_thread(checkpointer.write, force=True)
+    except AuditChainBroken:
+        pass
+    except Exception as exc:
+        logging.getLogger("veil.audit").error(
+            "audit checkpoint at shutdown failed: %s", type(exc).__name__
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A Veil app; the executor starts (and self-tests its lockdown) when the app starts."""
     settings = settings or Settings()
@@ -67,9 +80,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_log = audit.AuditLog(engine, audit_keys)
         audit_log.prepare()
         seal_plain_rows(SealedText(audit_log))  # texts stored before they were sealed (0010)
-        checkpoints = asyncio.create_task(
-            run_checkpoints(Checkpointer(engine, audit_keys.signing, settings.audit_checkpoint_s))
+        checkpointer = Checkpointer(
+            engine,
+            audit_keys.signing,
+            settings.audit_checkpoint_s,
+            hmac=audit_keys.hmac,
+            witness=settings.audit_witness,
         )
+        try:  # checks the log before it signs: a broken chain refuses to start (fail closed)
+            await asyncio.to_thread(checkpointer.write)
+        except BaseException:
+            engine.dispose()
+            raise
+        checkpoints = asyncio.create_task(run_checkpoints(checkpointer))
         executor = Executor(
             ExecutorLimits(
                 workers=settings.workers,
@@ -123,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 zone_secret=zone_secret,
                 master_keys=master_keys,
             ),
+            checkpointer=checkpointer,
         )
         try:
             yield
@@ -134,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             facts.close()  # before the executor: a build in progress uses it
             executor.close()
             vault.close()  # after the workers: removes every decrypted copy
+            await _last_checkpoint(checkpointer)  # a clean shutdown signs the last entries
             engine.dispose()
 
     app = FastAPI(

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         description="Seconds between signed audit checkpoints (written also when nothing "
         "happened; one per interval across all server processes).",
     )
+    audit_witness: Path | None = Field(
+        None,
+        description="A file (one JSON line per checkpoint, appended) or directory (one file per "
+        "checkpoint) outside the state store that receives every signed audit checkpoint "
+        "(unset: none).",
+    )
     # API hardening (sandbox/limits.py, sandbox/api/guard.py): every limit is per server process.
     rate_limit_per_s: float = Field(
         1000.0,

@@ -22,6 +22,7 @@ from policies.errors import (
 )
 
 __all__ = [
+    "AuditChainBroken",
     "AuditNotCheckpointed",
     "BadSignature",
     "BudgetExhausted",
@@ -139,6 +140,15 @@ class AuditNotCheckpointed(Conflict):
 
     code = "audit_not_checkpointed"
     title = "Audit entry not yet checkpointed"
+
+
+class AuditChainBroken(ServiceUnavailable):
+    """The audit log failed the check that precedes every checkpoint (an entry since the last
+    checkpoint edited, rebuilt or missing; checkpoints deleted): nothing is signed over it
+    (docs/audit.md)."""
+
+    code = "audit_chain_broken"
+    title = "Audit chain broken"
 
 
 class WorkspaceIntegrityError(VeilError):

@@ -130,8 +130,8 @@ def pg_client(postgres_url: str, tmp_path: Path) -> Iterator[TestClient]:
     """The demo zone with its state store on PostgreSQL."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    engine = db.connect(postgres_url)
-    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine))
+    engine = db.connect(postgres_url)  # the server's keys: it checks the entries' MACs
+    build_demo(engine, data_dir, rows=DEMO_TEST_ROWS, audit=local_audit(engine, data_dir / "keys"))
     engine.dispose()
     settings = Settings(data_dir=data_dir, database_url=postgres_url, workers=1, worker_threads=1)
     with running_app(settings) as test_client:

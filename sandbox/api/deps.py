@@ -15,10 +15,12 @@ from sandbox.access.keys import KeyCache
 from sandbox.access.model import Actor, Member
 from sandbox.api import idempotency
 from sandbox.api.guard import enter_tenant
+from sandbox.audit.checkpoint import Checkpointer
 from sandbox.audit.log import AuditLog
 from sandbox.audit.request import RECORD, RequestRecord
 from sandbox.config import Settings
 from sandbox.engine.executor import Executor
+from sandbox.errors import AuditChainBroken
 from sandbox.ledger.service import Ledger
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
@@ -29,6 +31,8 @@ from sandbox.verification.issued import ReceiptService
 from sandbox.verification.published import TemplateCatalog
 from sandbox.verification.quota import QuotaService
 from sandbox.verification.service import VerificationService
+
+AUDIT_ROUTES = "/v1/audit"  # still answered when the audit chain is broken
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Services:
     facts: FactsIndex
     key_cache: KeyCache
     onboarding: Onboarding
+    checkpointer: Checkpointer | None = None  # the audit checkpoints (``broken``: /healthz)
 
 
 async def services(request: Request) -> Services:
@@ -80,6 +85,13 @@ async def member(
             route=request.scope.get("route"),
             params=request.path_params,
         )
+    checkpointer = request.app.state.services.checkpointer
+    if (
+        checkpointer is not None
+        and checkpointer.broken is not None
+        and not request.url.path.startswith(AUDIT_ROUTES)  # auditors look at what failed
+    ):
+        raise AuditChainBroken("the audit log failed its check before a checkpoint")  # closed
     enter_tenant(request, found.tenant_id)  # the tenant's in-flight limit (sandbox/api/guard.py)
     await idempotency.claim(request, found.id)  # a mutating call's Idempotency-Key, if any
     return found

@@ -75,6 +75,12 @@ class Frontier:
             height, node = height + 1, node_hash(left, node)
         self._stack.append((height, node))
 
+    def copy(self) -> Frontier:
+        """An independent copy (a frontier to go back to)."""
+        found = Frontier()
+        found.size, found._stack = self.size, list(self._stack)
+        return found
+
     def root(self) -> bytes:
         """The head of the tree so far: the subtree roots folded from the right."""
         if not self._stack:

@@ -53,6 +53,11 @@ def _print_report(title: str, report: dict[str, Any]) -> bool:
         f"{title}: {report['entries']} entries, {report['checkpoints']} checkpoints, "
         f"{macs}: {verdict}"
     )
+    uncovered = report.get("uncovered", 0)
+    if uncovered:
+        typer.echo(f"  {uncovered} entries after the last checkpoint: no signature covers them")
+    if report.get("witnessed"):
+        typer.echo(f"  witness: {report['witnessed']} heads checked")
     for p in report["problems"]:
         typer.echo(f"  {p['where']} {p['ref']}: {p['code']}: {p['detail']}")
     return bool(report["ok"])
@@ -89,7 +94,23 @@ def _report(report: Any) -> dict[str, Any]:
     return wire(AuditReport, report)
 
 
-def _remote_report(client: Any) -> dict[str, Any]:
+def _witness(path: Path | None) -> list[dict[str, Any]] | None:
+    """The heads of the witness at ``path`` (``None``: no witness given)."""
+    from sandbox.audit.witness import read_witness
+
+    if path is None:
+        return None
+    try:
+        heads = read_witness(path)
+    except OSError as exc:
+        _fail(f"the witness {path} does not read ({type(exc).__name__})")
+    if not heads:
+        _fail(f"the witness {path} holds no checkpoint")
+    typer.echo(f"witness: {len(heads)} heads in {path}")
+    return heads
+
+
+def _remote_report(client: Any, witness: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Verify what the server hands out, with its published audit keys only (no MACs)."""
     from sandbox.audit.verify import CheckpointRow, EntryRow, verify_rows
     from sandbox.keys.signing import public_keys_from_document
@@ -103,12 +124,25 @@ def _remote_report(client: Any) -> dict[str, Any]:
         EntryRow(int(e["seq"]), _body(e["entry"]), e["hash"], e["mac"])
         for e in _pages(client, "/v1/audit", "entries")
     ]
-    return _report(verify_rows(rows, checkpoints, public, None, None))
+    return _report(verify_rows(rows, checkpoints, public, None, None, witness))
+
+
+Witness = Annotated[
+    Path | None,
+    typer.Option(
+        help="A witness file or directory (VEIL_AUDIT_WITNESS of the servers): prove the log "
+        "extends every checkpoint it holds."
+    ),
+]
 
 
 @audit_app.command("verify")
-def verify_command(data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
-    """Verify every entry, the hash chain, the MACs, the head and every checkpoint."""
+def verify_command(
+    data_dir: DataDir = None, url: Url = None, key: Key = None, witness: Witness = None
+) -> None:
+    """Verify every entry, the hash chain, the MACs, the head, the checkpoint chain and (with
+    --witness) every head the witness holds."""
+    heads = _witness(witness)
     if url:
         from sandbox.client import Client
         from sandbox.errors import VeilError
@@ -117,7 +151,7 @@ def verify_command(data_dir: DataDir = None, url: Url = None, key: Key = None) -
             raise typer.BadParameter("--url needs --key (or VEIL_KEY)", param_hint="--key")
         client = Client(url, key)
         try:
-            independent = _remote_report(client)
+            independent = _remote_report(client, heads)
             server = client.call("GET", "/v1/audit/verify")
         except VeilError as exc:
             _fail(f"{exc.error_code}: {exc.detail}")
@@ -133,7 +167,8 @@ def verify_command(data_dir: DataDir = None, url: Url = None, key: Key = None) -
         keys = _local_keys(settings)
         engine = db.connect(settings.state_url)
         try:
-            ok = _print_report("audit log", _report(audit_verify.verify(engine, keys)))
+            report = audit_verify.verify(engine, keys, witness=heads)
+            ok = _print_report("audit log", _report(report))
         finally:
             engine.dispose()
     if not ok:
@@ -142,19 +177,28 @@ def verify_command(data_dir: DataDir = None, url: Url = None, key: Key = None) -
 
 @audit_app.command("checkpoint")
 def checkpoint_command(data_dir: DataDir = None) -> None:
-    """Write a signed checkpoint over every entry now, and print it."""
+    """Check the entries since the last checkpoint, then write a signed checkpoint over every
+    entry now (also to VEIL_AUDIT_WITNESS), and print it."""
     from sandbox.audit.checkpoint import Checkpointer
+    from sandbox.errors import AuditChainBroken
     from sandbox.store import db
 
     settings = data_dir_settings(data_dir)
     keys = _local_keys(settings)
     engine = db.connect(settings.state_url)
+    writer = Checkpointer(
+        engine,
+        keys.signing,
+        settings.audit_checkpoint_s,
+        hmac=keys.hmac,
+        witness=settings.audit_witness,
+    )
     try:
-        document = Checkpointer(engine, keys.signing, settings.audit_checkpoint_s).write(force=True)
+        document = writer.write(force=True)
+    except AuditChainBroken as exc:
+        _fail(f"{exc.error_code}: {exc.detail}: no checkpoint written (run `veil audit verify`)")
     finally:
         engine.dispose()
-    if document is None:
-        _fail("the audit chain has a gap: no checkpoint written (run `veil audit verify`)")
     typer.echo(json.dumps(document, indent=2))
 
 

@@ -33,7 +33,9 @@ The audit log (format and checks in ``docs/audit.md``):
   concurrent transactions chain one after another.
 - ``audit_data_keys``: the AES-256-GCM keys that seal entries' sensitive members, each stored
   wrapped by a master key (:mod:`sandbox.keys.master`) whose id it names.
-- ``audit_checkpoints``: signed tree heads over the first ``tree_size`` entries.
+- ``audit_checkpoints``: signed tree heads over the first ``tree_size`` entries, chained:
+  ``number`` runs 1, 2, 3, … and each document signs the previous one's ``hash`` (both NULL for
+  checkpoints written before the chain, migration 0012).
 """
 
 from __future__ import annotations
@@ -433,7 +435,10 @@ audit_checkpoints = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("key_id", String(16), nullable=False),
     Column("document", Text, nullable=False),  # the signed checkpoint, JSON
+    Column("number", BigInteger, nullable=True),  # place in the chain; NULL: before it
+    Column("hash", String(64), nullable=True),  # SHA-256 of the document's canonical JSON
     Index("ix_audit_checkpoints_at", "at"),
+    Index("ix_audit_checkpoints_number", "number", unique=True),
 )
 
 

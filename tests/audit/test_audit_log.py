@@ -264,8 +264,11 @@ def test_forged_checkpoints_are_named(env: Env) -> None:
     found = codes(env.verify())
     assert found == {
         ("checkpoint", bad_signature, "checkpoint_bad_signature"),
+        ("checkpoint", bad_signature, "checkpoint_duplicate"),  # a second number 1
         ("checkpoint", wrong_root, "checkpoint_root_mismatch"),
+        ("checkpoint", wrong_root, "checkpoint_unchained"),  # no number, after the chain began
         ("checkpoint", unknown, "checkpoint_unknown_key"),
+        ("checkpoint", unknown, "checkpoint_unchained"),
     }
 
 

@@ -28,5 +28,5 @@ def build_ledger_demo(data_dir: Path, state_url: str, rows: int = LEDGER_DEMO_RO
     """The demo zone in ``data_dir`` (workspaces) with its state in ``state_url``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.connect(state_url)
-    build_demo(engine, data_dir, rows=rows, audit=local_audit(engine))
+    build_demo(engine, data_dir, rows=rows, audit=local_audit(engine, data_dir / "keys"))
     return engine

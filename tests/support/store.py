@@ -20,13 +20,16 @@ LOCAL = Actor.local()  # the local administrator: who a test acts as when it set
 _AUDIT_LOGS: weakref.WeakKeyDictionary[Engine, AuditLog] = weakref.WeakKeyDictionary()
 
 
-def local_audit(engine: Engine) -> AuditLog:
-    """The audit log of a test's own state store: one per engine, with keys beside a SQLite
-    store (or in a fresh directory for PostgreSQL)."""
+def local_audit(engine: Engine, key_dir: Path | None = None) -> AuditLog:
+    """The audit log of a test's own state store: one per engine, with keys in ``key_dir``,
+    else beside a SQLite store (or in a fresh directory for PostgreSQL). A server started on
+    the store later checks the entries' MACs with its own keys: give its key directory."""
     found = _AUDIT_LOGS.get(engine)
     if found is None:
         database = engine.url.database
-        if engine.dialect.name == "sqlite" and database:
+        if key_dir is not None:
+            pass
+        elif engine.dialect.name == "sqlite" and database:
             key_dir = Path(database).parent / "keys"
         else:
             key_dir = Path(tempfile.mkdtemp(prefix="veil-test-keys-"))

@@ -90,3 +90,5 @@ class AuditReport(View):
     last_seq: int
     macs_checked: bool
     problems: list[VerifyProblem]
+    uncovered: int = Field(description="Entries after the last checkpoint: no signature yet.")
+    witnessed: int = Field(description="Witnessed heads checked (0: no witness given).")

@@ -28,6 +28,7 @@ __all__ = [
     "ClaimChangeRefused",
     "Conflict",
     "ConsentRefused",
+    "DuplicateJsonKey",
     "ExecutionFailed",
     "ExecutionTimeout",
     "Forbidden",
@@ -246,6 +247,15 @@ class NotCanonicalizable(InvalidRequest):
 
     code = "not_canonical_json"
     title = "Value has no canonical JSON form"
+
+
+class DuplicateJsonKey(InvalidRequest):
+    """A JSON body names a member twice in one object, at any depth: readers disagree on which
+    one counts, so the body is refused (``field`` where, ``key`` the name; see
+    :mod:`sandbox.jsonbody`)."""
+
+    code = "duplicate_json_key"
+    title = "Member named twice in a JSON object"
 
 
 class RequestDoesNotValidate(InvalidRequest):

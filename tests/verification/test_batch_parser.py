@@ -50,22 +50,18 @@ VALUES = st.recursive(
 )
 
 
-def check(lines_or_refusal: Any) -> None:
-    """What the parser gave: lines, each a request or a coded 4xx error."""
-    for line in lines_or_refusal:
-        if isinstance(line, VeilError):
-            assert 400 <= line.status < 500 and line.error_code, line
-        else:
-            assert isinstance(line, VerifyRequest)
-
-
 def parse(body: bytes, media: str) -> None:
+    """The parser's lines are requests or coded 4xx errors, or it refuses with a coded 4xx."""
     try:
         lines = parse_batch(body, media)
     except VeilError as exc:
         assert 400 <= exc.status < 500 and exc.error_code, exc
         return
-    check(lines)
+    for line in lines:
+        if isinstance(line, VeilError):
+            assert 400 <= line.status < 500 and line.error_code, line
+        else:
+            assert isinstance(line, VerifyRequest)
 
 
 @settings(max_examples=300, deadline=None)

@@ -29,6 +29,7 @@ __all__ = [
     "ClaimChangeRefused",
     "Conflict",
     "ConsentRefused",
+    "DuplicateJsonKey",
     "ExecutionFailed",
     "ExecutionTimeout",
     "Forbidden",
@@ -273,6 +274,15 @@ class NotCanonicalizable(InvalidRequest):
 
     code = "not_canonical_json"
     title = "Value has no canonical JSON form"
+
+
+class DuplicateJsonKey(InvalidRequest):
+    """A JSON body names a member twice in one object, at any depth: readers disagree on which
+    one counts, so the body is refused (``field`` where, ``key`` the name; see
+    :mod:`sandbox.jsonbody`)."""
+
+    code = "duplicate_json_key"
+    title = "Member named twice in a JSON object"
 
 
 class RequestDoesNotValidate(InvalidRequest):

@@ -36,8 +36,9 @@ from typing import Any, Final
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from sandbox import jsonbody
 from sandbox.clock import now
-from sandbox.errors import Conflict, IdempotencyKeyReused
+from sandbox.errors import Conflict, IdempotencyKeyReused, VeilError
 from sandbox.store.db import snapshot
 from sandbox.store.schema import MAX_IDEMPOTENCY_KEY_CHARS, idempotent_requests
 from sandbox.vault.text import REPLAYED_ANSWERS, SealedText
@@ -73,11 +74,11 @@ class Replay:
 
 def request_hash(method: str, path: str, body: bytes) -> str:
     """SHA-256 of the request: the same call with the same body has the same hash. A JSON body
-    counts by its canonical form, whatever its key order or spacing; any other body by its
-    bytes."""
+    counts by its canonical form, whatever its key order or spacing; any other body (one that the
+    strict reader, :mod:`sandbox.jsonbody`, refuses included) by its bytes."""
     try:
-        content: Any = json.loads(body) if body else None
-    except ValueError:
+        content: Any = jsonbody.loads(body) if body else None
+    except (ValueError, VeilError):
         content = {"bytes": hashlib.sha256(body).hexdigest()}
     canonical = json.dumps(
         {"method": method.upper(), "path": path, "body": content},

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from sandbox.api.deps import ActorDep, ServicesDep
+from sandbox.api.params import DateTimeParam
 from sandbox.api.responses import ledger as views
 from sandbox.api.responses.base import ViewRoute
 
@@ -25,8 +25,12 @@ def read_ledger(
     services: ServicesDep,
     tenant: str | None = None,
     dataset: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[
+        DateTimeParam | None, Query(description="Entries at or after this RFC 3339 date-time.")
+    ] = None,
+    until: Annotated[
+        DateTimeParam | None, Query(description="Entries before this RFC 3339 date-time.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     format: Literal["json", "csv"] = "json",
 ) -> dict[str, Any] | Response:

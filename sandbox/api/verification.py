@@ -9,7 +9,6 @@ FastAPI's second pass over a large batch.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -22,15 +21,14 @@ from sandbox.access.model import MemberRole
 from sandbox.api.deps import ActorDep, ServicesDep
 from sandbox.api.responses import verification as views
 from sandbox.api.responses.base import View, ViewRoute
-from sandbox.errors import InvalidRequest, PayloadTooLarge, VeilError
+from sandbox.errors import PayloadTooLarge
 from sandbox.verification.consents import MAX_CONSENT_USES
 from sandbox.verification.issued import RevocationReason
 from sandbox.verification.requests import (
     MAX_BATCH_LINES,
     ConsentRequest,
     VerifyRequest,
-    parse_csv,
-    parse_request,
+    parse_batch,
 )
 
 router = APIRouter(prefix="/v1", tags=["verification"], route_class=ViewRoute)
@@ -210,7 +208,7 @@ async def verify_batch(request: Request, actor: ActorDep, services: ServicesDep)
 
     def answer() -> Response:  # parsing and serialising a large batch is work for a thread
         # (the request lines are let go before the answer is turned into its view)
-        result = services.verification.verify_batch(actor, _batch_lines(body, content_type))
+        result = services.verification.verify_batch(actor, parse_batch(body, content_type))
         return _send(views.BatchResult.of(result))
 
     return await run_in_threadpool(answer)
@@ -228,37 +226,6 @@ async def _body(request: Request) -> bytes:
             raise PayloadTooLarge(f"a batch body has at most {MAX_BATCH_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _batch_lines(body: bytes, content_type: str) -> list[VerifyRequest | VeilError]:
-    media = content_type.split(";", 1)[0].strip().lower()
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidRequest("a batch body is UTF-8") from None
-    if media == "text/csv":
-        return parse_csv(text)
-    if media not in ("application/json", ""):
-        raise InvalidRequest("send application/json or text/csv")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise InvalidRequest("the body is not JSON") from None
-    if (
-        not isinstance(doc, dict)
-        or set(doc) != {"requests"}
-        or not isinstance(doc["requests"], list)
-    ):
-        raise InvalidRequest('a JSON batch is {"requests": [...]}', field="requests")
-    if len(doc["requests"]) > MAX_BATCH_LINES:
-        raise InvalidRequest(f"a batch has at most {MAX_BATCH_LINES} lines", field="requests")
-    lines: list[VerifyRequest | VeilError] = []
-    for item in doc["requests"]:
-        try:
-            lines.append(parse_request(item))
-        except VeilError as exc:
-            lines.append(exc)
-    return lines
 
 
 # -- receipts ------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Verification requests: what a verifier asks and what a subject grants, as checked shapes.
 
 This module owns the two request shapes (:class:`VerifyRequest`, :class:`ConsentRequest`), the
-parsing of a verification request from a JSON object or from a CSV batch, and the field rules a
-request meets before anything is read (lengths, integers, the purpose code, the salt). They are
+parsing of a verification request from a JSON object and of a batch body (JSON or CSV), and the
+field rules a request meets before anything is read (lengths, integers, the purpose code, the
+salt). They are
 public rules, answered with their own codes (``invalid_request``), so they stay apart from the
 decision, whose refusals must all look alike.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from sandbox import jsonbody
 from sandbox.errors import InvalidRequest, VeilError
 from sandbox.verification.receipts import MIN_SALT_BYTES
 
@@ -27,6 +30,7 @@ __all__ = [
     "PURPOSE",
     "ConsentRequest",
     "VerifyRequest",
+    "parse_batch",
     "parse_csv",
     "parse_request",
     "parse_salt",
@@ -85,11 +89,54 @@ def parse_request(doc: object) -> VerifyRequest:
     )
 
 
+def parse_batch(body: bytes, content_type: str) -> list[VerifyRequest | VeilError]:
+    """The request lines of a batch body: JSON ``{"requests": [...]}`` (read by
+    :mod:`sandbox.jsonbody`: no deep nesting, no member named twice) or CSV (``text/csv``,
+    :func:`parse_csv`). A body that is neither is refused whole (``invalid_request``, or
+    ``duplicate_json_key``); a bad line is an error in its place."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "text/csv":
+        try:
+            return parse_csv(body.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise InvalidRequest("a batch body is UTF-8") from None
+    if media not in ("application/json", ""):
+        raise InvalidRequest("send application/json or text/csv")
+    try:
+        doc = jsonbody.loads(body)
+    except json.JSONDecodeError:
+        raise InvalidRequest("the body is not JSON (in UTF-8)") from None
+    if (
+        not isinstance(doc, dict)
+        or set(doc) != {"requests"}
+        or not isinstance(doc["requests"], list)
+    ):
+        raise InvalidRequest('a JSON batch is {"requests": [...]}', field="requests")
+    if len(doc["requests"]) > MAX_BATCH_LINES:
+        raise InvalidRequest(f"a batch has at most {MAX_BATCH_LINES} lines", field="requests")
+    lines: list[VerifyRequest | VeilError] = []
+    for item in doc["requests"]:
+        try:
+            lines.append(parse_request(item))
+        except VeilError as exc:
+            lines.append(exc)
+    return lines
+
+
 def parse_csv(body: str) -> list[VerifyRequest | VeilError]:
     """Request lines from CSV text with a header line naming the columns (any order):
     ``template, version, subject, claim, salt, consent, purpose``; ``version``, ``claim`` and
-    ``salt`` may be empty or left out. A bad line is an error in its place, not a failed batch."""
+    ``salt`` may be empty or left out. A bad line is an error in its place, not a failed batch;
+    text the CSV reader cannot read (e.g. a field over its limit of 131,072 characters, a NUL)
+    fails the batch, naming the line."""
     reader = csv.reader(io.StringIO(body, newline=""))
+    try:
+        return _csv_lines(reader)
+    except csv.Error:
+        raise InvalidRequest(f"line {reader.line_num} of the CSV cannot be read") from None
+
+
+def _csv_lines(reader: Iterator[list[str]]) -> list[VerifyRequest | VeilError]:
     header = next(reader, None)
     if header is None:
         raise InvalidRequest("a CSV batch starts with a header line")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Self
 
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from sandbox.api.bodies import BodyRoute
 
 
 class View(BaseModel):
@@ -63,8 +64,9 @@ class View(BaseModel):
         return data
 
 
-class ViewRoute(APIRoute):
-    """An API route that serialises its answer with ``response_model_exclude_unset``."""
+class ViewRoute(BodyRoute):
+    """An API route that serialises its answer with ``response_model_exclude_unset`` (and reads
+    a JSON body strictly, :class:`~sandbox.api.bodies.BodyRoute`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["response_model_exclude_unset"] = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import fastapi_offline
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -20,6 +20,8 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from sandbox.api.bodies import BodyRoute
 
 SWAGGER = "/docs"
 REDOC = "/redoc"
@@ -44,12 +46,13 @@ def install(app: FastAPI) -> None:
     """Serve the docs pages and their assets; ``app`` is built with ``docs_url=None`` and
     ``redoc_url=None`` (FastAPI's own pages load from a CDN)."""
     app.mount(ASSETS, StaticFiles(directory=FILES), name="docs-assets")
+    router = APIRouter(route_class=BodyRoute)  # like every route of the app
 
     def urls(request: Request) -> tuple[str, str]:
         root = str(request.scope.get("root_path", ""))
         return root + str(app.openapi_url), root + ASSETS
 
-    @app.get(SWAGGER, include_in_schema=False, response_class=HTMLResponse, responses=HTML)
+    @router.get(SWAGGER, include_in_schema=False, response_class=HTMLResponse, responses=HTML)
     def swagger(request: Request) -> HTMLResponse:
         openapi, assets = urls(request)
         return get_swagger_ui_html(
@@ -62,11 +65,13 @@ def install(app: FastAPI) -> None:
             swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
         )
 
-    @app.get(OAUTH2_REDIRECT, include_in_schema=False, response_class=HTMLResponse, responses=HTML)
+    @router.get(
+        OAUTH2_REDIRECT, include_in_schema=False, response_class=HTMLResponse, responses=HTML
+    )
     def oauth2_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get(REDOC, include_in_schema=False, response_class=HTMLResponse, responses=HTML)
+    @router.get(REDOC, include_in_schema=False, response_class=HTMLResponse, responses=HTML)
     def redoc(request: Request) -> HTMLResponse:
         openapi, assets = urls(request)
         return get_redoc_html(
@@ -76,3 +81,5 @@ def install(app: FastAPI) -> None:
             redoc_favicon_url=f"{assets}/{FAVICON}",
             with_google_fonts=False,
         )
+
+    app.include_router(router)

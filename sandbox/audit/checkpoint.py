@@ -38,7 +38,7 @@ from sandbox.audit.entry import format_at
 from sandbox.canonical import b64url_decode, b64url_encode, canonical_json
 from sandbox.clock import now, utc
 from sandbox.errors import AuditNotCheckpointed, NotFound
-from sandbox.keys.signing import KeyRing, key_id
+from sandbox.keys.signing import KeyRing, SigningKeys, key_id
 from sandbox.store.schema import audit_checkpoints, audit_entries, audit_head
 
 __all__ = [
@@ -148,7 +148,7 @@ class Checkpointer:
     """Writes the checkpoints of one engine. Keeps the Merkle frontier of the entries it has
     seen (entries never change once written), so each checkpoint reads only the new ones."""
 
-    def __init__(self, engine: Engine, signing: KeyRing, interval_s: float) -> None:
+    def __init__(self, engine: Engine, signing: SigningKeys, interval_s: float) -> None:
         self.engine = engine
         self.signing = signing
         self.interval = timedelta(seconds=interval_s)
@@ -193,7 +193,7 @@ class Checkpointer:
                         return None
                 if size < self._frontier.size or not self._extend(con, size):
                     return None
-                document = sign_checkpoint(self.signing, size, self._frontier.root(), at)
+                document = sign_checkpoint(self.signing.ring(), size, self._frontier.root(), at)
                 con.execute(
                     audit_checkpoints.insert().values(
                         tree_size=size,

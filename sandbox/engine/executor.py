@@ -36,8 +36,8 @@ from sandbox.errors import (
     ExecutionFailed,
     ExecutionTimeout,
     LockdownError,
-    NotFound,
     ServiceUnavailable,
+    WorkspaceMissing,
 )
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,11 @@ class Executor:
         Raises ``ExecutionTimeout`` past the deadline, ``ExecutionFailed`` for an engine error or a
         dead worker, ``ServiceUnavailable`` when no worker frees up in time, ``LockdownError``
         once the pool can no longer prove its lockdown. None of them carries an engine message.
+        ``WorkspaceMissing`` and ``ServiceUnavailable`` are raised only before the request
+        reached a worker: nothing ran (the query flow gives such a query's reservation back).
         """
         if not workspace.is_file():
-            raise NotFound("the workspace does not exist")
+            raise WorkspaceMissing("the workspace to run on does not exist")
         request = pickle.dumps(
             (str(workspace.resolve()), sql, list(params)), protocol=pickle.HIGHEST_PROTOCOL
         )

@@ -26,7 +26,7 @@ from policies.templates.model import ClaimType
 from policies.templates.sql import template_query
 from sandbox.engine.executor import Executor
 from sandbox.errors import ExecutionFailed, VeilError
-from sandbox.keys.signing import KeyRing
+from sandbox.keys.signing import SigningKeys
 from sandbox.vault.decrypted import Vault, leased
 from sandbox.verification.facts import ABSENT_SUBJECT, FactsIndex
 from sandbox.verification.lines import Line
@@ -46,7 +46,7 @@ class Outcomes:
     def __init__(
         self,
         executor: Executor,
-        keys: KeyRing,
+        keys: SigningKeys,
         *,
         vault: Vault | None = None,
         facts: FactsIndex | None = None,
@@ -142,7 +142,7 @@ class Outcomes:
             self.facts is not None
             and self.facts.get(template, version, DECOY_SUBJECT, claim) is not None
         ):
-            self.keys.current.sign(b"veil.decoy")  # the answer path was a lookup too
+            self.keys.ring().current.sign(b"veil.decoy")  # the answer path was a lookup too
             return
         try:
             sql, params = template_query(template, version.policy, DECOY_SUBJECT, claim)
@@ -150,4 +150,4 @@ class Outcomes:
                 self.executor.run(workspace, sql, params)
         except VeilError:
             pass
-        self.keys.current.sign(b"veil.decoy")
+        self.keys.ring().current.sign(b"veil.decoy")

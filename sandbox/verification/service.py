@@ -68,7 +68,7 @@ from sandbox.errors import (
     ServiceUnavailable,
     VeilError,
 )
-from sandbox.keys.signing import KeyRing
+from sandbox.keys.signing import SigningKeys
 from sandbox.store import db
 from sandbox.store.schema import alerts, receipts, verification_events
 from sandbox.vault.decrypted import Vault
@@ -122,7 +122,7 @@ class VerificationService:
         audit: AuditLog,
         executor: Executor,
         templates: TemplateSet,
-        keys: KeyRing,
+        keys: SigningKeys,
         zone_secret: bytes,
         *,
         envelope_ms: float = 0.0,
@@ -136,7 +136,7 @@ class VerificationService:
         self.zone_secret = zone_secret
         self.envelope_s = envelope_ms / 1000.0
         self.outcomes = Outcomes(executor, keys, vault=vault, facts=facts)
-        signer = signer if signer is not None else Signer(keys.current, processes=0)
+        signer = signer if signer is not None else Signer(keys.ring().current, processes=0)
         self.documents = ReceiptDocuments(keys, signer)
         self.transactions = Transactions(engine)
         self.versions = PinnedVersions(engine)

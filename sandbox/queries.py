@@ -34,8 +34,8 @@ from sandbox import catalog
 from sandbox.access.model import Actor, Member, MemberRole
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.config import Settings
-from sandbox.engine.executor import Executor
-from sandbox.errors import ServiceUnavailable, VeilError, WorkspaceMissing
+from sandbox.engine.executor import NOT_DISPATCHED, Executor
+from sandbox.errors import VeilError
 from sandbox.ledger.budgets import BudgetStatus, describe
 from sandbox.ledger.charges import ChargeState
 from sandbox.ledger.grants import Grant
@@ -312,11 +312,11 @@ def _before_data(run: _Run, exc: BaseException) -> bool:
     """Whether a run failed before any data was read, so that its reservation is given back:
     the workspace could not be leased (missing, does not open, its master key is not in the
     ring even read again, no room to decrypt), or the first engine call failed before a worker
-    received it (the executor raises ``WorkspaceMissing`` and ``ServiceUnavailable`` only
-    then). Anything after the engine ran is an uncertain outcome: the charge stays."""
+    received it (``NOT_DISPATCHED``: the executor raises those only then). Anything after the
+    engine ran is an uncertain outcome: the charge stays."""
     if not run.leased:
         return True
-    return not run.engine_ran and isinstance(exc, WorkspaceMissing | ServiceUnavailable)
+    return not run.engine_ran and isinstance(exc, NOT_DISPATCHED)
 
 
 def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:

@@ -41,6 +41,9 @@ from sandbox.errors import (
 )
 
 log = logging.getLogger(__name__)
+# What ``Executor.run`` raises only before a worker received the request: nothing ran, no data
+# was read (the query flow gives such a query's reservation back).
+NOT_DISPATCHED: Final = (WorkspaceMissing, ServiceUnavailable)
 # The only classes a worker's reply may contain besides builtins (what DuckDB's fetchall yields).
 # A worker runs the engine; if it were ever subverted, an open unpickler would let it run code in
 # the parent.

@@ -70,8 +70,8 @@ class LiveKeys:
 
     Built once by the server; reading the directory the first time creates missing keys and
     refuses exposed key files (``key_file_exposed``), like :func:`keystore.open_keys`. A later
-    re-read that fails (a key file made readable to others, say) keeps the rings held and is
-    logged; an unknown key id then stays an error."""
+    re-read never creates a key; one that fails (a key file made readable to others, a key
+    gone missing) keeps the rings held and is logged, and an unknown key id stays an error."""
 
     def __init__(
         self, directory: Path, *, master_key: SecretStr | None, hmac_key: SecretStr | None
@@ -81,7 +81,7 @@ class LiveKeys:
         self._hmac_key = hmac_key
         self._lock = threading.Lock()
         self._stamp = self._fingerprint()
-        self._rings, self.zone_secret = self._read()
+        self._rings, self.zone_secret = self._read(create=True)
         self._checked = self._forced = time.monotonic()
         self.master: Following[MasterKeyRing] = Following(lambda: self._current().master)
         self.receipt: Following[KeyRing] = Following(lambda: self._current().receipt)
@@ -113,10 +113,12 @@ class LiveKeys:
                 stamp.append((info.st_ino, info.st_mtime_ns, info.st_size))
         return tuple(stamp)
 
-    def _read(self) -> tuple[_Rings, bytes]:
-        receipt, zone_secret = keystore.open_keys(self.directory)
+    def _read(self, *, create: bool) -> tuple[_Rings, bytes]:
+        """Every ring; ``create`` (the first read only) makes missing keys. A re-read never
+        does: a key that went missing is an error, not a new key."""
+        receipt, zone_secret = keystore.open_keys(self.directory, create=create)
         audit = keystore.audit_keys(
-            self.directory, master_key=self._master_key, hmac_key=self._hmac_key
+            self.directory, master_key=self._master_key, hmac_key=self._hmac_key, create=create
         )
         master = replace(audit.master, reload=self._reload_master)
         hmac = replace(audit.hmac, reload=self._reload_hmac)
@@ -139,7 +141,7 @@ class LiveKeys:
             if force:
                 self._forced = moment
             try:
-                rings, _ = self._read()
+                rings, _ = self._read(create=False)
             except Exception as exc:  # keep serving with the rings held; say why
                 log.error("the key directory could not be read again: %s", exc)
                 return self._rings

@@ -24,7 +24,7 @@ from policies.templates.claims import Claim
 from policies.templates.decide import decide
 from policies.templates.model import ClaimType
 from policies.templates.sql import template_query
-from sandbox.engine.executor import Executor
+from sandbox.engine.executor import NOT_DISPATCHED, Executor
 from sandbox.errors import ExecutionFailed, VeilError
 from sandbox.keys.signing import SigningKeys
 from sandbox.vault.decrypted import Vault, leased
@@ -70,11 +70,14 @@ class Outcomes:
             sql, params = template_query(
                 line.template, line.version.policy, line.request.subject, line.claim
             )
+            opened = False
             try:
                 with leased(self.vault, line.version) as workspace:
+                    opened = True
                     (row,) = self.executor.run(workspace, sql, params)
             except VeilError as exc:
-                line.failed = exc  # charged all the same: the outcome is uncertain
+                line.failed = exc  # charged all the same: the outcome is uncertain …
+                line.unread = not opened or isinstance(exc, NOT_DISPATCHED)  # … unless unread
                 return
             line.outcome = decide(line.template, row, line.claim)
             return
@@ -110,18 +113,27 @@ class Outcomes:
         template, version = group[0].template, group[0].version
         assert template is not None and version is not None
         subjects = [ln.request.subject for ln in group if ln.request]
+        ran = False
         try:
             sql, params = template_batch_query(
                 template, version.policy, subjects, [ln.claim for ln in group]
             )
             with leased(self.vault, version) as workspace:
-                rows = self.executor.run(workspace, sql, params)
+                try:
+                    rows = self.executor.run(workspace, sql, params)
+                except NOT_DISPATCHED:
+                    raise
+                except BaseException:
+                    ran = True
+                    raise
+                ran = True
             if len(rows) != len(group):
                 raise ExecutionFailed("the batch query returned the wrong number of rows")
         except VeilError as exc:
             log.warning("batch query failed template=%s code=%s", template.id, exc.error_code)
             for ln in group:
-                ln.failed = exc  # charged all the same: the outcome is uncertain
+                ln.failed = exc  # charged all the same: the outcome is uncertain …
+                ln.unread = not ran  # … unless no data was read
             return
         for ln, row in zip(group, rows, strict=True):
             ln.outcome = decide(template, row[1:], ln.claim)

@@ -6,7 +6,9 @@ template's parameterised query in the locked-down executor on the leased workspa
 single-subject query for one request, one batch query per template version for a batch (side by
 side, as many at once as the executor has workers) — and maps the facts to the outcome with
 :func:`policies.templates.decide.decide`. The facts never leave this module. A query that fails
-after its line was allowed marks the line ``failed``: it stays charged, as an uncertain outcome.
+after its line was allowed marks the line ``failed``: it stays charged, as an uncertain outcome —
+unless it failed before any data was read (the workspace could not be leased, or no worker took
+the query), which also marks it ``unread``: then the answer transaction charges nothing for it.
 
 The refusal path's :meth:`Outcomes.decoy` does the same work for a subject that does not exist,
 so that a consent refusal takes about as long as an answer.

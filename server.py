@@ -26,7 +26,7 @@ from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import AuditChainBroken, NotFound
-from sandbox.keys import directory as keystore
+from sandbox.keys.live import LiveKeys
 from sandbox.ledger.service import Ledger
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
@@ -69,22 +69,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         templates = load_templates(settings.templates_path)  # a bad file: refuse to start
-        keys, zone_secret = keystore.open_keys(settings.keys_path)
         # Key files open to group or others, or a malformed VEIL_MASTER_KEY: refuse to start.
-        master_keys = keystore.master_keys(settings.keys_path, master_key=settings.master_key)
-        engine = db.connect(settings.state_url)
-        # The audit log: entries in the same transactions as the changes they record.
-        audit_keys = keystore.audit_keys(
+        # The rings follow the key directory: rotation by the CLI needs no restart.
+        live_keys = LiveKeys(
             settings.keys_path, master_key=settings.master_key, hmac_key=settings.audit_hmac_key
         )
-        audit_log = audit.AuditLog(engine, audit_keys)
+        keys, zone_secret, master_keys = live_keys.receipt, live_keys.zone_secret, live_keys.master
+        engine = db.connect(settings.state_url)
+        # The audit log: entries in the same transactions as the changes they record.
+        audit_log = audit.AuditLog(engine, live_keys.audit)
         audit_log.prepare()
         seal_plain_rows(SealedText(audit_log))  # texts stored before they were sealed (0010)
         checkpointer = Checkpointer(
             engine,
-            audit_keys.signing,
+            live_keys.audit_signing,
             settings.audit_checkpoint_s,
-            hmac=audit_keys.hmac,
+            hmac=live_keys.audit.hmac,  # a ring that reads the directory again for a new key id
             witness=settings.audit_witness,
         )
         try:  # checks the log before it signs: a broken chain refuses to start (fail closed)
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Stored workspaces are sealed; each current version is decrypted once into RAM.
         vault = Vault(master_keys, settings.runtime_dir)
         vault.warm_in_background(lambda: catalog.list_current(engine))
-        signer = Signer(keys.current, settings.signing_processes)
+        signer = Signer(keys.ring().current, settings.signing_processes)
         facts = FactsIndex(executor, vault, settings.verification_index_max_subjects)
         facts.warm(templates.latest.values(), lambda dataset: _current(engine, dataset))
         ledger = Ledger(engine, audit_log)

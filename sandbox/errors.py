@@ -65,6 +65,7 @@ __all__ = [
     "VeilError",
     "VerificationRefused",
     "WorkspaceIntegrityError",
+    "WorkspaceMissing",
     "WorkspaceNotSealed",
 ]
 
@@ -167,6 +168,14 @@ class WorkspaceNotSealed(WorkspaceIntegrityError):
 
     code = "workspace_not_sealed"
     title = "Stored workspace is not encrypted"
+
+
+class WorkspaceMissing(WorkspaceIntegrityError):
+    """The stored workspace of a registered version is not where the catalogue says: a fault
+    of the server's files, found before any data was read."""
+
+    code = "workspace_missing"
+    title = "Stored workspace is missing"
 
 
 class ConsentRefused(VeilError):

@@ -2,7 +2,9 @@
 
 Order matters and is the point of this module: the query is parsed, checked and priced without
 touching data; the cost is reserved durably; only then does the locked-down executor run the SQL
-Veil generated; the noisy release is recorded with the charge before it is returned.
+Veil generated; the noisy release is recorded with the charge before it is returned. A run that
+fails before a worker received any SQL gives its reservation back (:func:`_before_data`); any
+later failure keeps the charge.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from sandbox import catalog
 from sandbox.access.model import Actor, Member, MemberRole
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.config import Settings
-from sandbox.engine.executor import Executor
+from sandbox.engine.executor import NOT_DISPATCHED, Executor
 from sandbox.errors import VeilError
 from sandbox.ledger.budgets import BudgetStatus, describe
 from sandbox.ledger.charges import ChargeState
@@ -249,13 +251,17 @@ class QueryService:
             p.version.dataset,
             p.calibration.cost_micro,
         )
+        run = _Run()
         try:
             plan = p.plan
             params = list(plan.params)
             with leased(self.vault, p.version) as workspace:
+                run.leased = True
                 if p.version.within_row_caps is None:
                     self.measure_row_caps(p.version, workspace)
+                    run.engine_ran = True
                 rows = self.executor.run(workspace, plan.sql, params)
+                run.engine_ran = True
                 histograms = {
                     q.name: self.executor.run(workspace, q.histogram_sql, params)
                     for q in plan.quantiles
@@ -263,7 +269,15 @@ class QueryService:
             released = release(plan, p.calibration, rows, histograms)
         except BaseException as exc:
             code = exc.error_code if isinstance(exc, VeilError) else "internal_error"
-            charges.settle(actor, reservation.charge_id, ChargeState.FAILED, error_code=code)
+            if _before_data(run, exc):
+                charges.cancel(actor, reservation, code)
+                log.warning(
+                    "query cancelled before any data was read charge=%s code=%s",
+                    reservation.charge_id,
+                    code,
+                )
+            else:
+                charges.settle(actor, reservation.charge_id, ChargeState.FAILED, error_code=code)
             raise
         answer = Answer(
             query_id=reservation.charge_id,
@@ -284,6 +298,25 @@ class QueryService:
     def budgets(self, actor: Actor) -> list[BudgetStatus]:
         """The acting member's tenant's grants: total, spent, left, what that buys."""
         return self.ledger.budgets(actor)
+
+
+@dataclass
+class _Run:
+    """How far a run got: the workspace was leased (decrypted), an engine call completed."""
+
+    leased: bool = False
+    engine_ran: bool = False
+
+
+def _before_data(run: _Run, exc: BaseException) -> bool:
+    """Whether a run failed before any data was read, so that its reservation is given back:
+    the workspace could not be leased (missing, does not open, its master key is not in the
+    ring even read again, no room to decrypt), or the first engine call failed before a worker
+    received it (``NOT_DISPATCHED``: the executor raises those only then). Anything after the
+    engine ran is an uncertain outcome: the charge stays."""
+    if not run.leased:
+        return True
+    return not run.engine_ran and isinstance(exc, NOT_DISPATCHED)
 
 
 def _budget_micro(request: QueryRequest, accounting: Accounting) -> int:

@@ -80,7 +80,7 @@ def test_an_empty_or_malformed_key_variable(tmp_path: Path) -> None:
 def test_the_server_uses_the_key_variables(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, workers=1, worker_threads=1)
     with running_app(settings) as client:
-        assert client.app.state.services.vault.keys.current_id == "mk-new"  # type: ignore[attr-defined]
+        assert client.app.state.services.vault.keys.ring().current_id == "mk-new"  # type: ignore[attr-defined]
     assert (settings.keys_path / "receipt-signing.pem").exists()  # the directory is in use…
     assert not (settings.keys_path / "master").exists()  # …but not for the injected rings
     assert not (settings.keys_path / "audit-hmac").exists()

@@ -34,7 +34,7 @@ def read_ledger(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     format: Literal["json", "csv"] = "json",
 ) -> dict[str, Any] | Response:
-    """Charges (reserved, released, failed) and credits (grant, refresh), oldest first."""
+    """Charges (reserved, released, failed, cancelled) and credits (grant, refresh), by time."""
     found = services.ledger.entries(
         actor, tenant_id=tenant, dataset_id=dataset, since=since, until=until, limit=limit
     )

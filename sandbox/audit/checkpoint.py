@@ -55,7 +55,7 @@ from sandbox.canonical import b64url_decode, b64url_encode, canonical_json
 from sandbox.clock import now, utc
 from sandbox.errors import AuditChainBroken, AuditNotCheckpointed, NotFound
 from sandbox.keys.audit import HmacRing
-from sandbox.keys.signing import KeyRing, key_id
+from sandbox.keys.signing import KeyRing, SigningKeys, key_id
 from sandbox.store.schema import audit_checkpoints, audit_entries, audit_head
 
 __all__ = [
@@ -228,7 +228,7 @@ class Checkpointer:
     def __init__(
         self,
         engine: Engine,
-        signing: KeyRing,
+        signing: SigningKeys,
         interval_s: float,
         *,
         hmac: HmacRing | None = None,
@@ -281,7 +281,10 @@ class Checkpointer:
         head = witness.latest(self.witness)
         if head is None:
             return
-        if not chained(head) or checkpoint_problem(head, self.signing.public_keys()) is not None:
+        if (
+            not chained(head)
+            or checkpoint_problem(head, self.signing.ring().public_keys()) is not None
+        ):
             raise AuditChainBroken(f"the witness's last head ({self.witness}) does not verify")
         self._witnessed = head
         self._number = int(head["number"])
@@ -322,7 +325,7 @@ class Checkpointer:
             if last is not None and last.number is not None:
                 number, prev = int(last.number) + 1, str(last.hash)
             document = sign_checkpoint(
-                self.signing, size, self._frontier.root(), at, number=number, prev=prev
+                self.signing.ring(), size, self._frontier.root(), at, number=number, prev=prev
             )
             con.execute(
                 audit_checkpoints.insert().values(
@@ -356,7 +359,7 @@ class Checkpointer:
             document = None
         intact = (
             isinstance(document, dict)
-            and checkpoint_problem(document, self.signing.public_keys()) is None
+            and checkpoint_problem(document, self.signing.ring().public_keys()) is None
             and document["tree_size"] == int(last.tree_size)
             and document["root"] == last.root
         )

@@ -259,6 +259,7 @@ class AuditLog:
             if ctx.client:
                 sealed.setdefault("client", ctx.client)
         envelope = self._seal(self._data_key(con), sealed) if sealed else None
+        hmac_ring = self.keys.hmac  # read once: the key id named and the key that MACs agree
         at = now()
         head = _LOCK_HEAD.execute(con).first()
         if head is None:  # a store built without the migration's head row
@@ -282,11 +283,11 @@ class AuditLog:
             "refs": refs,
             "cost": dict(entry.cost) if entry.cost is not None else None,
             "sealed": envelope,
-            "mac_key": self.keys.hmac.current_id,
+            "mac_key": hmac_ring.current_id,
         }
         text = canonical_body(body)
         digest = hashlib.sha256(text).digest()
-        mac = self.keys.hmac.mac(self.keys.hmac.current_id, digest)
+        mac = hmac_ring.mac(hmac_ring.current_id, digest)
         assert mac is not None
         _INSERT_ENTRY.execute(
             con,

@@ -254,7 +254,7 @@ def proof_command(
 
 def rotate_keys(key_dir: Path, which: str) -> dict[str, Any]:
     """Rotate the named key (or all): what is current afterwards. Old keys stay, so
-    everything signed, MAC'd or wrapped before still checks; restart servers to use the new."""
+    everything signed, MAC'd or wrapped before still checks; running servers pick up the new."""
     from sandbox.keys import directory as keystore
     from sandbox.keys.signing import public_key_document
 

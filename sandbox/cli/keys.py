@@ -96,7 +96,8 @@ def keys_rotate(
     ] = "receipt",
 ) -> None:
     """Retire the current key (receipt signing by default) and start a new one; old keys stay,
-    so what they signed, MAC'd or wrapped still checks. Restart running servers to use it."""
+    so what they signed, MAC'd or wrapped still checks. Running servers on the same key
+    directory pick it up without a restart."""
     import json
 
     from sandbox.config import Settings

@@ -36,11 +36,14 @@ from sandbox.errors import (
     ExecutionFailed,
     ExecutionTimeout,
     LockdownError,
-    NotFound,
     ServiceUnavailable,
+    WorkspaceMissing,
 )
 
 log = logging.getLogger(__name__)
+# What ``Executor.run`` raises only before a worker received the request: nothing ran, no data
+# was read (the query flow gives such a query's reservation back).
+NOT_DISPATCHED: Final = (WorkspaceMissing, ServiceUnavailable)
 # The only classes a worker's reply may contain besides builtins (what DuckDB's fetchall yields).
 # A worker runs the engine; if it were ever subverted, an open unpickler would let it run code in
 # the parent.
@@ -179,9 +182,11 @@ class Executor:
         Raises ``ExecutionTimeout`` past the deadline, ``ExecutionFailed`` for an engine error or a
         dead worker, ``ServiceUnavailable`` when no worker frees up in time, ``LockdownError``
         once the pool can no longer prove its lockdown. None of them carries an engine message.
+        ``WorkspaceMissing`` and ``ServiceUnavailable`` are raised only before the request
+        reached a worker: nothing ran (the query flow gives such a query's reservation back).
         """
         if not workspace.is_file():
-            raise NotFound("the workspace does not exist")
+            raise WorkspaceMissing("the workspace to run on does not exist")
         request = pickle.dumps(
             (str(workspace.resolve()), sql, list(params)), protocol=pickle.HIGHEST_PROTOCOL
         )

@@ -27,8 +27,8 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -44,6 +44,7 @@ __all__ = [
     "HMAC_DIR",
     "HMAC_ENV_VAR",
     "AuditKeys",
+    "AuditRings",
     "HmacRing",
     "load_hmac_ring",
     "rotate_hmac_ring",
@@ -60,6 +61,9 @@ class HmacRing:
 
     current_id: str
     keys: Mapping[str, bytes]
+    # The ring as the key directory holds it now (set by sandbox.keys.live): asked once for a
+    # key id this ring lacks.
+    reload: Callable[[], HmacRing] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.current_id not in self.keys:
@@ -71,18 +75,56 @@ class HmacRing:
     def mac(self, kid: str, digest: bytes) -> str | None:
         """Hex HMAC-SHA256 of ``digest`` under key ``kid``; ``None`` if the ring lacks it."""
         key = self.keys.get(kid)
+        if key is None and self.reload is not None:
+            fresh = self.reload()  # rotated by another process since this ring was read?
+            if kid in fresh.keys:
+                return fresh.mac(kid, digest)
         if key is None:
             return None
         return hmac.new(key, digest, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
-class AuditKeys:
-    """What the audit log needs: master keys (wrap data keys), HMAC keys, checkpoint keys."""
+class AuditRings:
+    """The three rings the audit log works with, as read at one moment."""
 
     master: MasterKeyRing
     hmac: HmacRing
     signing: KeyRing
+
+
+class AuditKeys:
+    """What the audit log needs: master keys (wrap data keys), HMAC keys, checkpoint keys.
+
+    Each attribute is a ring as it is now: fixed rings (``AuditKeys(master, hmac, signing)``),
+    or, with :meth:`following`, the rings of a source that follows the key directory (the
+    server's, :mod:`sandbox.keys.live`). Read an attribute once per use: two reads may fall on
+    either side of a rotation."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self, master: MasterKeyRing, hmac: HmacRing, signing: KeyRing) -> None:
+        fixed = AuditRings(master, hmac, signing)
+        self._now: Callable[[], AuditRings] = lambda: fixed
+
+    @classmethod
+    def following(cls, now: Callable[[], AuditRings]) -> AuditKeys:
+        """Keys that are ``now()`` at every read."""
+        keys = cls.__new__(cls)
+        keys._now = now
+        return keys
+
+    @property
+    def master(self) -> MasterKeyRing:
+        return self._now().master
+
+    @property
+    def hmac(self) -> HmacRing:
+        return self._now().hmac
+
+    @property
+    def signing(self) -> KeyRing:
+        return self._now().signing
 
 
 def _from_env(value: str) -> HmacRing:

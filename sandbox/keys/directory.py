@@ -56,8 +56,10 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _zone_secret(directory: Path) -> bytes:
+def _zone_secret(directory: Path, *, create: bool = True) -> bytes:
     path = directory / ZONE_SECRET_FILE
+    if not path.exists() and not create:
+        raise FileNotFoundError(f"no zone secret at {path}")
     if not path.exists():
         tmp = directory / f".{ZONE_SECRET_FILE}.{secrets.token_hex(4)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -75,17 +77,18 @@ def _zone_secret(directory: Path) -> bytes:
     return secret
 
 
-def open_keys(directory: Path) -> tuple[KeyRing, bytes]:
-    """The key ring and the zone secret, each created if missing."""
+def open_keys(directory: Path, *, create: bool = True) -> tuple[KeyRing, bytes]:
+    """The key ring and the zone secret, each created if missing (``create``; without, a
+    missing one is an error)."""
     with _locked(directory):
-        ring = load_key_ring(directory, create=True)
-        return ring, _zone_secret(directory)
+        ring = load_key_ring(directory, create=create)
+        return ring, _zone_secret(directory, create=create)
 
 
 def rotate(directory: Path) -> KeyRing:
     """Retire the current signing key (its public half stays published) and start a new one.
 
-    Running servers keep signing with the key they loaded until they restart."""
+    Running servers pick up the new key (:mod:`sandbox.keys.live`)."""
     with _locked(directory):
         load_key_ring(directory, create=True)
         return rotate_key_ring(directory)

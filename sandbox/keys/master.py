@@ -16,6 +16,11 @@ Where the keys come from, first match wins:
 
 Key files and their directories must not be readable by group or others: a key directory that
 is, is refused with an error naming the file (:class:`KeyFileExposed`).
+
+A ring is a snapshot. What needs the ring *as it is now* takes a :class:`MasterKeys` — a fixed
+ring is one, and so is the server's view of the key directory, which follows rotation by other
+processes (:mod:`sandbox.keys.live`); it asks for :meth:`MasterKeys.ring` once per use. A ring
+made by that view also re-reads the directory when asked to unwrap under a key id it lacks.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +47,7 @@ __all__ = [
     "ENV_VAR",
     "KEY_BYTES",
     "MasterKeyRing",
+    "MasterKeys",
     "check_private",
     "load_master_keys",
     "rotate_master_key",
@@ -91,6 +97,9 @@ class MasterKeyRing:
 
     current_id: str
     keys: Mapping[str, bytes]
+    # The ring as the key directory holds it now (set by sandbox.keys.live): asked once when a
+    # key id is not in this ring, before that is an error.
+    reload: Callable[[], MasterKeyRing] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.current_id not in self.keys:
@@ -110,6 +119,10 @@ class MasterKeyRing:
     def unwrap(self, kid: str, wrapped: bytes, purpose: str) -> bytes:
         """The data key wrapped by :meth:`wrap`; fails if the key, purpose or bytes differ."""
         key = self.keys.get(kid)
+        if key is None and self.reload is not None:
+            fresh = self.reload()  # rotated by another process since this ring was read?
+            if kid in fresh.keys:
+                return fresh.unwrap(kid, wrapped, purpose)
         if key is None:
             raise MasterKeyError(f"master key {kid!r} is not in the ring")
         try:
@@ -122,6 +135,17 @@ class MasterKeyRing:
     @staticmethod
     def new_data_key() -> bytes:
         return AESGCM.generate_key(bit_length=8 * KEY_BYTES)
+
+    def ring(self) -> MasterKeyRing:
+        """A fixed ring is its own current state (:class:`MasterKeys`)."""
+        return self
+
+
+class MasterKeys(Protocol):
+    """Where the master key ring comes from: :meth:`ring` is the ring as it is now (a fixed
+    :class:`MasterKeyRing`, or the server's view of the key directory)."""
+
+    def ring(self) -> MasterKeyRing: ...
 
 
 def _aad(kid: str, purpose: str) -> bytes:

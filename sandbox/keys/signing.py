@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -84,6 +84,18 @@ class KeyRing:
         keys = {key_id(k): k for k in self.retired}
         keys[self.current_id] = self.current.public_key()
         return keys
+
+    def ring(self) -> KeyRing:
+        """A fixed ring is its own current state (:class:`SigningKeys`)."""
+        return self
+
+
+class SigningKeys(Protocol):
+    """Where a signing ring comes from: :meth:`ring` is the ring as it is now (a fixed
+    :class:`KeyRing`, or the server's view of the key directory, which follows rotation). Ask
+    once per document: the key id written and the key that signs must be the same ring's."""
+
+    def ring(self) -> KeyRing: ...
 
 
 CURRENT_KEY_FILE: Final = "receipt-signing.pem"

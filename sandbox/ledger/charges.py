@@ -3,8 +3,10 @@
 A reservation is, in one transaction: the grant's due refresh credits, one conditional
 ``UPDATE … WHERE spent + cost <= budget RETURNING`` on the grant (and on the member's sub-budget,
 if it has one), and the charge row. Concurrent requests can never overspend. A charge whose
-outcome is uncertain (timeout, crash) stays spent; a rejection that never reached the data is
-never reserved in the first place.
+outcome is uncertain (timeout, crash, any failure once the engine ran) stays spent; a rejection
+that never reached the data is never reserved in the first place; a run that failed before a
+worker received its SQL (the workspace could not be provided, no worker could take it) is
+cancelled, which gives the reservation back.
 
 A released charge keeps its answer, as the JSON the query service hands it (the answer's wire
 form), for the answer cache. The reservation and the settlement are recorded in the audit log
@@ -31,6 +33,7 @@ class ChargeState(StrEnum):
     RESERVED = "reserved"
     RELEASED = "released"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # failed before any data was read: the cost was given back
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,60 @@ class Charges:
                     actor,
                 )
 
+    def cancel(self, actor: Actor, reservation: Reservation, error_code: str) -> bool:
+        """Give a reservation back: its run failed before any data was read (``error_code``:
+        why, for the audit log). In one transaction, a ``reserved`` charge becomes
+        ``cancelled`` and its cost and δ leave the grant's spent totals (and the member's
+        sub-budget, if the reservation spent from one). Only a ``reserved`` charge changes;
+        returns whether it did."""
+        grant = reservation.grant
+        with self.engine.begin() as con:
+            row = con.execute(
+                update(charges)
+                .where(
+                    charges.c.id == reservation.charge_id,
+                    charges.c.state == ChargeState.RESERVED.value,
+                )
+                .values(state=ChargeState.CANCELLED.value, updated_at=now())
+                .returning(charges.c.cost_micro, charges.c.delta_pico, charges.c.member_id)
+            ).first()
+            if row is None:
+                return False
+            con.execute(
+                update(grants)
+                .where(grants.c.id == grant.id)
+                .values(
+                    spent_micro=grants.c.spent_micro - row.cost_micro,
+                    spent_delta_pico=grants.c.spent_delta_pico - row.delta_pico,
+                )
+            )
+            if reservation.member_budget is not None:
+                con.execute(
+                    update(member_budgets)
+                    .where(
+                        member_budgets.c.grant_id == grant.id,
+                        member_budgets.c.member_id == row.member_id,
+                    )
+                    .values(spent_micro=member_budgets.c.spent_micro - row.cost_micro)
+                )
+            self.audit.append(
+                con,
+                Event(
+                    "query",
+                    "query.settle",
+                    code=error_code,
+                    refs={"charge": reservation.charge_id, "state": ChargeState.CANCELLED.value},
+                    cost={
+                        "accounting": grant.accounting.value,
+                        "micro": -int(row.cost_micro),
+                        "delta_pico": -int(row.delta_pico),
+                    },
+                    primary=False,
+                ),
+                actor,
+            )
+        return True
+
 
 def _spend_member_budget(
     con: Connection, grant_id: str, member_id: str, cost_micro: int
@@ -218,7 +275,8 @@ class Consistency:
 
 
 def consistency(engine: Engine, grant_id: str) -> Consistency:
-    """The grant's counters against the ledger they are derived from."""
+    """The grant's counters against the ledger they are derived from (every charge counts but
+    a cancelled one, whose cost was given back)."""
     with engine.connect() as con:
         grant = _grant(con.execute(select(grants).where(grants.c.id == grant_id)).one())
         credited = con.execute(
@@ -228,7 +286,8 @@ def consistency(engine: Engine, grant_id: str) -> Consistency:
         ).scalar_one()
         charged = con.execute(
             select(func.coalesce(func.sum(charges.c.cost_micro), 0)).where(
-                charges.c.grant_id == grant_id
+                charges.c.grant_id == grant_id,
+                charges.c.state != ChargeState.CANCELLED.value,
             )
         ).scalar_one()
     return Consistency(grant_id, int(credited), int(charged), grant.budget_micro, grant.spent_micro)

@@ -52,7 +52,7 @@ from sandbox.errors import (
     VeilError,
 )
 from sandbox.keys import directory as keystore
-from sandbox.keys.master import MasterKeyRing
+from sandbox.keys.master import MasterKeys
 from sandbox.onboarding.model import LoadState, PendingLoad, Problem
 from sandbox.onboarding.progress import ProgressHook, ProgressWriter, load_row
 from sandbox.onboarding.sources import source_spec
@@ -91,7 +91,7 @@ class Loads:
         workspace_dir: Path,
         *,
         quota_bytes: int | None = None,
-        master_keys: MasterKeyRing | None = None,
+        master_keys: MasterKeys | None = None,
     ) -> None:
         self.engine = engine
         self.audit = require_log(audit, "the loads service")

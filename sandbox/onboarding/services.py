@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from sandbox.audit.log import AuditLog, require_log
-from sandbox.keys.master import MasterKeyRing
+from sandbox.keys.master import MasterKeys
 from sandbox.onboarding.issues import Issues
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.providers import Providers
@@ -45,7 +45,7 @@ class Onboarding:
         *,
         quota_bytes: int | None = None,
         zone_secret: bytes | None = None,
-        master_keys: MasterKeyRing | None = None,
+        master_keys: MasterKeys | None = None,
     ) -> Onboarding:
         """The services over ``engine``, recording in ``audit``, and ``workspace_dir``; see
         :class:`Loads` and :class:`Issues` for the keyword arguments."""

@@ -179,7 +179,7 @@ charges = Table(
     Column("dataset_version", Integer, nullable=False),
     Column("cost_micro", BigInteger, nullable=False),
     Column("delta_pico", BigInteger, nullable=False),
-    Column("state", String(16), nullable=False),  # reserved | released | failed
+    Column("state", String(16), nullable=False),  # reserved | released | failed | cancelled
     Column("answer", Text, nullable=True),  # the released response (JSON), for retries
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

@@ -24,7 +24,7 @@ from typing import Final, Self
 from sandbox.errors import (
     ServiceUnavailable,
 )
-from sandbox.keys.master import MasterKeyRing
+from sandbox.keys.master import MasterKeys
 from sandbox.vault.sealed import StoredVersion, _name, _sweep, open_sealed, seal
 
 log = logging.getLogger("veil.vault")
@@ -60,7 +60,8 @@ class _Copy:
 
 
 class Vault:
-    """Holds the master keys and the decrypted copies of the versions this process serves.
+    """Holds the master keys (``keys``: the ring as it is now, so a server follows rotation)
+    and the decrypted copies of the versions this process serves.
 
     :meth:`lease` decrypts a version the first time it is asked for (concurrent requests for it
     wait for that one decryption) and keeps it until another version of the same dataset is
@@ -69,7 +70,7 @@ class Vault:
     processes are removed when the next vault starts.
     """
 
-    def __init__(self, keys: MasterKeyRing, runtime_dir: Path | None = None) -> None:
+    def __init__(self, keys: MasterKeys, runtime_dir: Path | None = None) -> None:
         self.keys = keys
         root = runtime_root(runtime_dir)
         _sweep(root, prefix=_RUNTIME_PREFIX)

@@ -51,12 +51,12 @@ from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
 from sandbox.errors import (
     MasterKeyError,
-    NotFound,
     ServiceUnavailable,
     WorkspaceIntegrityError,
+    WorkspaceMissing,
     WorkspaceNotSealed,
 )
-from sandbox.keys.master import MasterKeyRing
+from sandbox.keys.master import MasterKeyRing, MasterKeys
 
 MAGIC: Final = b"VEILSEAL"
 FORMAT: Final = 1
@@ -156,7 +156,7 @@ def build_name(dataset: str, version: int) -> str:
 def seal(
     plain: Path,
     stored: Path,
-    keys: MasterKeyRing,
+    keys: MasterKeys,
     dataset: str,
     version: int,
     *,
@@ -167,7 +167,7 @@ def seal(
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
         raise ValueError("chunk_size out of range")
     data_key = MasterKeyRing.new_data_key()
-    kid, wrapped = keys.wrap(data_key, _purpose(dataset, version))
+    kid, wrapped = keys.ring().wrap(data_key, _purpose(dataset, version))
     header = Header(dataset, version, chunk_size, os.urandom(PREFIX_BYTES), kid, wrapped, 0)
     doc = {
         "dataset": dataset,
@@ -248,7 +248,7 @@ def read_header(handle: BinaryIO, where: str) -> Header:
 def open_sealed(
     stored: Path,
     plain: Path,
-    keys: MasterKeyRing,
+    keys: MasterKeys,
     dataset: str,
     version: int,
     *,
@@ -257,11 +257,13 @@ def open_sealed(
     """Decrypt ``stored`` (sealed for ``dataset`` ``version``) into a new file ``plain``.
 
     Every chunk is authenticated before it is written; on any failure ``plain`` is removed and
-    a :class:`WorkspaceIntegrityError` (or ``MasterKeyError`` for a key that is missing or wrong)
-    raised, so no partial or altered plaintext is ever left behind. Returns the plaintext size."""
+    a :class:`WorkspaceIntegrityError` (``WorkspaceMissing`` for a stored file that is not
+    there, ``MasterKeyError`` for a key that is missing from the ring, even read again, or
+    wrong) raised, so no partial or altered plaintext is ever left behind. Returns the
+    plaintext size."""
     where = _name(dataset, version)
     if not stored.is_file():
-        raise NotFound(f"the workspace of {where} does not exist")
+        raise WorkspaceMissing(f"the stored workspace of {where} is missing")
     written, created = 0, False
     try:
         with stored.open("rb") as src:
@@ -271,7 +273,9 @@ def open_sealed(
                     f"the stored workspace of {where} was sealed for another dataset version"
                 )
             try:
-                data_key = keys.unwrap(header.kid, header.wrapped, _purpose(dataset, version))
+                data_key = keys.ring().unwrap(
+                    header.kid, header.wrapped, _purpose(dataset, version)
+                )
             except MasterKeyError as exc:
                 raise type(exc)(f"the stored workspace of {where}: {exc.detail}") from None
             aead, bound, record = AESGCM(data_key), header.bound(), header.chunk_size + TAG_BYTES
@@ -309,7 +313,7 @@ def open_sealed(
 
 
 def seal_plain_versions(
-    engine: Engine, keys: MasterKeyRing, audit: AuditLog, actor: Actor
+    engine: Engine, keys: MasterKeys, audit: AuditLog, actor: Actor
 ) -> list[tuple[str, int]]:
     """Seal every registered version still stored as a plain DuckDB file (a data directory from
     before encryption at rest): ``v<N>.sealed`` next to it, the catalogue pointed at it (recorded

@@ -18,9 +18,11 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from sandbox.access.model import Member
 from sandbox.canonical import b64url_encode
-from sandbox.keys.signing import KeyRing
+from sandbox.keys.signing import SigningKeys
 from sandbox.verification.lines import Line
 from sandbox.verification.receipts import Receipt, format_time
 from sandbox.verification.signer import CHUNK, Signer
@@ -33,17 +35,18 @@ _RFC3339: Final = "%Y-%m-%dT%H:%M:%S%z"
 # One encoder, built once (json.dumps with options builds a new encoder on every call).
 _SIGNING_JSON: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-# Receipt documents sent to be signed: (line, document, signing input) and the signatures.
-SignJob = tuple[list[tuple[Line, dict[str, object], str]], Future[list[bytes]]]
+# Receipt documents sent to be signed: (line, document, signing input), the signatures, and the
+# key that signs them (the one whose id the documents name).
+SignJob = tuple[list[tuple[Line, dict[str, object], str]], Future[list[bytes]], Ed25519PrivateKey]
 
 
 class ReceiptDocuments:
     """The receipts of answered lines, signed with the zone's current key (by ``signer``'s
-    processes for large batches, here when the pool fails)."""
+    processes for large batches, here when the pool fails). ``keys`` is the receipt ring as it
+    is now: each call of :meth:`make` signs with the key that is current when it starts."""
 
-    def __init__(self, keys: KeyRing, signer: Signer) -> None:
+    def __init__(self, keys: SigningKeys, signer: Signer) -> None:
         self.keys = keys
-        self.key_id = keys.current_id
         self.signer = signer
 
     def make(
@@ -60,6 +63,8 @@ class ReceiptDocuments:
         it: the answer transaction calls this again after a changed decision, and re-signs
         only what changed."""
         issued_at = format_time(at.replace(microsecond=0))
+        ring = self.keys.ring()  # once: the key id the documents name is the key that signs
+        key, key_id = ring.current, ring.current_id
         made: dict[str, dict[str, object]] = {}  # receipt id -> document made in this call
         chunk: list[tuple[Line, dict[str, object], str]] = []
         jobs: list[SignJob] = []
@@ -82,34 +87,36 @@ class ReceiptDocuments:
             ):
                 made[line.receipt_id] = kept
                 continue
-            document, message = self._document(line, member, issued_at, checked=first)
+            document, message = self._document(line, member, issued_at, key_id, checked=first)
             first = False
             line.document = made[line.receipt_id] = document
             line.signed = None
             chunk.append((line, document, message))
             if len(chunk) >= CHUNK:
-                jobs.append((chunk, self.signer.submit([m.encode() for _, _, m in chunk])))
+                jobs.append(
+                    (chunk, self.signer.submit([m.encode() for _, _, m in chunk], key), key)
+                )
                 chunk = []
         if chunk:
-            jobs.append((chunk, self.signer.submit([m.encode() for _, _, m in chunk])))
+            jobs.append((chunk, self.signer.submit([m.encode() for _, _, m in chunk], key), key))
         return jobs
 
     def collect(self, jobs: list[SignJob]) -> None:
         """Wait for the signatures of :meth:`make`'s jobs and put them in the documents."""
-        for job, future in jobs:
+        for job, future, key in jobs:
             try:
                 signatures = future.result()
             except Exception as exc:  # a broken pool: sign here
                 log.warning("signer pool failed (%s); signing in the server", type(exc).__name__)
                 self.signer.failed()
-                signatures = [self.keys.current.sign(m.encode()) for _, _, m in job]
+                signatures = [key.sign(m.encode()) for _, _, m in job]
             for (line, document, message), raw in zip(job, signatures, strict=True):
                 signature = b64url_encode(raw)
                 document["signature"] = signature
                 line.signed = f'{message[:-1]},"signature":"{signature}"}}'
 
     def _document(
-        self, line: Line, member: Member, issued_at: str, checked: bool
+        self, line: Line, member: Member, issued_at: str, key_id: str, checked: bool
     ) -> tuple[dict[str, object], str]:
         """The receipt document (without its signature) and the text to sign.
 
@@ -138,7 +145,7 @@ class ReceiptDocuments:
             "dataset": version.dataset,
             "dataset_version": str(version.version),
             "issued_at": issued_at,
-            "key_id": self.key_id,
+            "key_id": key_id,
         }
         if checked:
             values = {**document, "issued_at": datetime.strptime(issued_at, _RFC3339)}

@@ -27,7 +27,7 @@ from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.clock import now, utc
 from sandbox.errors import NotFound
-from sandbox.keys.signing import KeyRing, public_key_document
+from sandbox.keys.signing import SigningKeys, public_key_document
 from sandbox.store.schema import receipts
 from sandbox.store.statements import Prepared
 from sandbox.verification.consents import own_ref
@@ -124,7 +124,9 @@ class ReceiptService:
     """Listing, reading, checking and revoking issued receipts, and the public key document;
     built once with the state store's audit log."""
 
-    def __init__(self, engine: Engine, audit: AuditLog, keys: KeyRing, zone_secret: bytes) -> None:
+    def __init__(
+        self, engine: Engine, audit: AuditLog, keys: SigningKeys, zone_secret: bytes
+    ) -> None:
         self.engine = engine
         self.audit = require_log(audit, "receipts")
         self.keys = keys
@@ -132,7 +134,7 @@ class ReceiptService:
 
     def public_keys(self) -> list[PublishedKey]:
         """Public: every key that may have signed a live receipt, current first."""
-        document = public_key_document(self.keys)
+        document = public_key_document(self.keys.ring())
         entries = document["keys"]
         assert isinstance(entries, list)
         return [PublishedKey(**entry) for entry in entries]

@@ -42,6 +42,7 @@ class Line:
     stored: bool = False  # the receipt exists already (an own sticky repeat)
     fresh_id: str | None = None  # the receipt id of a new answer (kept if decided again)
     failed: VeilError | None = None  # allowed, but the query failed: charged, no receipt
+    unread: bool = False  # ``failed`` before any data was read: not charged after all
     document: dict[str, object] | None = None
     signed: str | None = None  # a new receipt's stored JSON text (the document, signed)
 

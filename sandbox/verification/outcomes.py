@@ -6,7 +6,9 @@ template's parameterised query in the locked-down executor on the leased workspa
 single-subject query for one request, one batch query per template version for a batch (side by
 side, as many at once as the executor has workers) — and maps the facts to the outcome with
 :func:`policies.templates.decide.decide`. The facts never leave this module. A query that fails
-after its line was allowed marks the line ``failed``: it stays charged, as an uncertain outcome.
+after its line was allowed marks the line ``failed``: it stays charged, as an uncertain outcome —
+unless it failed before any data was read (the workspace could not be leased, or no worker took
+the query), which also marks it ``unread``: then the answer transaction charges nothing for it.
 
 The refusal path's :meth:`Outcomes.decoy` does the same work for a subject that does not exist,
 so that a consent refusal takes about as long as an answer.
@@ -24,9 +26,9 @@ from policies.templates.claims import Claim
 from policies.templates.decide import decide
 from policies.templates.model import ClaimType
 from policies.templates.sql import template_query
-from sandbox.engine.executor import Executor
+from sandbox.engine.executor import NOT_DISPATCHED, Executor
 from sandbox.errors import ExecutionFailed, VeilError
-from sandbox.keys.signing import KeyRing
+from sandbox.keys.signing import SigningKeys
 from sandbox.vault.decrypted import Vault, leased
 from sandbox.verification.facts import ABSENT_SUBJECT, FactsIndex
 from sandbox.verification.lines import Line
@@ -46,7 +48,7 @@ class Outcomes:
     def __init__(
         self,
         executor: Executor,
-        keys: KeyRing,
+        keys: SigningKeys,
         *,
         vault: Vault | None = None,
         facts: FactsIndex | None = None,
@@ -70,11 +72,14 @@ class Outcomes:
             sql, params = template_query(
                 line.template, line.version.policy, line.request.subject, line.claim
             )
+            opened = False
             try:
                 with leased(self.vault, line.version) as workspace:
+                    opened = True
                     (row,) = self.executor.run(workspace, sql, params)
             except VeilError as exc:
-                line.failed = exc  # charged all the same: the outcome is uncertain
+                line.failed = exc  # charged all the same: the outcome is uncertain …
+                line.unread = not opened or isinstance(exc, NOT_DISPATCHED)  # … unless unread
                 return
             line.outcome = decide(line.template, row, line.claim)
             return
@@ -110,18 +115,27 @@ class Outcomes:
         template, version = group[0].template, group[0].version
         assert template is not None and version is not None
         subjects = [ln.request.subject for ln in group if ln.request]
+        ran = False
         try:
             sql, params = template_batch_query(
                 template, version.policy, subjects, [ln.claim for ln in group]
             )
             with leased(self.vault, version) as workspace:
-                rows = self.executor.run(workspace, sql, params)
+                try:
+                    rows = self.executor.run(workspace, sql, params)
+                except NOT_DISPATCHED:
+                    raise
+                except BaseException:
+                    ran = True
+                    raise
+                ran = True
             if len(rows) != len(group):
                 raise ExecutionFailed("the batch query returned the wrong number of rows")
         except VeilError as exc:
             log.warning("batch query failed template=%s code=%s", template.id, exc.error_code)
             for ln in group:
-                ln.failed = exc  # charged all the same: the outcome is uncertain
+                ln.failed = exc  # charged all the same: the outcome is uncertain …
+                ln.unread = not ran  # … unless no data was read
             return
         for ln, row in zip(group, rows, strict=True):
             ln.outcome = decide(template, row[1:], ln.claim)
@@ -142,7 +156,7 @@ class Outcomes:
             self.facts is not None
             and self.facts.get(template, version, DECOY_SUBJECT, claim) is not None
         ):
-            self.keys.current.sign(b"veil.decoy")  # the answer path was a lookup too
+            self.keys.ring().current.sign(b"veil.decoy")  # the answer path was a lookup too
             return
         try:
             sql, params = template_query(template, version.policy, DECOY_SUBJECT, claim)
@@ -150,4 +164,4 @@ class Outcomes:
                 self.executor.run(workspace, sql, params)
         except VeilError:
             pass
-        self.keys.current.sign(b"veil.decoy")
+        self.keys.ring().current.sign(b"veil.decoy")

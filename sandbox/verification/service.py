@@ -68,7 +68,7 @@ from sandbox.errors import (
     ServiceUnavailable,
     VeilError,
 )
-from sandbox.keys.signing import KeyRing
+from sandbox.keys.signing import SigningKeys
 from sandbox.store import db
 from sandbox.store.schema import alerts, receipts, verification_events
 from sandbox.vault.decrypted import Vault
@@ -122,7 +122,7 @@ class VerificationService:
         audit: AuditLog,
         executor: Executor,
         templates: TemplateSet,
-        keys: KeyRing,
+        keys: SigningKeys,
         zone_secret: bytes,
         *,
         envelope_ms: float = 0.0,
@@ -136,7 +136,7 @@ class VerificationService:
         self.zone_secret = zone_secret
         self.envelope_s = envelope_ms / 1000.0
         self.outcomes = Outcomes(executor, keys, vault=vault, facts=facts)
-        signer = signer if signer is not None else Signer(keys.current, processes=0)
+        signer = signer if signer is not None else Signer(keys.ring().current, processes=0)
         self.documents = ReceiptDocuments(keys, signer)
         self.transactions = Transactions(engine)
         self.versions = PinnedVersions(engine)
@@ -327,6 +327,7 @@ class VerificationService:
                 self._redecide(con, member, at, state)
                 jobs = self.documents.make(member, lines, at, state.stored)
             ctx = state.ctx
+            _uncharge_unread(state)
             if ctx.events:
                 db.insert_many(con, verification_events, ctx.events)
                 add_quota_use(con, ctx.events)
@@ -380,6 +381,33 @@ class VerificationService:
             if line.ok and line.stored and line.receipt_id and line.receipt_id not in state.stored
         ]
         state.stored.update(stored_documents(con, own))
+
+
+def _uncharge_unread(state: _State) -> None:
+    """Take back the charges of the lines whose query failed before any data was read (the
+    workspace could not be provided, no worker could take the query): their events (the leakage
+    bits and the quota unit) and their consent's use. The outcome of such a line is not
+    uncertain — there is none — so, like a query's reservation, its charge is given back. Lines
+    decided after it in the same call were decided with its event counted: never in their
+    favour."""
+    unread = {
+        line.receipt_id
+        for line in state.lines
+        if line.ok and line.failed is not None and line.unread
+    }
+    unread.discard(None)
+    if not unread:
+        return
+    ctx, kept = state.ctx, []
+    for event in ctx.events:
+        if event["receipt_id"] not in unread:
+            kept.append(event)
+            continue
+        consent_id = event["consent_id"]
+        ctx.bumped[consent_id] -= 1
+        if ctx.bumped[consent_id] <= ctx.held[consent_id].uses:
+            del ctx.bumped[consent_id]
+    ctx.events = kept
 
 
 def _audit_event(lines: list[Line], events: list[dict[str, Any]]) -> Event:

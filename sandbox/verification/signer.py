@@ -28,22 +28,26 @@ log = logging.getLogger(__name__)
 
 CHUNK: Final = 500  # messages per job; also the smallest job worth sending to the pool
 
-_worker_key: Ed25519PrivateKey | None = None
+_worker_keys: dict[bytes, Ed25519PrivateKey] = {}  # in a signer process: the keys it was sent
 
 
-def _init_worker(raw: bytes) -> None:
-    global _worker_key
-    _worker_key = Ed25519PrivateKey.from_private_bytes(raw)
-
-
-def _sign_chunk(messages: list[bytes]) -> list[bytes]:
-    key = _worker_key
-    assert key is not None
+def _sign_chunk(raw: bytes, messages: list[bytes]) -> list[bytes]:
+    key = _worker_keys.get(raw)
+    if key is None:  # a new key (the first, or one rotated in): keep only the latest
+        _worker_keys.clear()
+        key = _worker_keys[raw] = Ed25519PrivateKey.from_private_bytes(raw)
     return [key.sign(m) for m in messages]
 
 
+def _raw(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 class Signer:
-    """Signs with ``key``: in-process for small jobs, in a process pool for large ones."""
+    """Signs with ``key`` (or the key a job names: the current one of a rotated ring):
+    in-process for small jobs, in a process pool for large ones."""
 
     def __init__(self, key: Ed25519PrivateKey, processes: int) -> None:
         self._key = key
@@ -59,30 +63,27 @@ class Signer:
             if self._closed:
                 return None
             if self._pool is None:
-                raw = self._key.private_bytes(
-                    serialization.Encoding.Raw,
-                    serialization.PrivateFormat.Raw,
-                    serialization.NoEncryption(),
-                )
                 self._pool = ProcessPoolExecutor(
                     max_workers=self._processes,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(raw,),
                 )
                 log.info("receipt signer pool started with %d processes", self._processes)
             return self._pool
 
-    def submit(self, messages: Sequence[bytes]) -> Future[list[bytes]]:
-        """Signatures of ``messages``, in order (a future: large jobs run in the pool)."""
+    def submit(
+        self, messages: Sequence[bytes], key: Ed25519PrivateKey | None = None
+    ) -> Future[list[bytes]]:
+        """Signatures of ``messages`` by ``key`` (default: the signer's), in order (a future:
+        large jobs run in the pool)."""
+        key = key if key is not None else self._key
         pool = self._executor() if len(messages) >= CHUNK else None
         if pool is not None:
             try:
-                return pool.submit(_sign_chunk, list(messages))
+                return pool.submit(_sign_chunk, _raw(key), list(messages))
             except RuntimeError:  # shut down meanwhile, or broken (a worker died): sign here
                 self._discard(pool)
         done: Future[list[bytes]] = Future()
-        done.set_result([self._key.sign(m) for m in messages])
+        done.set_result([key.sign(m) for m in messages])
         return done
 
     def failed(self) -> None:

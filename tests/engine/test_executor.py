@@ -32,8 +32,8 @@ from sandbox.errors import (
     ExecutionFailed,
     ExecutionTimeout,
     LockdownError,
-    NotFound,
     ServiceUnavailable,
+    WorkspaceMissing,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,7 +365,7 @@ def test_large_results_are_refused(executor: Executor, workspace: Path) -> None:
 
 
 def test_missing_workspace(executor: Executor, tmp_path: Path) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(WorkspaceMissing):
         executor.run(tmp_path / "nope.duckdb", "SELECT 1")
 
 

@@ -40,7 +40,7 @@ from sandbox.access import members, tenants
 from sandbox.access.model import Actor, MemberRole
 from sandbox.clock import utc
 from sandbox.errors import BudgetExhausted
-from sandbox.ledger.charges import ChargeState, consistency
+from sandbox.ledger.charges import ChargeState, Reservation, consistency
 from sandbox.ledger.grants import Refresh
 from sandbox.ledger.service import Ledger
 from sandbox.store import db
@@ -107,6 +107,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.grants: dict[str, GrantModel] = {}
         self.members: dict[str, MemberModel] = {}
         self.charges: dict[str, ChargeModel] = {}
+        self.reservations: dict[str, Reservation] = {}
         self.tenant_of: dict[str, str] = {}
         self.touched: set[str] = set()  # grants changed (or refused) by the current step
 
@@ -205,6 +206,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return None
         assert expected == "ok", expected
         self._record(member, reservation.charge_id, cost, delta)
+        self.reservations[reservation.charge_id] = reservation
         assert reservation.grant.spent_micro == self.grants[member.grant_id].spent
         return reservation.charge_id
 
@@ -237,6 +239,7 @@ class LedgerMachine(RuleBasedStateMachine):
             except BudgetExhausted:
                 return
             results[i] = reservation.charge_id
+            self.reservations[reservation.charge_id] = reservation
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
         for thread in threads:
@@ -263,6 +266,26 @@ class LedgerMachine(RuleBasedStateMachine):
         before = _snapshot(self.engine)
         self.ledger.charges.settle(LOCAL, charge_id, ChargeState.FAILED)
         self.ledger.charges.settle(LOCAL, charge_id, ChargeState.RELEASED, '{"rows": [1]}')
+        assert _snapshot(self.engine) == before
+
+    @rule(charge_id=consumes(charge_ids))
+    def cancel(self, charge_id: str | None) -> None:
+        """A run that failed before any data was read gives its reservation back, once."""
+        if charge_id is None:  # a refused reserve
+            return
+        charge = self.charges[charge_id]
+        assert self.ledger.charges.cancel(LOCAL, self.reservations[charge_id], "workspace_missing")
+        grant, member = self.grants[charge.grant_id], self.members[charge.member_id]
+        grant.spent -= charge.cost
+        grant.spent_delta -= charge.delta
+        if member.sub_budget is not None:
+            member.spent -= charge.cost
+        charge.state = ChargeState.CANCELLED
+        self.touched.add(grant.id)
+        # Cancelled is final: settling or cancelling again changes nothing.
+        before = _snapshot(self.engine)
+        self.ledger.charges.settle(LOCAL, charge_id, ChargeState.FAILED)
+        assert not self.ledger.charges.cancel(LOCAL, self.reservations[charge_id], "again")
         assert _snapshot(self.engine) == before
 
     @precondition(lambda self: any(m.sub_budget is not None for m in self.members.values()))
@@ -301,7 +324,11 @@ class LedgerMachine(RuleBasedStateMachine):
         grants the last step touched (calling it for all of them every step is what is slow)."""
 
         def sums(column: Any, key: Any) -> dict[str, int]:
+            """Per ``key``; of the charges, those that count (a cancelled one gave its cost
+            back)."""
             query = select(key, func.sum(column)).group_by(key)
+            if column.table is charges:
+                query = query.where(charges.c.state != ChargeState.CANCELLED.value)
             return {k: int(v) for k, v in con.execute(query).all()}
 
         with self.engine.connect() as con:

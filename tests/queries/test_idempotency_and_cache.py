@@ -132,19 +132,20 @@ def test_same_idempotency_key_from_10_threads_at_once_charges_once(client: TestC
 
 
 def test_idempotency_key_of_a_failed_query_stays_refused(settings: Settings) -> None:
-    """A key whose query failed after its charge is not run again (the outcome was uncertain):
-    409 ``failed``, and no second charge."""
+    """A key whose query failed with a 5xx is not run again: 409 ``failed``, and no second
+    charge. (Here the engine is gone, so the run failed before any data was read and its
+    reservation was given back: the one charge is ``cancelled``.)"""
     with running_app(settings) as fresh:
         analyst = _analyst(fresh)
         fresh.app.state.services.executor.close()  # type: ignore[attr-defined]  # the engine is gone
         failed = _query(fresh, analyst.key, idem="doomed")
         assert failed.status_code >= 500, failed.text
-        assert _spent(fresh, analyst) == COST_MICRO  # charged before it ran: the charge stays
+        assert _spent(fresh, analyst) == 0  # reserved, then given back: nothing was read
         response = _query(fresh, analyst.key, idem="doomed")
         assert response.status_code == 409
         assert response.json()["code"] == "conflict"
         assert response.json()["state"] == "failed"
-        assert _spent(fresh, analyst) == COST_MICRO
+        assert _spent(fresh, analyst) == 0
         assert len(_charges(fresh, analyst)) == 1
 
 

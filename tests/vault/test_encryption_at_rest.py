@@ -35,6 +35,7 @@ from sandbox.errors import (
     MasterKeyError,
     ServiceUnavailable,
     WorkspaceIntegrityError,
+    WorkspaceMissing,
     WorkspaceNotSealed,
 )
 from sandbox.keys import directory as keystore
@@ -386,8 +387,9 @@ def test_not_a_sealed_file_and_a_plain_workspace_are_refused(tmp_path: Path) -> 
     with pytest.raises(WorkspaceNotSealed, match="veil workspaces seal") as caught:
         open_sealed(plain, tmp_path / "out", keys, "ds", 1)
     assert caught.value.error_code == "workspace_not_sealed"
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(WorkspaceMissing, match="is missing") as missing:
         open_sealed(tmp_path / "missing.sealed", tmp_path / "out", keys, "ds", 1)
+    assert (missing.value.error_code, missing.value.status) == ("workspace_missing", 500)
 
 
 def test_wrong_master_key_fails(tmp_path: Path) -> None:

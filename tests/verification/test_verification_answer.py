@@ -22,6 +22,7 @@ from sandbox.engine.executor import Executor
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import (
     ConsentRefused,
+    ExecutionFailed,
     InvalidRequest,
     NotFound,
     ServiceUnavailable,
@@ -258,17 +259,18 @@ def test_a_batch_line_answered_meanwhile_gets_that_receipt(client, keys):
 
 
 def test_a_failed_query_is_charged_and_its_retry_gets_that_receipt(client, keys, tmp_path: Path):
-    """The executor fails after the line was allowed: the charge stays (an uncertain outcome is
-    never refunded), no receipt is stored; the tenant's retry is a repeat of the charged
-    question, answered now under the receipt id it was charged for."""
+    """The query fails once the engine ran (the worker refuses its result: a byte cap of 1):
+    the charge stays (an uncertain outcome is never refunded), no receipt is stored; the
+    tenant's retry is a repeat of the charged question, answered now under the receipt id it
+    was charged for."""
     verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
     consent, _ = grant(client, keys, "ENT_STATUS", max_uses=1)
     request = VerifyRequest(
         template="ENT_STATUS", subject=subject, consent=consent, purpose=PURPOSE
     )
-    stopped = Executor(ExecutorLimits(workers=1), tmp_path)  # never started: every run fails
-    with pytest.raises(ServiceUnavailable):
-        twin(client, stopped).verify(verifier, request)
+    limits = ExecutorLimits(workers=1, threads=1, max_result_bytes=1)
+    with Executor(limits, tmp_path) as refusing, pytest.raises(ExecutionFailed):
+        twin(client, refusing).verify(verifier, request)
     (charged,) = events(client)
     assert charged.bits_charged == 1000 and charged.quota_units == 1
     assert uses(client, consent) == 1
@@ -279,6 +281,25 @@ def test_a_failed_query_is_charged_and_its_retry_gets_that_receipt(client, keys,
     assert len(events(client)) == 1
     assert uses(client, consent) == 1
     assert stored_receipts(client) == [charged.receipt_id]
+
+
+def test_a_query_no_worker_took_is_not_charged(client, keys, tmp_path: Path):
+    """The executor cannot take the query (never started): nothing was read, so nothing is
+    charged — no event, no quota, no use of the consent — and the retry is a new answer."""
+    verifier, subject = member(client, keys["verifier"]), keys["subject_id"]
+    consent, _ = grant(client, keys, "ENT_STATUS", max_uses=1)
+    request = VerifyRequest(
+        template="ENT_STATUS", subject=subject, consent=consent, purpose=PURPOSE
+    )
+    stopped = Executor(ExecutorLimits(workers=1), tmp_path)  # never started: every run fails
+    with pytest.raises(ServiceUnavailable):
+        twin(client, stopped).verify(verifier, request)
+    assert events(client) == []
+    assert uses(client, consent) == 0
+    retry = service(client).verify(verifier, request)
+    (charged,) = events(client)
+    assert retry.receipt.receipt_id == charged.receipt_id
+    assert uses(client, consent) == 1
 
 
 # -- PostgreSQL: the answer transaction always decides again there ------------------------------

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from policies.model import Policy
 
 # How much more a row costs when the plan ranks each unit's groups in a window (the group cap
-# binds), measured on the demo tables: about 5x a plain scan-and-join row.
-WINDOW_WEIGHT = 4
+# binds) and groups every joined row, measured on the demo tables (bench/timing_channel.py
+# --engine): about 11x a row of a count that DuckDB aggregates below the join.
+WINDOW_WEIGHT = 10
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ the runtime's noise module.
 
 The SQL does not prune (docs/queries.md, "Timing"): the WHERE predicate becomes a flag,
 ``__keep``, computed for every row of the (joined) input, and every statistic is a conditional
-aggregate over all of them (a count sums the flag; a sum adds ``CASE WHEN __keep THEN … END``).
+aggregate over all of them (a count sums the flag; a sum adds each value times the flag).
 The caps clear the flag rather than drop rows. The engine then scans, joins, windows and groups
 the same rows whatever the predicate selects, so how long it runs does not tell how many rows
 the predicate selected; the released integers are exactly those of filtering first
@@ -209,7 +209,7 @@ class _Planner:
             bits = fixed_point_bits(col.type, magnitude)
             unit = math.ceil(magnitude * 2**bits)
             fixed = f"CAST(round({clamped} * {2**bits}) AS BIGINT)"
-            sql = f"sum({fixed})" if self.pruning else f"sum(CASE WHEN {KEEP} THEN {fixed} END)"
+            sql = f"sum({fixed})" if self.pruning else _sum_where(fixed, self.value(ref))
             stat = Statistic(
                 name,
                 kind,
@@ -465,6 +465,14 @@ def _count_where(condition: str) -> str:
     integer as ``count(*) FILTER (WHERE condition)``, but the aggregate does the same work for
     every row, and DuckDB can still aggregate it below a join (docs/benchmarks.md)."""
     return f"CAST(coalesce(sum(CAST({condition} AS BIGINT)), 0) AS BIGINT)"
+
+
+def _sum_where(fixed: str, value: str) -> str:
+    """The sum of ``fixed`` over the kept rows, computed for every row: each row adds its value
+    times its flag (0 or 1, in exact integers), and the sum is NULL, as a filtered sum is, when
+    no kept row has a value."""
+    some = f"sum(CAST({KEEP} AND {value} IS NOT NULL AS BIGINT)) > 0"
+    return f"CASE WHEN {some} THEN sum(coalesce({fixed}, 0) * CAST({KEEP} AS BIGINT)) END"
 
 
 def _histogram_sql(

@@ -280,6 +280,8 @@ def one_level(plan: Any) -> str:
     keys = [f"k{i}" for i in range(len(plan.keys))]
     select = ", ".join([*keys, *(f"{s.sql} AS {s.name}" for s in plan.statistics)])
     group_by = f" GROUP BY {', '.join(keys)}" if keys else ""
+    if keys and "__keep" in sql:  # the SQL does not prune: leave out cells with no kept row
+        group_by += " HAVING bool_or(__keep)"
     return f"{sql[:cut]} SELECT {select} FROM bnd{group_by}"
 
 

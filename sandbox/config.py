@@ -65,6 +65,20 @@ class Settings(BaseSettings):
         "memory, when it has at most this many subjects, so that an answer is a lookup rather "
         "than a query (0: never; every answer runs its template query).",
     )
+    query_grid_ms: float = Field(
+        50.0,
+        ge=0,
+        le=60_000,
+        description="Fixed part, per statement, of the time grid step a query's answer is "
+        "released on (0: no grid, answers go out when ready; docs/queries.md#timing).",
+    )
+    query_grid_ns_per_row: float = Field(
+        25.0,
+        ge=0,
+        le=1_000_000,
+        description="Part of the grid step per row of the query's input size class (its tables' "
+        "row counts, and the join's bound, rounded up to a power of two), in nanoseconds.",
+    )
     auth_cache_s: float = Field(
         2.0,
         ge=0,

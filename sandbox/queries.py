@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -28,6 +29,7 @@ from policies.accounting import (
     to_micro,
 )
 from policies.errors import InvalidBudget
+from policies.gate.grid import TimeGrid, input_rows, release_point, step_s
 from policies.gate.limits import check_size
 from policies.gate.plan import QueryPlan, row_cap_sql
 from sandbox import catalog
@@ -146,6 +148,7 @@ class _Prepared:
     plan: QueryPlan
     calibration: Calibration
     query_hash: str
+    step_s: float  # the time grid step its answer is released on (0: none)
 
 
 class QueryService:
@@ -213,7 +216,13 @@ class QueryService:
                 ]
             ).encode()
         ).hexdigest()
-        return _Prepared(member, version, grant, checked, plan, calibration, digest)
+        grid = TimeGrid(self.settings.query_grid_ms, self.settings.query_grid_ns_per_row)
+        step = 0.0
+        if grid.enabled:  # from public facts only: the plan's shape and its tables' sizes
+            rows = input_rows(version.policy, [t for t, _ in checked.tables], version.row_counts)
+            statements = 1 + len(plan.quantiles)
+            step = step_s(grid, rows, statements, group_window=plan.group_window)
+        return _Prepared(member, version, grant, checked, plan, calibration, digest, step)
 
     def preview(self, actor: Actor, request: QueryRequest) -> Preview:
         p = self.prepare(actor, request)
@@ -232,6 +241,10 @@ class QueryService:
         )
 
     def run(self, actor: Actor, request: QueryRequest) -> Answer:
+        """Gate, price, reserve, run, release. Once the charge is reserved (data is about to be
+        touched), the answer — or the failure — is held until the next point of the query's time
+        grid, so that how long it took does not depend on the data (docs/queries.md#timing)."""
+        started = time.monotonic()
         p = self.prepare(actor, request)
         charges = self.ledger.charges
         cached = charges.cached_answer(p.member.tenant_id, p.query_hash)
@@ -278,6 +291,8 @@ class QueryService:
                 )
             else:
                 charges.settle(actor, reservation.charge_id, ChargeState.FAILED, error_code=code)
+            if isinstance(exc, Exception):
+                self.hold(started, p.step_s, reservation.charge_id)
             raise
         answer = Answer(
             query_id=reservation.charge_id,
@@ -293,7 +308,25 @@ class QueryService:
         charges.settle(
             actor, reservation.charge_id, ChargeState.RELEASED, self.answers.dump(answer)
         )
+        self.hold(started, p.step_s, reservation.charge_id)
         return answer
+
+    @staticmethod
+    def hold(started: float, step: float, charge_id: str) -> None:
+        """Wait until the first grid point (``step``, ``2·step``, ``4·step``, … after
+        ``started``, on the monotonic clock) that the work so far has not passed."""
+        if step <= 0:
+            return
+        point, doublings = release_point(time.monotonic() - started, step)
+        if doublings:  # the operator's cue to raise the grid: an overrun shows in the timing
+            log.warning(
+                "query overran its time grid step charge=%s step_ms=%.0f released_at_ms=%.0f",
+                charge_id,
+                step * 1000,
+                point * 1000,
+            )
+        while (left := started + point - time.monotonic()) > 0:
+            time.sleep(left)
 
     def budgets(self, actor: Actor) -> list[BudgetStatus]:
         """The acting member's tenant's grants: total, spent, left, what that buys."""

@@ -10,6 +10,14 @@ The statistics are integer vectors (one cell per group) with exact L1 and L2 sen
 output of the query (a count, a sum, a mean, a variance, a quantile) is released from them by
 post-processing. Pricing (the ε split and the scales) happens in :mod:`policies.accounting` and
 the runtime's noise module.
+
+The SQL does not prune (docs/queries.md, "Timing"): the WHERE predicate becomes a flag,
+``__keep``, computed for every row of the (joined) input, and every statistic is a conditional
+aggregate over all of them (a count sums the flag; a sum adds each value times the flag).
+The caps clear the flag rather than drop rows. The engine then scans, joins, windows and groups
+the same rows whatever the predicate selects, so how long it runs does not tell how many rows
+the predicate selected; the released integers are exactly those of filtering first
+(``pruning=True`` still generates that form, the reference the tests compare with).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from policies.gate.query import AggKind, CheckedQuery, GroupKey, OrderItem, Ref
 from policies.model import ColumnType, KeyValue, Policy
 
 MAX_PUBLIC_CELLS = 10_000
+KEEP = "__keep"  # the flag of the rows the query's predicate and the caps keep
 FIXED_POINT_LIMIT = 2.0**40  # largest clamped magnitude after scaling: far below 2^53 and 2^63
 
 
@@ -91,6 +100,7 @@ class QueryPlan:
     group_cap: int
     canonical: str
     within_row_caps: frozenset[str] = frozenset()
+    group_window: bool = False  # the group cap binds: a window ranks each unit's groups
 
     @property
     def mechanisms(self) -> int:
@@ -103,6 +113,7 @@ def plan(
     *,
     salt: int = 0,
     within_row_caps: frozenset[str] = frozenset(),
+    pruning: bool = False,
 ) -> QueryPlan:
     """The bounded SQL and the statistics for ``checked``; ``salt`` keys the bounding hash.
 
@@ -110,8 +121,13 @@ def plan(
     :func:`row_cap_sql`) to hold at most ``max_rows_per_unit`` rows of any unit: when every table
     of the query is one of them, the row cap already holds and its window is left out. The group
     cap is always enforced in SQL when it binds.
+
+    ``pruning``: generate the previous form instead, which filters rows in a WHERE clause and
+    drops the rows over a cap, so that its run time depends on what the predicate selects. It
+    gives exactly the same rows; it is kept as the reference of the tests and benchmarks, and
+    Veil never runs it.
     """
-    return _Planner(checked, policy, salt, within_row_caps).build()
+    return _Planner(checked, policy, salt, within_row_caps, pruning).build()
 
 
 def row_cap_sql(policy: Policy) -> str:
@@ -136,9 +152,16 @@ def fixed_point_bits(column_type: ColumnType, magnitude: float) -> int:
 
 class _Planner:
     def __init__(
-        self, checked: CheckedQuery, policy: Policy, salt: int, within_row_caps: frozenset[str]
+        self,
+        checked: CheckedQuery,
+        policy: Policy,
+        salt: int,
+        within_row_caps: frozenset[str],
+        pruning: bool = False,
     ) -> None:
         self.q = checked
+        self.pruning = pruning
+
         self.policy = policy
         self.salt = salt & 0x7FFF_FFFF_FFFF_FFFF
         self.within_row_caps = within_row_caps
@@ -146,6 +169,8 @@ class _Planner:
         caps = [policy.table(name).max_rows_per_unit for name, _ in checked.tables]  # type: ignore[union-attr]
         self.row_cap = math.prod(caps)
         self.group_cap = min(policy.max_groups_per_unit, self.row_cap) if checked.group_keys else 1
+        # from the policy and the query's shape only
+        self.group_window = bool(checked.group_keys) and policy.max_groups_per_unit < self.row_cap
         self.values: dict[Ref, str] = {}
         self.stats: dict[tuple[StatKind, str | None], Statistic] = {}
 
@@ -161,10 +186,16 @@ class _Planner:
         name = f"s{len(self.stats)}"
         r, g = self.row_cap, self.group_cap
         if kind in (StatKind.COUNT, StatKind.COUNT_COLUMN):
-            sql = "count(*)" if ref is None else f"count({self.value(ref)})"
+            if self.pruning:
+                sql = "count(*)" if ref is None else f"count({self.value(ref)})"
+            else:
+                sql = _count_where(
+                    KEEP if ref is None else f"{KEEP} AND {self.value(ref)} IS NOT NULL"
+                )
             stat = Statistic(name, kind, sql, l1=r, l2_squared=r * r)
         elif kind == StatKind.COUNT_UNITS:
-            stat = Statistic(name, kind, "count(DISTINCT __unit)", l1=g, l2_squared=g)
+            kept = "" if self.pruning else f" FILTER (WHERE {KEEP})"
+            stat = Statistic(name, kind, f"count(DISTINCT __unit){kept}", l1=g, l2_squared=g)
         else:
             assert ref is not None
             col = ref.column
@@ -177,7 +208,8 @@ class _Planner:
                 clamped, magnitude = f"({clamped} * {clamped})", magnitude * magnitude
             bits = fixed_point_bits(col.type, magnitude)
             unit = math.ceil(magnitude * 2**bits)
-            sql = f"sum(CAST(round({clamped} * {2**bits}) AS BIGINT))"
+            fixed = f"CAST(round({clamped} * {2**bits}) AS BIGINT)"
+            sql = f"sum({fixed})" if self.pruning else _sum_where(fixed, self.value(ref))
             stat = Statistic(
                 name,
                 kind,
@@ -265,7 +297,9 @@ class _Planner:
         for qs, out in zip(quantiles, [o for o in outputs if o.kind == "quantile"], strict=True):
             ref = quantile_refs[out.name]
             assert ref is not None
-            hist = _histogram_sql(bounded, keys, self.values[ref], qs.candidates, ref)
+            hist = _histogram_sql(
+                bounded, keys, self.values[ref], qs.candidates, ref, pruning=self.pruning
+            )
             final_quantiles.append(
                 QuantileStatistic(
                     qs.name, qs.column, qs.q, qs.candidates, hist, qs.rows_per_unit, qs.count
@@ -288,6 +322,7 @@ class _Planner:
             group_cap=self.group_cap,
             canonical=q.canonical,
             within_row_caps=self.within_row_caps,
+            group_window=self.group_window,
         )
 
     def statistics_sql(self, bounded: str, keys: list[str]) -> str:
@@ -299,18 +334,30 @@ class _Planner:
         fixed point), so the integers are exactly those of one level. In one level DuckDB buffers
         every bounded row to count the distinct units in a second aggregate: costly for the rows
         of a join, about as cheap as the two levels for one table's (docs/benchmarks.md).
+
+        Without pruning, ``bnd`` holds every row with its ``__keep`` flag: a group (cell) with no
+        kept row is left out (``HAVING bool_or(__keep)``), as filtering first leaves it out, and
+        the first level keeps whether a unit has any kept row in the cell.
         """
         stats = list(self.stats.values())
         group_by = f" GROUP BY {', '.join(keys)}" if keys else ""
+        having = f" HAVING bool_or({KEEP})" if keys and not self.pruning else ""
         counts_units = any(s.kind == StatKind.COUNT_UNITS for s in stats)
         if not counts_units or len(self.q.tables) == 1:
             select = ", ".join([*keys, *(f"{s.sql} AS {s.name}" for s in stats)])
-            return f"{bounded} SELECT {select} FROM bnd{group_by}"
+            return f"{bounded} SELECT {select} FROM bnd{group_by}{having}"
         partials = [f"{s.sql} AS {s.name}" for s in stats if s.kind != StatKind.COUNT_UNITS]
+        if not self.pruning:  # whether the unit has a kept row in the cell
+            partials.append(f"bool_or({KEEP}) AS {KEEP}")
         totals = []
         for s in stats:
             if s.kind == StatKind.COUNT_UNITS:
-                totals.append(f"count(__unit) AS {s.name}")
+                units = (
+                    "count(__unit)"
+                    if self.pruning
+                    else _count_where(f"{KEEP} AND __unit IS NOT NULL")
+                )
+                totals.append(f"{units} AS {s.name}")
             elif s.kind in (StatKind.COUNT, StatKind.COUNT_COLUMN):  # 0, not NULL, for no rows
                 totals.append(f"CAST(coalesce(sum({s.name}), 0) AS BIGINT) AS {s.name}")
             else:
@@ -318,7 +365,7 @@ class _Planner:
         per = ", ".join([*keys, "__unit", *partials])
         return (
             f"{bounded}, per AS (SELECT {per} FROM bnd GROUP BY {', '.join([*keys, '__unit'])}) "
-            f"SELECT {', '.join([*keys, *totals])} FROM per{group_by}"
+            f"SELECT {', '.join([*keys, *totals])} FROM per{group_by}{having}"
         )
 
     def public_cells(self) -> tuple[tuple[KeyValue, ...], ...] | None:
@@ -343,17 +390,31 @@ class _Planner:
         columns = [f"{unit} AS __unit"]
         columns += [f"{k.sql} AS k{i}" for i, k in enumerate(q.group_keys)]
         columns += [f"{ref.sql} AS {name}" for ref, name in self.values.items()]
-        where = f" WHERE {q.where_sql}" if q.where_sql else ""
+        where = ""
+        if self.pruning:
+            where = f" WHERE {q.where_sql}" if q.where_sql else ""
+        elif q.where_sql:  # NULL (unknown) is not kept, as in a WHERE clause
+            columns.append(f"coalesce({q.where_sql}, false) AS {KEEP}")
+        else:
+            columns.append(f"true AS {KEEP}")
         ctes = [f"src AS (SELECT {', '.join(columns)} FROM {source}{where})"]
         keys = [f"k{i}" for i in range(len(q.group_keys))]
         previous = "src"
-        if keys and self.policy.max_groups_per_unit < self.row_cap:
+        if self.group_window:
             order = f"hash({', '.join(keys)}, {self.salt}), {', '.join(keys)}"
-            ctes.append(
-                "grp AS (SELECT * FROM (SELECT *, dense_rank() OVER "
-                f"(PARTITION BY __unit ORDER BY {order}) AS __g FROM src) "
-                f"WHERE __g <= {self.policy.max_groups_per_unit})"
-            )
+            most = self.policy.max_groups_per_unit
+            if self.pruning:
+                ctes.append(
+                    "grp AS (SELECT * FROM (SELECT *, dense_rank() OVER "
+                    f"(PARTITION BY __unit ORDER BY {order}) AS __g FROM src) "
+                    f"WHERE __g <= {most})"
+                )
+            else:  # the kept rows are ranked among themselves: the same ranks as filtered first
+                ctes.append(
+                    f"grp AS (SELECT * EXCLUDE (__g) REPLACE ({KEEP} AND __g <= {most} AS {KEEP}) "
+                    f"FROM (SELECT *, dense_rank() OVER (PARTITION BY __unit, {KEEP} "
+                    f"ORDER BY {order}) AS __g FROM src))"
+                )
             previous = "grp"
         if self.rows_capped_by_data:
             ctes.append(f"bnd AS (SELECT * FROM {previous})")
@@ -372,10 +433,24 @@ class _Planner:
         DuckDB 2.0 from rewriting the window into a per-unit top-N aggregate, which holds every
         kept row in memory and cannot spill: with most units above the cap, that ran out of the
         worker's memory at 10M rows (docs/benchmarks.md).
+
+        Without pruning, ``heavy`` counts every row of a unit, kept or not, so which units go
+        through the window does not depend on the predicate; the window ranks a unit's kept rows
+        among themselves and clears the flag of those past the cap. A unit with at most
+        ``row_cap`` rows in all has at most that many kept ones, so the kept rows are the same.
         """
         cap = self.row_cap
         order = ", ".join([*keys, *self.values.values(), str(self.salt)])
         same_unit = f"{previous}.__unit IS NOT DISTINCT FROM heavy.__unit"
+        if not self.pruning:
+            return [
+                f"heavy AS (SELECT __unit FROM {previous} GROUP BY __unit HAVING count(*) > {cap})",
+                f"bnd AS (SELECT * FROM {previous} ANTI JOIN heavy ON {same_unit} UNION ALL "
+                f"SELECT * EXCLUDE (__r) REPLACE ({KEEP} AND __r <= {cap} AS {KEEP}) FROM "
+                f"(SELECT *, row_number() OVER (PARTITION BY __unit, {KEEP} "
+                f"ORDER BY hash({order}) NULLS FIRST) AS __r "
+                f"FROM {previous} SEMI JOIN heavy ON {same_unit}))",
+            ]
         return [
             f"heavy AS (SELECT __unit FROM {previous} GROUP BY __unit HAVING count(*) > {cap})",
             f"bnd AS (SELECT * FROM {previous} ANTI JOIN heavy ON {same_unit} UNION ALL "
@@ -385,12 +460,35 @@ class _Planner:
         ]
 
 
+def _count_where(condition: str) -> str:
+    """The rows where ``condition`` (never NULL) holds, as a sum over every row: the same
+    integer as ``count(*) FILTER (WHERE condition)``, but the aggregate does the same work for
+    every row, and DuckDB can still aggregate it below a join (docs/benchmarks.md)."""
+    return f"CAST(coalesce(sum(CAST({condition} AS BIGINT)), 0) AS BIGINT)"
+
+
+def _sum_where(fixed: str, value: str) -> str:
+    """The sum of ``fixed`` over the kept rows, computed for every row: each row adds its value
+    times its flag (0 or 1, in exact integers), and the sum is NULL, as a filtered sum is, when
+    no kept row has a value."""
+    some = f"sum(CAST({KEEP} AND {value} IS NOT NULL AS BIGINT)) > 0"
+    return f"CASE WHEN {some} THEN sum(coalesce({fixed}, 0) * CAST({KEEP} AS BIGINT)) END"
+
+
 def _histogram_sql(
-    bounded: str, keys: list[str], value: str, candidates: tuple[float, ...], ref: Ref
+    bounded: str,
+    keys: list[str],
+    value: str,
+    candidates: tuple[float, ...],
+    ref: Ref,
+    *,
+    pruning: bool = False,
 ) -> str:
     """Rows per bin: bin 2i+1 holds values equal to candidate i, bin 2i those just below it.
 
-    These counts are all a private quantile over ``candidates`` depends on.
+    These counts are all a private quantile over ``candidates`` depends on. Without pruning, a
+    NULL value clears the row's flag rather than dropping the row, and bins with no kept row are
+    left out, as filtering first leaves them out.
     """
     col = ref.column
     clamped = f"least(greatest(CAST({value} AS DOUBLE), {col.lower!r}), {col.upper!r})"
@@ -400,6 +498,12 @@ def _histogram_sql(
     )
     inner = ", ".join([*keys, f"{clamped} AS x"])
     outer = ", ".join([*keys, f"CASE {whens} ELSE {2 * len(candidates)} END AS bin"])
+    if not pruning:
+        return (
+            f"{bounded} SELECT {outer}, {_count_where(KEEP)} AS n FROM (SELECT {inner}, "
+            f"({KEEP} AND {value} IS NOT NULL) AS {KEEP} FROM bnd) "
+            f"GROUP BY {', '.join([*keys, 'bin'])} HAVING bool_or({KEEP})"
+        )
     return (
         f"{bounded} SELECT {outer}, count(*) AS n FROM (SELECT {inner} FROM bnd "
         f"WHERE {value} IS NOT NULL) GROUP BY {', '.join([*keys, 'bin'])}"

@@ -261,14 +261,17 @@ def test_a_table_above_its_cap_gets_the_rows_of_the_full_window(tmp_path: Path) 
 def test_the_heavy_units_window_stays_a_window() -> None:
     """DuckDB 2.0 rewrites ``row_number() OVER (… ORDER BY x) <= n`` into a per-unit top-N
     aggregate that cannot spill; the planned window must not match that rewrite."""
-    sql = plan(check(parse(CASES[1][0]), POLICY), POLICY, salt=SALT).sql
+    checked = check(parse(CASES[1][0]), POLICY)
+    sql = plan(checked, POLICY, salt=SALT).sql
+    # the pruning form filters on the window's rank, the shape DuckDB rewrites
+    pruning = plan(checked, POLICY, salt=SALT, pruning=True).sql
     con = duckdb.connect()
     try:
         con.execute("CREATE TABLE sales (firm_id VARCHAR, month DATE, amount BIGINT, late BOOLEAN)")
         explained = "".join(str(row[1]) for row in con.execute("EXPLAIN " + sql).fetchall())
         old = "".join(
             str(row[1])
-            for row in con.execute("EXPLAIN " + sql.replace(" NULLS FIRST", "")).fetchall()
+            for row in con.execute("EXPLAIN " + pruning.replace(" NULLS FIRST", "")).fetchall()
         )
     finally:
         con.close()

@@ -45,8 +45,8 @@ ADMIN = frozenset({"admin"})
 ZONE_WIDE = frozenset({"admin", "auditor"})
 CALLERS = (*ROLES, "no key", "unknown key")
 
-# Paths FastAPI serves for its own documentation; they carry no data.
-DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# The documentation: the OpenAPI document, the docs pages and their assets; they carry no data.
+DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/docs/assets"}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from policies.loader import parse_policy
@@ -43,7 +45,7 @@ def _unavailable(reason: str) -> None:
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("VEIL_TEST_POSTGRES_URL")
     if url:
-        yield url
+        yield from _own_database(url)
         return
     env_file = tmp_path_factory.mktemp("pg") / "postgres.env"
     script = ROOT / "scripts" / "postgres.sh"
@@ -67,6 +69,20 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             capture_output=True,
             timeout=120,
         )
+
+
+def _own_database(url: str) -> Iterator[str]:
+    """A database of this session (this xdist worker) on the shared server: the tests create
+    and drop schemas in it, which tests on another worker must not see."""
+    name = f"veil_conn_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -636,3 +636,32 @@ def test_stored_workspace_check_catches(source: str) -> None:
 )
 def test_stored_workspace_check_passes(source: str) -> None:
     assert stored_workspace_runs(Parsed(source)) == []
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_modules_imported_by_the_tests(tmp_path: Path) -> None:
+    """A test module imports no other test module: what several share lives in tests/support/
+    (importing one runs its module-level set-up and ties the two files' fates together)."""
+
+    def importers_of_test_modules(root: Path) -> list[str]:
+        found = []
+        for path in sorted(root.rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                if any(n.split(".")[-1].startswith("test_") for n in names):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+        return found
+
+    assert importers_of_test_modules(ROOT / "tests") == []
+    fake = tmp_path / "tests"
+    fake.mkdir()
+    (fake / "test_b.py").write_text("from tests.test_a import X\n")
+    assert importers_of_test_modules(fake) == ["tests/test_b.py:1"]

@@ -16,16 +16,8 @@ from connectors.load import ingest
 from connectors.postgres import PostgresConnector, check_read_only
 from connectors.source import parse_source
 from policies.model import Policy, Table
-from tests.support.connectors import GOOD_ROWS, read_error, rows
+from tests.support.connectors import GOOD_ROWS, execute, read_error, rows
 from tests.support.servers import free_port
-
-
-def execute(url: str, *statements: str) -> None:
-    with pg_dbapi.connect(url) as conn:
-        cur = conn.cursor()
-        for sql in statements:
-            cur.execute(sql)
-        conn.commit()
 
 
 @pytest.fixture()

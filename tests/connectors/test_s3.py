@@ -15,10 +15,18 @@ import pytest
 from connectors.connect import connect
 from connectors.load import ingest
 from policies.model import Policy, Table
-from tests.support.connectors import GOOD_CSV, GOOD_ROWS, HEADER, good_arrow, read_error, rows
+from tests.support.connectors import (
+    GOOD_CSV,
+    GOOD_ROWS,
+    HEADER,
+    KEYS,
+    good_arrow,
+    put,
+    read_error,
+    rows,
+    url,
+)
 from tests.support.servers import free_port
-
-KEYS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
 
 
 @pytest.fixture()
@@ -34,16 +42,6 @@ def bucket(s3_endpoint: str) -> Iterator[tuple[str, pafs.S3FileSystem]]:
     name = f"veil-{uuid.uuid4().hex[:12]}"
     fs.create_dir(name)
     yield name, fs
-
-
-def put(fs: pafs.S3FileSystem, path: str, data: bytes) -> None:
-    with fs.open_output_stream(path) as out:
-        out.write(data)
-
-
-def url(endpoint: str, key: str, **options: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in {"endpoint_url": endpoint, **options}.items())
-    return f"s3://{key}?{query}"
 
 
 def test_parquet_glob(

@@ -27,7 +27,7 @@ from connectors.quality.html import render_html
 from connectors.quality.report import QualityReport
 from policies.loader import parse_policy
 from policies.model import Policy
-from tests.connectors.test_s3 import KEYS, put, url
+from tests.support.connectors import KEYS, execute, put, url
 
 SURVEY = """
 id = "survey"
@@ -220,8 +220,6 @@ def test_object_storage(kind: str, s3_endpoint: str, survey: Policy, tmp_path: P
 
 
 def test_postgresql(postgres_url: str, survey: Policy, tmp_path: Path) -> None:
-    from tests.connectors.test_postgres import execute
-
     values = ", ".join(
         f"('{r}', {a}, {'NULL' if i is None else i})"
         for r, a, i in zip(*DATA.values(), strict=True)

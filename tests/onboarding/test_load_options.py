@@ -17,9 +17,8 @@ from sandbox import catalog
 from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
 from sandbox.ledger.grants import Grants
-from tests.onboarding.test_onboarding import wait
 from tests.support.app import auth, engine_of
-from tests.support.onboarding import ZONE, sources
+from tests.support.onboarding import ZONE, sources, wait
 from tests.support.store import LOCAL, local_audit
 
 CPSSW8 = Path(__file__).resolve().parents[2] / "tests" / "data" / "cpssw8.parquet"

@@ -7,7 +7,6 @@ may only read files there).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +33,19 @@ from sandbox.onboarding.services import Onboarding
 from sandbox.store import db
 from sandbox.store.schema import charges, consents, receipts, verification_events
 from tests.support.app import auth, engine_of
-from tests.support.onboarding import HEADER, POLICY, ROWS, ZONE, sources, write_csv
+from tests.support.onboarding import (
+    HEADER,
+    POLICY,
+    ROWS,
+    ZONE,
+    current_version,
+    load,
+    sources,
+    wait,
+    workspace_files,
+    write_csv,
+)
 from tests.support.store import LOCAL, local_audit
-
-
-def load(client: TestClient, key: str, source: str, policy: str = POLICY, **extra: Any) -> dict:
-    body = {"policy": policy, "source": source, **extra}
-    started = client.post(f"/v1/zones/{ZONE}/datasets/firms/versions", json=body, headers=auth(key))
-    assert started.status_code == 202, started.text
-    assert started.headers["Location"] == started.json()["url"]
-    return wait(client, key, started.json()["url"])
-
-
-def wait(client: TestClient, key: str, url: str) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        view = client.get(url, headers=auth(key)).json()
-        if view["state"] != "loading":
-            return dict(view)
-        time.sleep(0.05)
-    raise AssertionError(f"{url} still loading")
 
 
 def member(client: TestClient, role: MemberRole, tenant: str | None = None) -> tuple[str, str]:
@@ -65,17 +57,6 @@ def member(client: TestClient, role: MemberRole, tenant: str | None = None) -> t
     return members.create_member(
         engine, local_audit(engine), LOCAL, tenant, f"{role.value} member", role
     )
-
-
-def current_version(client: TestClient, key: str) -> int:
-    response = client.get("/v1/datasets/firms", headers=auth(key))
-    assert response.status_code == 200, response.text
-    return int(response.json()["version"])
-
-
-def workspace_files(data_dir: Path) -> list[str]:
-    folder = data_dir / "workspaces" / "firms"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_admin_creates_zones_and_providers(client: TestClient, keys: dict[str, str]) -> None:

@@ -24,9 +24,17 @@ from sandbox.onboarding.loads import STALE_AFTER, Loads
 from sandbox.onboarding.services import Onboarding
 from sandbox.store import db
 from sandbox.store.schema import version_loads
-from tests.onboarding.test_onboarding import current_version, load, wait, workspace_files
 from tests.support.app import auth, engine_of
-from tests.support.onboarding import POLICY, ROWS, ZONE, write_csv
+from tests.support.onboarding import (
+    POLICY,
+    ROWS,
+    ZONE,
+    current_version,
+    load,
+    wait,
+    workspace_files,
+    write_csv,
+)
 from tests.support.store import LOCAL, local_audit
 
 BAD_TYPE = [ROWS[0], "A2,西城,12a,2020-01-31"]

@@ -13,7 +13,7 @@ from policies.gate.grid import (
     size_class,
     step_s,
 )
-from tests.policies.test_gate import POLICY
+from tests.support.gate import POLICY
 
 GRID = TimeGrid(base_ms=50.0, ns_per_row=40.0)
 

@@ -23,7 +23,7 @@ from policies.gate import check, parse, plan
 from policies.gate.plan import KEEP, QueryPlan
 from policies.model import Policy
 from sandbox.demo.synthetic import generate
-from tests.policies.test_gate import ACCEPTED, POLICY
+from tests.support.gate import ACCEPTED, POLICY
 
 ATTACK = "SELECT COUNT(*) FROM tax JOIN social_insurance USING (credit_code) WHERE revenue >= {x}"
 THRESHOLDS = (1e4, 1e5, 1e6, 5e6)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+import adbc_driver_postgresql.dbapi as pg_dbapi  # type: ignore[import-untyped]
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
 from connectors.connect import connect
@@ -78,3 +80,26 @@ def good_arrow() -> pa.Table:
             "active": list(cols[5]),
         }
     )
+
+
+# S3-compatible storage (moto's server in the tests)
+KEYS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
+
+
+def put(fs: pafs.S3FileSystem, path: str, data: bytes) -> None:
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+
+
+def url(endpoint: str, key: str, **options: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"endpoint_url": endpoint, **options}.items())
+    return f"s3://{key}?{query}"
+
+
+# PostgreSQL
+def execute(url: str, *statements: str) -> None:
+    with pg_dbapi.connect(url) as conn:
+        cur = conn.cursor()
+        for sql in statements:
+            cur.execute(sql)
+        conn.commit()

@@ -29,7 +29,7 @@ What it does:
    max, every sample) and, across thresholds, the Kruskal–Wallis H test and the Mann–Whitney U
    test of the two extreme thresholds (scipy), with the 1-minute load average before and after.
 
-The target (issue 13): no detectable difference, p > 0.01 with 60 samples per level, on the
+The target: no detectable difference, p > 0.01 with 60 samples per level, on the
 grid phase. The latency cost is the grid phase's median against the nogrid phase's.
 
 ``--engine`` adds in-process engine timings (no server): the generated SQL of a few query shapes

@@ -91,7 +91,8 @@ class QueryPlan:
     statistics: tuple[Statistic, ...]
     quantiles: tuple[QuantileStatistic, ...]
     selection: str | None  # the statistic that selects partitions, when keys are private
-    guard: str | None  # distinct units per group: selects partitions and enforces min_group_size
+    guard: str | None  # distinct units per group: selects partitions, enforces min_group_size
+    # (None without GROUP BY: the one row is always released)
     outputs: tuple[Output, ...]
     order: tuple[OrderItem, ...]
     limit: int | None
@@ -225,7 +226,10 @@ class _Planner:
     def build(self) -> QueryPlan:
         q = self.q
         public = self.public_cells()
-        needs_guard = public is None or self.policy.min_group_size > 0
+        # Private keys: the guard selects the cells (and min_group_size raises its threshold).
+        # Public keys: the guard is there only to suppress cells below min_group_size. Without
+        # GROUP BY the one row is released whatever the data: no group to suppress, no guard.
+        needs_guard = public is None or (self.policy.min_group_size > 0 and bool(q.group_keys))
         outputs: list[Output] = []
         quantiles: list[QuantileStatistic] = []
         # Distinct units, not rows: one unit with many rows must not make a group look big.

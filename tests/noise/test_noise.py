@@ -6,6 +6,7 @@ then repeated many times, which is exactly what a sequence of charged queries wo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from policies.accounting import Accounting, to_micro
 from policies.gate import check, parse, plan
 from policies.gate.plan import StatKind
+from policies.model import Policy
 from sandbox import catalog
 from sandbox.config import Settings
 from sandbox.keys import directory as keystore
@@ -138,3 +140,47 @@ def test_gaussian_half_width_at_a_huge_scale_is_quick_and_conservative() -> None
         width = half_width(mech, Accounting.ZCDP)
         assert width >= dp.gaussian_scale_to_accuracy(scale, 0.05)
         assert width <= dp.gaussian_scale_to_accuracy(scale, 0.05) + 2
+
+
+@pytest.mark.parametrize(
+    ("sql", "column"),
+    [
+        ("SELECT COUNT(*) AS n FROM cps1988", "n"),
+        ("SELECT SUM(wage) AS total FROM cps1988", "total"),
+    ],
+)
+def test_ungrouped_total_has_the_error_of_min_group_size_zero(
+    demo_dir: Path, sql: str, column: str
+) -> None:
+    """cps1988's policy has ``min_group_size = 10``; a total without GROUP BY pays nothing for it:
+    its noise scale is that of the same query under ``min_group_size = 0``, its charge is the
+    whole ε, its empirical error is that scale's, and it is never suppressed. (With the guard
+    taking half of ε, the error was twice as large.)"""
+    query_plan, calibration, rows, hist = prepared(demo_dir, "cps1988", sql, 0.1)
+    assert query_plan.min_group_size == 10
+    (stat,) = query_plan.statistics
+    free_policy = dataclasses.replace(catalog_policy(demo_dir, "cps1988"), min_group_size=0)
+    free_plan = plan(check(parse(sql), free_policy), free_policy, salt=0)
+    free = calibrate(free_plan, to_micro(0.1), Accounting.PURE, 10**5)
+    mech = calibration.mechanisms[stat.name]
+    assert mech.scale == free.mechanisms[stat.name].scale
+    assert calibration.cost_micro == to_micro(0.1) and calibration.delta_pico == 0
+    exact = rows[0][0] * stat.resolution
+    errors, covered, releases = [], 0, 2000
+    for _ in range(releases):
+        released = release(query_plan, calibration, rows, hist)
+        assert released.suppressed == 0
+        cell = released.rows[0][column]
+        errors.append(cell.value - exact)
+        covered += cell.lower <= exact <= cell.upper
+    sd = math.sqrt(sum(e * e for e in errors) / releases)
+    expected = discrete_laplace_sd(mech.scale) * stat.resolution
+    assert abs(sd / expected - 1) < 0.1, (sd, expected)
+    assert 0.93 <= covered / releases <= 0.97, covered / releases
+
+
+def catalog_policy(demo_dir: Path, dataset: str) -> Policy:
+    engine = db.connect(Settings(data_dir=demo_dir).state_url)
+    version = catalog.current(engine, dataset)
+    engine.dispose()
+    return version.policy

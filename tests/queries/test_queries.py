@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.app import auth
@@ -225,3 +226,27 @@ def test_minimum_group_size_counts_units_not_rows(client, keys):
         headers=auth(keys["analyst"]),
     ).json()
     assert len(preview["cost"]["mechanisms"]) == 2  # the row count and the distinct-unit guard
+
+
+def test_ungrouped_total_pays_nothing_for_min_group_size(client, keys):
+    """The demo policy has ``min_group_size = 10``, but a query without GROUP BY has one row,
+    released whatever the data: preview and run state the same cost (the whole ε, one mechanism)
+    and the same interval, and even an empty selection is answered, not suppressed."""
+    sql = "SELECT SUM(registered_capital) AS s FROM registry WHERE founded < '1900-01-01'"
+    body = {"dataset": "enterprise", "sql": sql, "epsilon": 0.5}
+    preview = client.post("/v1/queries/preview", json=body, headers=auth(keys["analyst"])).json()
+    assert preview["cost"]["epsilon"] == 0.5 and preview["cost"]["delta"] == 0
+    (mechanism,) = preview["cost"]["mechanisms"]
+    assert mechanism["epsilon"] == 0.5
+    response = query(client, keys["analyst"], sql, epsilon=0.5)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["cost"] == preview["cost"]
+    assert answer["suppressed_groups"] == 0
+    (row,) = answer["rows"]
+    lo, hi = row["s"]["ci95"]
+    if lo > 0:  # the interval of a non-negative sum is clipped at 0
+        assert (hi - lo) / 2 == pytest.approx(preview["expected_ci95_half_width"]["s"])
+    else:
+        assert hi - row["s"]["value"] <= preview["expected_ci95_half_width"]["s"] * (1 + 1e-9)
+    assert budget_left(client, keys["analyst"]) == 10.0 - 0.5

@@ -4,9 +4,10 @@ The gate cannot tell a difference attack or a query that singles out one subject
 query: both are aggregates over allowed columns. What makes them safe is the accounting and the
 release: every query is charged before it runs, every released number carries noise calibrated to
 what one privacy unit can change, the same query again returns the same noisy answer free (so
-repeating it cannot average the noise away), and every cell is released only if its noisy number
-of distinct units reaches the policy's ``min_group_size`` (10 in the demo), with partition
-selection for keys that are not public. Each class spends from a fresh grant of its own.
+repeating it cannot average the noise away), and every cell of a grouped query is released only if
+its noisy number of distinct units reaches the policy's ``min_group_size`` (10 in the demo), with
+partition selection for keys that are not public (a query without GROUP BY has one row, always
+released). Each class spends from a fresh grant of its own.
 
 Ground truth comes from the demo data generated again (``hostile_truth``), which lets these tests
 name the cells that hold one enterprise and check what happens to them.
@@ -206,36 +207,49 @@ def test_rare_public_cells_are_suppressed_by_min_group_size(
 
 
 @pytest.mark.parametrize("shape", ANSWERED_CLASSES["identifier_literals_answered"])
-def test_literal_that_singles_out_one_firm_is_answered_under_dp_and_suppressed(
+def test_literal_that_singles_out_one_firm_is_answered_under_dp(
     hostile_service: HostileService,
     hostile_truth: HostileTruth,
     analyst: tuple[str, str],
     shape: str,
 ) -> None:
     """A literal on a measure or dimension may match one firm only; the gate allows it (it
-    cannot know the data), and it is safe: the query is charged, its answer is DP, and the cell of
-    one firm falls below ``min_group_size``, so it is suppressed (at ε = 4 the guard's noise makes
-    a release of a one-unit cell about a 1e-8 event)."""
+    cannot know the data), and it is safe: the query is charged, and its answer is DP. Without
+    GROUP BY its one row is released whatever the data (there is no group to suppress, so
+    ``min_group_size`` takes no share of ε): the whole ε goes to the measurement, and its 95%
+    interval is wider than anything one firm can change (one row, or the capital's bound)."""
     key, tenant = analyst
     district, founded, capital = one_firm(hostile_truth)
-    sql = {
+    sql, column, one_firm_at_most = {
         "exact_capital": (
-            f"SELECT count(*) AS n FROM registry WHERE registered_capital = {capital!r}"
+            f"SELECT count(*) AS n FROM registry WHERE registered_capital = {capital!r}",
+            "n",
+            1,
         ),
         "founded_and_district": (
             "SELECT count(*) AS n FROM registry "
-            f"WHERE founded = '{founded}' AND district = '{district}'"
+            f"WHERE founded = '{founded}' AND district = '{district}'",
+            "n",
+            1,
         ),
         "sum_one_firm": (
             "SELECT sum(registered_capital) AS s FROM registry "
-            f"WHERE founded = '{founded}' AND district = '{district}'"
+            f"WHERE founded = '{founded}' AND district = '{district}'",
+            "s",
+            50_000_000,  # registered_capital's upper bound in the demo policy
         ),
     }[shape]
     before = len(hostile_service.tenant_charges(tenant))
-    response = hostile_service.query(sql, key=key, epsilon=4.0)
+    response = hostile_service.query(sql, key=key, epsilon=1.0)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["rows"] == [] and body["suppressed_groups"] == 1, body
+    assert body["suppressed_groups"] == 0
+    (mechanism,) = body["cost"]["mechanisms"]
+    assert mechanism["mechanism"] == "laplace" and body["cost"]["epsilon"] == 1.0
+    (row,) = body["rows"]
+    value, (lower, upper) = row[column]["value"], row[column]["ci95"]
+    # the interval's upper half (the lower one is clipped at 0) spans over twice one firm's most
+    assert lower <= value and upper - value >= 2 * one_firm_at_most, row
     charges = hostile_service.tenant_charges(tenant)
     assert len(charges) == before + 1 and charges[-1]["amount"] > 0
     hostile_service.assert_clean(response, repr(capital))

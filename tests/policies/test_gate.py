@@ -725,6 +725,18 @@ REJECTED = [
         id="width_bucket_date",
     ),
     pytest.param(
+        banded("width_bucket(revenue, 0, 10)"),
+        "invalid_band",
+        "width_bucket",
+        id="width_bucket_three_arguments",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, 2, 5)"),
+        "invalid_band",
+        "width_bucket",
+        id="width_bucket_five_arguments",
+    ),
+    pytest.param(
         "SELECT CASE WHEN name < 'm' THEN 'a' ELSE 'b' END AS b, count(*) FROM registry GROUP BY b",
         "column_not_allowed",
         "name",

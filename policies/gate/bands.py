@@ -8,7 +8,7 @@ every release lists all of them, whatever the data holds, so a band may group by
 
 Every refusal of a band's shape is ``invalid_band`` with a fixed subject naming the part that is
 wrong (``case``, ``condition``, ``cut_point``, ``cut_points``, ``label``, ``labels``, ``else``,
-``bands``, ``bounds``, ``buckets``), never a literal of the query.
+``bands``, ``bounds``, ``buckets``, ``width_bucket``), never a literal of the query.
 """
 
 from __future__ import annotations

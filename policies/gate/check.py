@@ -8,21 +8,24 @@ rule codes (documented in docs/errors.md), besides ``syntax_error`` and ``query_
 ``unsupported_aggregate`` ``unsupported_expression`` ``aggregate_argument``
 ``column_not_aggregatable`` ``column_not_groupable`` ``column_not_allowed`` ``unit_not_allowed``
 ``unit_filter`` ``type_mismatch`` ``invalid_literal`` ``invalid_quantile`` ``invalid_order``
-``invalid_limit``.
+``invalid_limit`` ``invalid_band``.
 
 The reads of single nodes (literal values, labels, function names) are in
-:mod:`policies.gate.nodes`; this module walks the query and keeps its state.
+:mod:`policies.gate.nodes`, the bands (``CASE`` and ``width_bucket`` group keys) in
+:mod:`policies.gate.bands`; this module walks the query and keeps its state.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlglot import exp
 
 from policies.errors import QueryRejected
+from policies.gate.bands import BAND_NODES, band_of
 from policies.gate.nodes import (
     column_label,
     func_name,
@@ -258,6 +261,10 @@ class _Checker:
                     "type_mismatch", node.name, "only a boolean column is a predicate"
                 )
             return sql
+        if isinstance(node, BAND_NODES):
+            raise QueryRejected(
+                "unsupported_function", func_name(node), "a band is a group key, not a filter"
+            )
         raise unsupported(node)
 
     def operand(
@@ -272,6 +279,10 @@ class _Checker:
         if isinstance(node, exp.Year):
             ref = self.date_ref(node.this, "year")
             return f"year({ref.sql})", ColumnType.INTEGER
+        if isinstance(node, BAND_NODES):
+            raise QueryRejected(
+                "unsupported_function", func_name(node), "a band is a group key, not a filter"
+            )
         if expect is None and is_literal(node):
             return "", None
         if is_literal(node):
@@ -338,7 +349,7 @@ class _Checker:
             ):
                 target = aliases[node.name]
             key = self.group_key(target, name="")
-            if any((k.ref, k.transform) == (key.ref, key.transform) for k in keys):
+            if any(k.identity == key.identity for k in keys):
                 continue
             keys.append(key)
         return tuple(keys)
@@ -347,6 +358,8 @@ class _Checker:
         return any(t.column(name) for t, _, _ in self.tables)
 
     def group_key(self, node: exp.Expression, name: str) -> GroupKey:
+        if isinstance(node, BAND_NODES):
+            return self.band_key(node, name)
         transform = Transform.NONE
         column_node = node
         if isinstance(node, exp.Year):
@@ -368,6 +381,25 @@ class _Checker:
         if transform != Transform.NONE and col.type != ColumnType.DATE:
             raise QueryRejected("type_mismatch", col.name, "date functions need a date column")
         return GroupKey(name=name or key_label(col.name, transform), ref=ref, transform=transform)
+
+    def band_key(self, node: exp.Expression, name: str) -> GroupKey:
+        """A band over a number or date column of a dimension or a measure: its keys are the
+        query's labels, so grouping by a measure through a band releases no data-made group."""
+        column_nodes, make = band_of(node)
+        refs = [self.resolve(c) for c in column_nodes]
+        ref = refs[0]
+        if any(r != ref for r in refs):
+            raise QueryRejected(
+                "invalid_band", "condition", "every WHEN compares the same column with a cut point"
+            )
+        col = ref.column
+        if col.role == Role.UNIT:
+            raise QueryRejected("unit_not_allowed", col.name, "the privacy unit is never output")
+        if col.role not in (Role.DIMENSION, Role.MEASURE):
+            raise QueryRejected("column_not_groupable", col.name, f"its role is {col.role.value}")
+        band = make(col.type)
+        label = f"{band.kind.value}_{col.name}"
+        return GroupKey(name=name or label, ref=ref, transform=Transform.NONE, band=band)
 
     def outputs(
         self, select: exp.Select, group_keys: tuple[GroupKey, ...]
@@ -403,28 +435,24 @@ class _Checker:
             index = group_keys.index(key)
             if index in named_keys:
                 raise QueryRejected("unsupported_expression", key.name, "a group key twice")
-            named_keys[index] = GroupKey(unique(alias or key.name), key.ref, key.transform)
+            named_keys[index] = replace(key, name=unique(alias or key.name))
             names.append(named_keys[index].name)
         if not aggregates:
             raise QueryRejected("raw_rows", "", "select at least one aggregate")
         final_keys = tuple(
-            named_keys.get(i) or GroupKey(unique(k.name), k.ref, k.transform)
-            for i, k in enumerate(group_keys)
+            named_keys.get(i) or replace(k, name=unique(k.name)) for i, k in enumerate(group_keys)
         )
         return tuple(aggregates), tuple(names), final_keys
 
     def matching_group_key(self, node: exp.Expression, keys: tuple[GroupKey, ...]) -> GroupKey:
-        if isinstance(node, exp.Func) and not isinstance(
-            node, exp.Year | exp.TimestampTrunc | exp.DateTrunc
-        ):
-            raise unsupported(node)
-        if not isinstance(node, exp.Column | exp.Year | exp.TimestampTrunc | exp.DateTrunc):
+        key_nodes = (exp.Column, exp.Year, exp.TimestampTrunc, exp.DateTrunc, *BAND_NODES)
+        if not isinstance(node, key_nodes):
             raise unsupported(node)
         if not keys:
             raise QueryRejected("raw_rows", column_label(node), "only aggregates are released")
         candidate = self.group_key(node, name="")
         for key in keys:
-            if (key.ref, key.transform) == (candidate.ref, candidate.transform):
+            if key.identity == candidate.identity:
                 return key
         raise QueryRejected("raw_rows", candidate.ref.column.name, "not in GROUP BY")
 

@@ -311,7 +311,7 @@ class _Planner:
             )
         return QueryPlan(
             sql=sql,
-            params=q.where_params,
+            params=q.params,
             keys=q.group_keys,
             public_cells=public,
             statistics=tuple(self.stats.values()),

@@ -89,6 +89,15 @@ DEEP_PARENS = "SELECT count(*) FROM tax WHERE " + "(" * 200 + "arrears" + ")" * 
 DEEP_NOTS = "SELECT count(*) FROM tax WHERE " + "NOT " * 100 + "arrears"
 HUGE_IN = "SELECT count(*) FROM tax WHERE revenue IN (" + ",".join(["1"] * 2000) + ")"
 MANY_OUTPUTS = "SELECT " + ", ".join(["count(*)"] * 65) + " FROM tax"
+
+
+def banded(band: str) -> str:
+    return f"SELECT {band} AS b, count(*) FROM tax GROUP BY b"
+
+
+BANDS_101 = (
+    "CASE " + " ".join(f"WHEN revenue < {i} THEN 'b{i}'" for i in range(100)) + " ELSE 'last' END"
+)
 TOO_MANY_CELLS = (
     "SELECT industry, district, status, year(founded), count(*) FROM registry"
     " GROUP BY industry, district, status, year(founded)"
@@ -471,6 +480,324 @@ REJECTED = [
         "unsupported_source",
         "lateral",
         id="lateral",
+    ),
+    # bands (CASE and width_bucket group keys)
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 'a' END"),
+        "invalid_band",
+        "else",
+        id="band_no_else",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < tax_paid THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "cut_point",
+        id="band_cut_column",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 1 + 2 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "cut_point",
+        id="band_cut_arithmetic",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < ? THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "cut_point",
+        id="band_cut_placeholder",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 'a' WHEN revenue < 10 THEN 'b' ELSE 'c' END"),
+        "invalid_band",
+        "cut_points",
+        id="band_cuts_equal",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 100 THEN 'a' WHEN revenue < 10 THEN 'b' ELSE 'c' END"),
+        "invalid_band",
+        "cut_points",
+        id="band_cuts_decreasing",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 'a' ELSE 1 END"),
+        "invalid_band",
+        "labels",
+        id="band_mixed_label_types",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 'a' WHEN revenue < 20 THEN 'b' ELSE 'a' END"),
+        "invalid_band",
+        "labels",
+        id="band_duplicate_labels",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 1.5 ELSE 2.5 END"),
+        "invalid_band",
+        "label",
+        id="band_float_label",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN NULL ELSE 'b' END"),
+        "invalid_band",
+        "label",
+        id="band_null_label",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN true ELSE false END"),
+        "invalid_band",
+        "label",
+        id="band_boolean_label",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN arrears ELSE 'b' END"),
+        "invalid_band",
+        "label",
+        id="band_column_label",
+    ),
+    pytest.param(
+        banded(
+            "CASE WHEN revenue < 10 THEN 'a' ELSE CASE WHEN revenue < 20 THEN 'b' ELSE 'c' END END"
+        ),
+        "invalid_band",
+        "case",
+        id="band_nested_case_label",
+    ),
+    pytest.param(
+        banded("CASE WHEN CASE WHEN revenue < 20 THEN 1 ELSE 2 END < 2 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "case",
+        id="band_nested_case_condition",
+    ),
+    pytest.param(
+        banded("CASE WHEN width_bucket(revenue, 0, 10, 2) < 2 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "case",
+        id="band_nested_width_bucket",
+    ),
+    pytest.param(
+        banded("CASE revenue WHEN 10 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "case",
+        id="band_simple_case",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 'a' WHEN revenue <= 20 THEN 'b' ELSE 'c' END"),
+        "invalid_band",
+        "condition",
+        id="band_mixed_operators",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue > 10 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "condition",
+        id="band_greater_than",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue = 10 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "condition",
+        id="band_equals",
+    ),
+    pytest.param(
+        banded("CASE WHEN 10 > revenue THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "condition",
+        id="band_literal_left",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 AND tax_paid < 5 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "condition",
+        id="band_and",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 10 THEN 'a' WHEN tax_paid < 20 THEN 'b' ELSE 'c' END"),
+        "invalid_band",
+        "condition",
+        id="band_two_columns",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue * 2 < 10 THEN 'a' ELSE 'b' END"),
+        "invalid_band",
+        "condition",
+        id="band_arithmetic_column",
+    ),
+    pytest.param(
+        banded("CASE WHEN credit_code < 'x' THEN 'a' ELSE 'b' END"),
+        "unit_not_allowed",
+        "credit_code",
+        id="band_unit",
+    ),
+    pytest.param(
+        banded("CASE WHEN month < 'x' THEN 'a' ELSE 'b' END"),
+        "invalid_literal",
+        "date",
+        id="band_bad_date_cut",
+    ),
+    pytest.param(
+        banded("CASE WHEN revenue < 'abc' THEN 'a' ELSE 'b' END"),
+        "type_mismatch",
+        "literal",
+        id="band_cut_type",
+    ),
+    pytest.param(
+        banded("CASE WHEN arrears < true THEN 'a' ELSE 'b' END"),
+        "type_mismatch",
+        "arrears",
+        id="band_boolean_column",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, tax_paid, 10, 2)"),
+        "invalid_band",
+        "bounds",
+        id="width_bucket_column_bound",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 1 + 9, 2)"),
+        "invalid_band",
+        "bounds",
+        id="width_bucket_arithmetic_bound",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, '0', 10, 2)"),
+        "invalid_band",
+        "bounds",
+        id="width_bucket_string_bound",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 10, 10, 2)"),
+        "invalid_band",
+        "bounds",
+        id="width_bucket_empty_range",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 10, 0, 2)"),
+        "invalid_band",
+        "bounds",
+        id="width_bucket_reversed",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, 0)"),
+        "invalid_band",
+        "buckets",
+        id="width_bucket_zero",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, 101)"),
+        "invalid_band",
+        "buckets",
+        id="width_bucket_over_limit",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, 2.5)"),
+        "invalid_band",
+        "buckets",
+        id="width_bucket_fraction",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, -2)"),
+        "invalid_band",
+        "buckets",
+        id="width_bucket_negative",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, tax_paid)"),
+        "invalid_band",
+        "buckets",
+        id="width_bucket_column_count",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue * 2, 0, 10, 2)"),
+        "invalid_band",
+        "condition",
+        id="width_bucket_expression",
+    ),
+    pytest.param(
+        banded("width_bucket(credit_code, 0, 10, 2)"),
+        "unit_not_allowed",
+        "credit_code",
+        id="width_bucket_unit",
+    ),
+    pytest.param(
+        banded("width_bucket(month, 0, 10, 2)"),
+        "type_mismatch",
+        "month",
+        id="width_bucket_date",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10)"),
+        "invalid_band",
+        "width_bucket",
+        id="width_bucket_three_arguments",
+    ),
+    pytest.param(
+        banded("width_bucket(revenue, 0, 10, 2, 5)"),
+        "invalid_band",
+        "width_bucket",
+        id="width_bucket_five_arguments",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN name < 'm' THEN 'a' ELSE 'b' END AS b, count(*) FROM registry GROUP BY b",
+        "column_not_allowed",
+        "name",
+        id="band_hidden",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN industry < 'm' THEN 'a' ELSE 'b' END AS b, count(*) FROM registry"
+        " GROUP BY b",
+        "type_mismatch",
+        "industry",
+        id="band_string_column",
+    ),
+    pytest.param(
+        banded("" + BANDS_101 + ""),
+        "invalid_band",
+        "bands",
+        id="band_too_many",
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax WHERE CASE WHEN revenue < 10 THEN 'a' ELSE 'b' END = 'a'",
+        "unsupported_function",
+        "case",
+        id="band_in_where",
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax WHERE width_bucket(revenue, 0, 10, 2) = 1",
+        "unsupported_function",
+        "width_bucket",
+        id="width_bucket_in_where",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN revenue < 10 THEN 'a' ELSE 'b' END AS b, count(*) FROM tax",
+        "raw_rows",
+        "revenue",
+        id="band_not_grouped",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN revenue < 10 THEN 'a' ELSE 'b' END AS b, count(*) FROM tax"
+        " GROUP BY CASE WHEN revenue < 20 THEN 'a' ELSE 'b' END",
+        "raw_rows",
+        "revenue",
+        id="band_other_than_grouped",
+    ),
+    pytest.param(
+        "SELECT avg(CASE WHEN revenue < 10 THEN 1 ELSE 2 END) FROM tax",
+        "aggregate_argument",
+        "avg",
+        id="band_in_aggregate",
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax GROUP BY revenue",
+        "column_not_groupable",
+        "revenue",
+        id="raw_measure_still_not_groupable",
+    ),
+    pytest.param(
+        "SELECT width_bucket(revenue, 0, 10, 100) AS a, width_bucket(tax_paid, 0, 10, 100) AS b,"
+        " count(*) FROM tax GROUP BY a, b",
+        "too_many_groups",
+        "",
+        id="width_bucket_too_many_cells",
     ),
     # error, timing and environment oracles; casts
     pytest.param(
@@ -862,6 +1189,33 @@ ECHO = [
 ]
 
 
+ECHO += [
+    pytest.param(
+        f"SELECT CASE WHEN revenue < 1 THEN '{SECRET}' WHEN revenue < 2 THEN 'b'"
+        f" ELSE '{SECRET}' END AS b, count(*) FROM tax GROUP BY b",
+        id="band_duplicate_label",
+    ),
+    pytest.param(
+        f"SELECT CASE WHEN revenue < '{SECRET}' THEN 'a' ELSE 'b' END AS b, count(*) FROM tax"
+        " GROUP BY b",
+        id="band_cut_type",
+    ),
+    pytest.param(
+        f"SELECT CASE WHEN month < '{SECRET}' THEN 'a' ELSE 'b' END AS b, count(*) FROM tax"
+        " GROUP BY b",
+        id="band_bad_date",
+    ),
+    pytest.param(
+        f"SELECT CASE WHEN revenue < 1 THEN '{SECRET}' END AS b, count(*) FROM tax GROUP BY b",
+        id="band_no_else",
+    ),
+    pytest.param(
+        f"SELECT width_bucket(revenue, '{SECRET}', 1, 2) AS w, count(*) FROM tax GROUP BY w",
+        id="width_bucket_bound",
+    ),
+]
+
+
 @pytest.mark.parametrize("sql", ECHO)
 def test_rejection_does_not_echo_literals(sql: str) -> None:
     with pytest.raises(QueryRejected) as info:
@@ -892,3 +1246,89 @@ def test_between_symmetric_means_either_order_of_the_bounds() -> None:
             ).fetchone()
         )
     assert counts == [(41,), (41,), (41,)]
+
+
+# --- bands -------------------------------------------------------------------------------------
+
+BAND_SQL = {p.id: p.values[0] for p in ACCEPTED if str(p.id).startswith("band_")}
+
+
+@pytest.mark.parametrize("case", sorted(BAND_SQL))
+def test_band_labels_and_cut_points_are_parameters(case: str) -> None:
+    """The SQL Veil runs is generated from the checked band: neither its labels nor its cut
+    points are in the text, and the released keys are the declared labels."""
+    sql = BAND_SQL[case]
+    planned = plan(gate(sql), POLICY, salt=1)
+    for node in parse(sql).find_all(exp.Case):
+        for literal in node.find_all(exp.Literal):
+            if literal.is_string:
+                assert f"'{literal.this}'" not in planned.sql
+    assert "1e5" not in planned.sql and "2010-01-01" not in planned.sql
+    band = next(k.band for k in planned.keys if k.band is not None)
+    assert planned.public_cells is not None
+    index = next(i for i, k in enumerate(planned.keys) if k.band is not None)
+    assert {cell[index] for cell in planned.public_cells} == set(band.labels)
+
+
+def test_band_public_keys_are_the_labels_in_order_and_the_bucket_numbers() -> None:
+    case = plan(gate(ACCEPTED_SQL["band_case_measure"]), POLICY)
+    assert case.public_cells == (("small",), ("medium",), ("large",))
+    bucket = plan(gate(ACCEPTED_SQL["band_width_bucket"]), POLICY)
+    assert bucket.public_cells == tuple((i,) for i in range(12))
+
+
+def test_band_of_a_filter_column_is_not_groupable() -> None:
+    import dataclasses
+
+    from policies.model import Role
+
+    tax = POLICY.table("tax")
+    assert tax is not None
+    columns = tuple(
+        dataclasses.replace(c, role=Role.FILTER) if c.name == "revenue" else c for c in tax.columns
+    )
+    tables = tuple(
+        dataclasses.replace(t, columns=columns) if t.name == "tax" else t for t in POLICY.tables
+    )
+    policy = dataclasses.replace(POLICY, tables=tables)
+    sql = "SELECT CASE WHEN revenue < 10 THEN 'a' ELSE 'b' END AS b, count(*) FROM tax GROUP BY b"
+    with pytest.raises(QueryRejected) as info:
+        check(parse(sql), policy)
+    assert (info.value.rule, info.value.subject) == ("column_not_groupable", "revenue")
+
+
+def test_bands_with_other_cut_points_or_labels_are_other_queries() -> None:
+    """The answer cache keys on the canonical query: a band's cut points and labels are in it."""
+    base = "SELECT CASE WHEN revenue < {c} THEN {a} ELSE 'z' END AS b, count(*) FROM tax GROUP BY b"
+    canon = {
+        gate(base.format(c=c, a=a)).canonical
+        for c, a in (("10", "'a'"), ("11", "'a'"), ("10", "'b'"), ("10.5", "'a'"))
+    }
+    assert len(canon) == 4
+    bucket = "SELECT width_bucket(revenue, 0, {hi}, {n}) AS w, count(*) FROM tax GROUP BY w"
+    assert gate(bucket.format(hi=10, n=2)).canonical != gate(bucket.format(hi=20, n=2)).canonical
+    assert gate(bucket.format(hi=10, n=2)).canonical != gate(bucket.format(hi=10, n=3)).canonical
+
+
+def test_bands_bin_as_written() -> None:
+    """On real DuckDB: ``<`` and ``<=`` cut points, NULL in the ELSE band; width_bucket as in
+    PostgreSQL (0 below lo, n + 1 from hi on, NULL for NULL), bounds and edges included."""
+    import duckdb
+
+    con = duckdb.connect()
+    values = [-5.0, 0.0, 0.5, 2.5, 5.0, 9.999999999999, 10.0, 12.0, None]
+    con.execute("CREATE TABLE tax (credit_code VARCHAR, revenue DOUBLE)")
+    con.executemany("INSERT INTO tax VALUES (?, ?)", [[str(i), v] for i, v in enumerate(values)])
+
+    def keys(band_sql: str) -> list[object]:
+        checked = gate(f"SELECT {band_sql} AS b, count(*) FROM tax GROUP BY b")
+        key = checked.group_keys[0]
+        sql = f"SELECT {key.sql.replace('t0.', '')} FROM tax ORDER BY credit_code::INT"
+        return [r[0] for r in con.execute(sql, list(key.params)).fetchall()]
+
+    strict = "CASE WHEN revenue < 0 THEN 'a' WHEN revenue < 5 THEN 'b' ELSE 'c' END"
+    assert keys(strict) == ["a", "b", "b", "b", "c", "c", "c", "c", "c"]
+    inclusive = "CASE WHEN revenue <= 0 THEN 1 WHEN revenue <= 5 THEN 2 ELSE 3 END"
+    assert keys(inclusive) == [1, 1, 2, 2, 2, 3, 3, 3, 3]
+    assert keys("width_bucket(revenue, 0, 10, 4)") == [0, 1, 1, 2, 3, 4, 5, 5, None]
+    assert keys("width_bucket(revenue, -5, 10, 3)") == [1, 2, 2, 2, 3, 3, 4, 4, None]

@@ -901,6 +901,66 @@ HOSTILE_CLASSES: dict[str, list[Any]] = {
             "name",
         ),
     ],
+    # Bands are group keys with literals in them: none may carry an oracle, a unit, a hidden
+    # column, a subquery or a reader, and no refused band echoes its literals.
+    "bands": [
+        case(
+            "band_error_oracle",
+            "SELECT CASE WHEN revenue < 1e6 THEN 1//0 ELSE 0 END AS b, count(*) "
+            "FROM tax GROUP BY b",
+            "invalid_band",
+            "label",
+        ),
+        case(
+            "band_unit_literal",
+            "SELECT CASE WHEN credit_code < '<CODE>' THEN 'a' ELSE 'b' END AS b, count(*) "
+            "FROM tax GROUP BY b",
+            "unit_not_allowed",
+            "credit_code",
+        ),
+        case(
+            "band_hidden_name",
+            "SELECT CASE WHEN name < '<NAME>' THEN 'a' ELSE 'b' END AS b, count(*) "
+            "FROM registry GROUP BY b",
+            "column_not_allowed",
+            "name",
+        ),
+        case(
+            "band_secret_labels_twice",
+            "SELECT CASE WHEN revenue < 1 THEN '<SECRET>' ELSE '<SECRET>' END AS b, count(*) "
+            "FROM tax GROUP BY b",
+            "invalid_band",
+            "labels",
+        ),
+        case(
+            "band_subquery_cut",
+            "SELECT CASE WHEN revenue < (SELECT max(revenue) FROM tax) THEN 'a' ELSE 'b' END "
+            "AS b, count(*) FROM tax GROUP BY b",
+            "invalid_band",
+            "cut_point",
+        ),
+        case(
+            "band_reader_label",
+            "SELECT CASE WHEN revenue < 1 THEN read_text('/etc/passwd') ELSE 'b' END AS b, "
+            "count(*) FROM tax GROUP BY b",
+            "invalid_band",
+            "label",
+        ),
+        case(
+            "width_bucket_subquery_bound",
+            "SELECT width_bucket(revenue, 0, (SELECT max(revenue) FROM tax), 4) AS w, count(*) "
+            "FROM tax GROUP BY w",
+            "invalid_band",
+            "bounds",
+        ),
+        case(
+            "band_in_where_secret",
+            "SELECT count(*) FROM tax WHERE CASE WHEN revenue < 1 THEN '<SECRET>' ELSE 'b' END "
+            "= '<SECRET>'",
+            "unsupported_function",
+            "case",
+        ),
+    ],
 }
 
 HOSTILE_CASES = [p for cases in HOSTILE_CLASSES.values() for p in cases]

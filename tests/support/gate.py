@@ -232,4 +232,54 @@ ACCEPTED = [
     ),
     pytest.param('SELECT count(*) FROM "tax"', ("count",), (), id="quoted_table"),
     pytest.param("SELECT count(*) AS c, count(*) FROM tax", ("c", "count"), (), id="two_counts"),
+    # bands: the cut points and labels are parameters, the key's before the WHERE's
+    pytest.param(
+        "SELECT CASE WHEN revenue < 1e5 THEN 'small' WHEN revenue < 1e6 THEN 'medium'"
+        " ELSE 'large' END AS size, count(*), avg(tax_paid) FROM tax GROUP BY size",
+        ("size", "count", "avg_tax_paid"),
+        (100_000.0, "small", 1_000_000.0, "medium", "large"),
+        id="band_case_measure",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN revenue <= 0 THEN 0 WHEN revenue <= 5e5 THEN 1 ELSE 2 END AS b,"
+        " sum(tax_paid) FROM tax WHERE arrears = false GROUP BY 1",
+        ("b", "sum_tax_paid"),
+        (0, 0, 500_000.0, 1, 2, False),
+        id="band_case_inclusive_numbers_where",
+    ),
+    pytest.param(
+        "SELECT industry, CASE WHEN founded < '2010-01-01' THEN 'old' ELSE 'new' END AS age,"
+        " count(*) FROM registry GROUP BY industry, age",
+        ("industry", "age", "count"),
+        (D("2010-01-01"), "old", "new"),
+        id="band_case_date_with_dimension",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN headcount < 10 THEN 'micro' ELSE 'other' END,"
+        " count(DISTINCT credit_code) FROM social_insurance"
+        " GROUP BY CASE WHEN headcount < 10 THEN 'micro' ELSE 'other' END",
+        ("band_headcount", "count_units"),
+        (10, "micro", "other"),
+        id="band_case_group_by_expression",
+    ),
+    pytest.param(
+        "SELECT width_bucket(revenue, 0, 1e6, 10) AS w, median(revenue) FROM tax GROUP BY w",
+        ("w", "median_revenue"),
+        (0, 1_000_000.0, 11, 0, 10, 1_000_000.0, 0, 9),
+        id="band_width_bucket",
+    ),
+    pytest.param(
+        "SELECT CASE WHEN t.revenue < 1e6 THEN 'a' ELSE 'b' END AS b, avg(s.headcount)"
+        " FROM tax t JOIN social_insurance s USING (credit_code)"
+        " WHERE s.month >= '2023-01-01' GROUP BY b",
+        ("b", "avg_headcount"),
+        (1_000_000.0, "a", "b", D("2023-01-01")),
+        id="band_join",
+    ),
+    pytest.param(
+        "SELECT count(*) FROM tax GROUP BY width_bucket(tax_paid, -10, 1000, 2)",
+        ("count",),
+        (-10, 1000, 3, -10, 2, 1000, -10, 1),
+        id="band_not_in_select",
+    ),
 ]

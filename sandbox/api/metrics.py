@@ -18,11 +18,12 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.access.model import MemberRole
+from sandbox.api.bodies import BodyRoute
 from sandbox.api.deps import ActorDep, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
 from sandbox.metrics.instruments import Metrics
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=BodyRoute)  # no body, but one reader
 
 READERS = (MemberRole.ADMIN, MemberRole.OPERATOR)
 MAX_PROBLEM_BYTES = 64 * 1024  # a problem body larger than this is counted as ``http_error``

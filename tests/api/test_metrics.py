@@ -5,8 +5,10 @@ dataset and template ids — never SQL, a subject id or a key."""
 from __future__ import annotations
 
 import re
+import socket
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,7 +73,12 @@ def test_a_query_a_verification_and_a_refusal_are_counted(
     assert verified.status_code == 200, verified.text
     outcome = verified.json()["outcome"]
 
+    # a caller's text where a template id goes is never a label
+    wrong = ask(client, keys["verifier"], keys["subject_id"], consent, keys["subject_id"], 6, salt)
+    assert wrong.status_code >= 400
+
     text = scrape(client, keys["admin"])
+    assert value(text, "veil_verifications_total", template="unknown", outcome="refused") == 1
     route = {"route": "/v1/queries", "method": "POST"}
     assert value(text, "veil_http_requests_total", **route, status="200") == 1
     assert value(text, "veil_http_requests_total", **route, status="400") == 1
@@ -147,3 +154,12 @@ def test_a_separate_listener_serves_metrics_without_a_key(settings: Settings) ->
     except httpx.TransportError:
         closed = True
     assert closed
+
+
+def test_a_metrics_port_that_cannot_be_taken_refuses_to_start(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError), running_app(settings, metrics_port=port):
+            pass

@@ -19,6 +19,7 @@ from sandbox.api import docs, idempotency, openapi, problems
 from sandbox.api.audit import AuditMiddleware
 from sandbox.api.deps import Services
 from sandbox.api.guard import Guard, GuardMiddleware
+from sandbox.api.metrics import MetricsMiddleware
 from sandbox.api.responses.queries import ANSWER_JSON
 from sandbox.audit import log as audit
 from sandbox.audit.checkpoint import Checkpointer, run_checkpoints
@@ -28,6 +29,9 @@ from sandbox.engine.limits import ExecutorLimits
 from sandbox.errors import AuditChainBroken, NotFound
 from sandbox.keys.live import LiveKeys
 from sandbox.ledger.service import Ledger
+from sandbox.metrics.collectors import Sources
+from sandbox.metrics.instruments import Metrics
+from sandbox.metrics.listener import listen
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.store import db
@@ -64,9 +68,13 @@ async def _last_checkpoint(checkpointer: Checkpointer) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A Veil app; the executor starts (and self-tests its lockdown) when the app starts."""
     settings = settings or Settings()
+    metrics = Metrics()  # per app: counted by its middleware, read by /metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        listener = None  # first: a metrics port that cannot be taken refuses to start at once
+        if settings.metrics_port is not None:
+            listener = listen(metrics, settings.metrics_host, settings.metrics_port)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         templates = load_templates(settings.templates_path)  # a bad file: refuse to start
         # Key files open to group or others, or a malformed VEIL_MASTER_KEY: refuse to start.
@@ -147,10 +155,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 master_keys=master_keys,
             ),
             checkpointer=checkpointer,
+            metrics=metrics,
         )
+        metrics.live.sources = Sources(engine, executor, facts)
         try:
             yield
         finally:
+            if listener is not None:
+                listener.close()
+            metrics.live.sources = None
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints
@@ -172,7 +185,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     idempotency.install(app)  # innermost middleware: settles Idempotency-Key claims
     app.add_middleware(GuardMiddleware, guard=Guard(settings))  # rate and body limits
-    app.add_middleware(AuditMiddleware)  # outermost: refusals by the guard are recorded too
+    app.add_middleware(AuditMiddleware)  # refusals by the guard are recorded too
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: whole latency, every code
     for router in api.routers:
         app.include_router(router)
     openapi.install(app)  # problem responses declared on every operation

@@ -140,6 +140,17 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Bind address of `veil serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `veil serve`.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve the Prometheus metrics without an API key on this port of "
+        "`metrics_host`, besides `/metrics` on the API (unset: only there, for admins and "
+        "operators).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Bind address of the metrics listener (`metrics_port`)."
+    )
     # Connections (sandbox/api/connections.py): per server process, as served by `veil serve`.
     header_timeout_s: float = Field(
         10.0,

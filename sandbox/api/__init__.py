@@ -7,6 +7,7 @@ from sandbox.api import (
     datasets,
     health,
     ledger,
+    metrics,
     onboarding,
     queries,
     tenants,
@@ -25,6 +26,7 @@ routers: tuple[APIRouter, ...] = (
     ledger.router,
     onboarding.router,
     audit.router,
+    metrics.router,
 )
 
 __all__ = ["routers"]

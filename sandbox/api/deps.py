@@ -22,6 +22,7 @@ from sandbox.config import Settings
 from sandbox.engine.executor import Executor
 from sandbox.errors import AuditChainBroken
 from sandbox.ledger.service import Ledger
+from sandbox.metrics.instruments import Metrics
 from sandbox.onboarding.services import Onboarding
 from sandbox.queries import QueryService
 from sandbox.vault.decrypted import Vault
@@ -56,6 +57,7 @@ class Services:
     key_cache: KeyCache
     onboarding: Onboarding
     checkpointer: Checkpointer | None = None  # the audit checkpoints (``broken``: /healthz)
+    metrics: Metrics | None = None  # what /metrics exposes (sandbox/api/metrics.py)
 
 
 async def services(request: Request) -> Services:

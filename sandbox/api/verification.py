@@ -9,6 +9,7 @@ FastAPI's second pass over a large batch.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.access.model import MemberRole
-from sandbox.api.deps import ActorDep, ServicesDep
+from sandbox.api.deps import ActorDep, Services, ServicesDep
 from sandbox.api.responses import verification as views
 from sandbox.api.responses.base import View, ViewRoute
-from sandbox.errors import PayloadTooLarge
+from sandbox.errors import PayloadTooLarge, VeilError
+from sandbox.verification.answers import BatchAnswer
 from sandbox.verification.consents import MAX_CONSENT_USES
 from sandbox.verification.issued import RevocationReason
 from sandbox.verification.requests import (
@@ -165,8 +167,24 @@ def revoke_consent(consent_id: str, actor: ActorDep, services: ServicesDep) -> N
 @router.post("/verifications", response_model=views.Verification)
 def verify(body: VerificationBody, actor: ActorDep, services: ServicesDep) -> Response:
     """One verification: the outcome and its signed receipt, never a value."""
-    answer = services.verification.verify(actor, body.request())
+    try:
+        answer = services.verification.verify(actor, body.request())
+    except VeilError:
+        _count(services, body.template, REFUSED)  # the problem's code is counted by the edge
+        raise
+    _count(services, answer.receipt.template_id, answer.outcome)
     return _send(views.Verification.of(answer))
+
+
+REFUSED = "refused"  # the outcome label of a verification that got no outcome
+
+
+def _count(services: Services, template: str, outcome: str, count: int = 1) -> None:
+    """Count verifications for the metrics: a template id only if it is published (what a
+    caller wrote in its place is never a label)."""
+    if services.metrics is not None:
+        known = template if template in services.templates.templates.latest else "unknown"
+        services.metrics.verified(known, outcome, count)
 
 
 _BATCH_DOC: dict[str, Any] = {
@@ -209,9 +227,29 @@ async def verify_batch(request: Request, actor: ActorDep, services: ServicesDep)
     def answer() -> Response:  # parsing and serialising a large batch is work for a thread
         # (the request lines are let go before the answer is turned into its view)
         result = services.verification.verify_batch(actor, parse_batch(body, content_type))
+        _count_batch(services, result)
         return _send(views.BatchResult.of(result))
 
     return await run_in_threadpool(answer)
+
+
+def _count_batch(services: Services, result: BatchAnswer) -> None:
+    """A batch's lines for the metrics: answers by template and outcome, refused lines by
+    their code (their template is not trusted: only what was answered is named)."""
+    if services.metrics is None:
+        return
+    outcomes: Counter[tuple[str, str]] = Counter()
+    refusals: Counter[str] = Counter()
+    for line in result.results:
+        if line.receipt is not None and line.outcome is not None:
+            outcomes[(line.receipt.template_id, line.outcome)] += 1
+        elif line.error is not None:
+            refusals[line.error.code] += 1
+    for (template, outcome), count in outcomes.items():
+        _count(services, template, outcome, count)
+    for code, count in refusals.items():
+        services.metrics.refused(code, count)
+        services.metrics.verified("unknown", REFUSED, count)
 
 
 async def _body(request: Request) -> bytes:

@@ -75,6 +75,16 @@ class _Worker:
     conn: Connection
 
 
+@dataclass(frozen=True)
+class PoolState:
+    """The worker pool at one moment (``Executor.pool``)."""
+
+    size: int  # workers configured
+    alive: int
+    busy: int  # running a request (or being replaced)
+    waiting: int  # requests waiting for a free worker
+
+
 class Executor:
     """A fixed pool of warm, locked-down worker processes; ``run`` is safe from many threads.
 
@@ -95,6 +105,7 @@ class Executor:
         self._started = False
         self._closed = False
         self._failure: str | None = None
+        self._waiting = 0  # threads waiting for a free worker (for metrics)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -174,6 +185,15 @@ class Executor:
         with self._lock:
             return [w.process.pid for w in self._workers.values() if w.process.pid is not None]
 
+    def pool(self) -> PoolState:
+        """The pool as it is now: workers configured, alive, busy, and requests waiting."""
+        with self._lock:
+            workers = list(self._workers.values())
+            waiting = self._waiting
+        alive = sum(1 for w in workers if w.process.is_alive())
+        busy = max(0, len(workers) - self._idle.qsize())
+        return PoolState(self._limits.workers, alive, min(busy, len(workers)), waiting)
+
     # -- running --------------------------------------------------------------------------------
 
     def run(self, workspace: Path, sql: str, params: Sequence[object] = ()) -> list[Row]:
@@ -202,10 +222,15 @@ class Executor:
 
     def _acquire(self) -> _Worker:
         self._check_serving()
+        with self._lock:
+            self._waiting += 1
         try:
             worker = self._idle.get(timeout=self._limits.queue_timeout_s)
         except queue.Empty:
             raise ServiceUnavailable("no executor worker became free in time") from None
+        finally:
+            with self._lock:
+                self._waiting -= 1
         if worker is None:
             self._idle.put(None)
             raise ServiceUnavailable("the executor is closed")

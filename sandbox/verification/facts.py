@@ -150,6 +150,11 @@ class FactsIndex:
             return "off"
         return "building" if self._wanted else "ready"
 
+    def sizes(self) -> tuple[int, int, int]:
+        """Indexes built, queued or building, and failed (retried later): for metrics."""
+        with self._lock:
+            return len(self._tables), len(self._wanted), len(self._failed)
+
     def ready(self, template: Template, version: DatasetVersion) -> bool:
         """Whether every index of ``template`` on ``version`` is built."""
         claims = index_claims(template, version)

@@ -179,6 +179,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/audit/consistency"): Rule(ZONE_WIDE),
     ("GET", "/v1/audit/keys"): Rule(ZONE_WIDE),
     ("GET", "/v1/audit/verify"): Rule(ZONE_WIDE),
+    # Prometheus metrics (tests/api/test_metrics.py): zone staff who run the service
+    ("GET", "/metrics"): Rule(STAFF),
 }
 
 

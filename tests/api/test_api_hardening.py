@@ -23,6 +23,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from httpx import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
@@ -795,6 +796,9 @@ def test_every_route_declares_what_it_returns(plain: TestClient) -> None:
     for context in iter_route_contexts(plain.app.routes):  # type: ignore[attr-defined]
         route = context.original_route
         if not isinstance(route, APIRoute) or context.path in DOC_PATHS:
+            continue
+        if context.path == "/metrics":  # Prometheus's text format, declared as its only content
+            assert CONTENT_TYPE_LATEST in route.responses[200]["content"]
             continue
         model = route.response_model or route.responses.get(200, {}).get("model")
         explicit = isinstance(model, type) and issubclass(model, BaseModel)  # not dict[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import os
@@ -25,7 +26,7 @@ import pytest
 
 from connectors.sink import build_workspace, table_schemas
 from policies.errors import InvalidRequest
-from sandbox.engine.executor import Executor, _ReplyUnpickler
+from sandbox.engine.executor import Executor, PoolState, _ReplyUnpickler
 from sandbox.engine.limits import ExecutorLimits
 from sandbox.engine.workspace import open_locked, verify_lockdown
 from sandbox.errors import (
@@ -524,3 +525,28 @@ def test_limits_are_validated() -> None:
         ExecutorLimits(workers=0)
     with pytest.raises(ValueError):
         ExecutorLimits(timeout_s=0)
+
+
+def test_pool_state_counts_busy_workers_and_waiting_requests(
+    executor: Executor, workspace: Path
+) -> None:
+    """What the metrics read (docs/operations.md): with both workers busy, a third request
+    waits; all is idle again once they are done."""
+    assert executor.pool() == PoolState(size=2, alive=2, busy=0, waiting=0)
+    threads = [threading.Thread(target=_timed_out, args=(executor, workspace)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    seen = executor.pool()
+    while (seen.busy, seen.waiting) != (2, 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        seen = executor.pool()
+    assert (seen.busy, seen.waiting) == (2, 1)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert executor.pool() == PoolState(size=2, alive=2, busy=0, waiting=0)
+
+
+def _timed_out(executor: Executor, workspace: Path) -> None:
+    with contextlib.suppress(ExecutionTimeout):
+        executor.run(workspace, SLOW_JOIN)

@@ -10,6 +10,7 @@ from sandbox.api import (
     onboarding,
     queries,
     tenants,
+    uploads,
     verification,
 )
 
@@ -24,6 +25,7 @@ routers: tuple[APIRouter, ...] = (
     tenants.router,
     ledger.router,
     onboarding.router,
+    uploads.router,
     audit.router,
 )
 

@@ -94,7 +94,12 @@ async def create_upload(
     """Start an upload for a dataset (its staff, or a member of the provider that owns it): the
     body is the file, or its first bytes when ``Upload-Length`` is given."""
     length = _whole(upload_length, "Upload-Length")
-    name = unquote(upload_name, errors="strict") if upload_name is not None else None
+    try:
+        name = unquote(upload_name, errors="strict") if upload_name is not None else None
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            "Upload-Name is percent-encoded UTF-8", field="header.upload-name"
+        ) from None
     receiver = await to_thread.run_sync(
         lambda: services.onboarding.uploads.receive_new(
             actor, zone, dataset, length=length, name=name, sha256=upload_sha256

@@ -134,6 +134,12 @@ class Loads:
             mine = require_loader(con, actor, dataset)
         if mine is not None and provider not in (None, mine):
             raise Forbidden("a provider member loads only for its own provider", field="provider")
+        named = [source] if sources is None else list(sources.values())
+        if mine is not None and not all(is_upload_source(s) for s in named if s is not None):
+            raise Forbidden(
+                "a provider member loads from its uploads: name the source upload:<id>",
+                field="source",
+            )
         policy = parse_policy(policy_text, policy_name)
         rules = read_rules(tomllib.loads(policy_text), policy_name)
         if policy.dataset != dataset:

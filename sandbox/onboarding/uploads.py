@@ -226,11 +226,10 @@ class Uploads:
                 .values(writing_until=at + LEASE, updated_at=at)
             )
         path = Path(row.path)
-        check_free_space(path.parent, int(row.length) - offset)
         expected: str | None = row.expected_sha256
         length = int(row.length)
 
-        def release(_: Receiver) -> None:
+        def release(_: Receiver | None) -> None:
             with self.engine.begin() as con:
                 con.execute(
                     uploads.update()
@@ -282,15 +281,20 @@ class Uploads:
                     self._record(con, actor, "upload.complete", row._asdict(), primary=False)
             return _upload(row._asdict())
 
-        return Receiver(
-            path,
-            new=False,
-            start=offset,
-            limit=length - offset,
-            limit_reason=f"the upload declared {length} bytes (Upload-Length)",
-            on_finish=finish,
-            on_abort=release,
-        )
+        try:
+            check_free_space(path.parent, length - offset)
+            return Receiver(
+                path,
+                new=False,
+                start=offset,
+                limit=length - offset,
+                limit_reason=f"the upload declared {length} bytes (Upload-Length)",
+                on_finish=finish,
+                on_abort=release,
+            )
+        except BaseException:
+            release(None)  # not received: the upload is free for the chunk again
+            raise
 
     # -- reading and deleting -----------------------------------------------------------------
 

@@ -274,6 +274,7 @@ def test_a_file_name_cannot_choose_where_the_upload_goes(
         "a\\b.csv",
         "..",
         "x%00.csv",
+        "%ff%fe.csv",
     ):
         refused = client.post(UPLOADS, content=b"x", headers={**admin, "Upload-Name": name})
         assert (refused.status_code, refused.json()["field"]) == (400, "header.upload-name"), name
@@ -312,3 +313,24 @@ def test_idempotency_key_on_an_upload_answers_the_first_upload_again(
         wait(client, keys["admin"], f"/v1/zones/{ZONE}/datasets/firms/versions/1")["state"]
         == "ready"
     )
+
+
+def test_no_room_on_disk_is_refused_before_anything_is_written(
+    client: TestClient, keys: dict[str, str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from sandbox.onboarding import receiver
+
+    real = shutil.disk_usage
+
+    def nearly_full(path: str | Path) -> object:
+        usage = real(path)
+        return type(usage)(usage.total, usage.total, 10 * 2**20)  # 10 MiB free
+
+    monkeypatch.setattr(receiver.shutil, "disk_usage", nearly_full)
+    refused = client.post(
+        UPLOADS, content=CSV, headers={**auth(keys["admin"]), "Upload-Length": "100"}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (507, "insufficient_storage")
+    assert _files(data_dir) == []

@@ -341,12 +341,14 @@ class Uploads:
     def expire(self) -> int:
         """Delete the unfinished uploads whose time ran out (as the system); how many."""
         at = now()
+        due = select(uploads.c.id, uploads.c.path).where(
+            uploads.c.state == UploadState.RECEIVING.value, uploads.c.expires_at < at
+        )
+        with self.engine.connect() as con:  # most calls find none: no write transaction
+            if con.execute(due.limit(1)).first() is None:
+                return 0
         with self.engine.begin() as con:
-            rows = con.execute(
-                select(uploads.c.id, uploads.c.path).where(
-                    uploads.c.state == UploadState.RECEIVING.value, uploads.c.expires_at < at
-                )
-            ).all()
+            rows = con.execute(due).all()
             for row in rows:
                 self._forget(con, Actor.system(), row.id, "upload.expire")
                 Path(row.path).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -153,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 quota_bytes=settings.load_quota_bytes,
                 zone_secret=zone_secret,
                 master_keys=master_keys,
+                upload_max_bytes=settings.upload_max_bytes,
+                upload_expiry=timedelta(seconds=settings.upload_expiry_s),
             ),
             checkpointer=checkpointer,
             metrics=metrics,

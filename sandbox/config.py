@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     load_quota_bytes: int | None = Field(
         None, ge=1, description="Largest source one load may read, in bytes (unset: free disk)."
     )
+    upload_max_bytes: int = Field(
+        2**30,
+        ge=1,
+        description="Largest file one upload (`…/uploads`) may hold, in bytes; each request's "
+        "body is also capped by max_body_bytes, so larger files are sent in chunks.",
+    )
+    upload_expiry_s: float = Field(
+        86_400.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Seconds an unfinished upload is kept without a new chunk; then it is deleted.",
+    )
     audit_checkpoint_s: float = Field(
         60.0,
         gt=0,

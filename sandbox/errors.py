@@ -35,6 +35,7 @@ __all__ = [
     "Forbidden",
     "HttpError",
     "IdempotencyKeyReused",
+    "InsufficientStorage",
     "InternalError",
     "InvalidClaim",
     "InvalidRequest",
@@ -62,6 +63,9 @@ __all__ = [
     "TooManyConcurrent",
     "Unauthorized",
     "UnknownKey",
+    "UploadChecksumMismatch",
+    "UploadOffsetMismatch",
+    "UploadTooLarge",
     "VeilError",
     "VerificationRefused",
     "WorkspaceIntegrityError",
@@ -330,3 +334,34 @@ class LoadInterrupted(VeilError):
 
     code = "load_interrupted"
     title = "Load interrupted"
+
+
+class UploadTooLarge(PayloadTooLarge):
+    """An upload past ``VEIL_UPLOAD_MAX_BYTES`` or past the length it declared: nothing of the
+    refused bytes is kept."""
+
+    code = "upload_too_large"
+    title = "Upload too large"
+
+
+class UploadOffsetMismatch(Conflict):
+    """A chunk sent at another offset than the bytes the upload has received (``offset``)."""
+
+    code = "upload_offset_mismatch"
+    title = "Upload offset mismatch"
+
+
+class UploadChecksumMismatch(VeilError):
+    """The SHA-256 of a whole upload differs from the one it declared: the upload is deleted."""
+
+    code = "upload_checksum_mismatch"
+    status = 422
+    title = "Upload checksum mismatch"
+
+
+class InsufficientStorage(VeilError):
+    """Not enough free disk space for an upload's bytes: nothing of them is kept."""
+
+    code = "insufficient_storage"
+    status = 507
+    title = "Insufficient storage"

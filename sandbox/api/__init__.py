@@ -11,6 +11,7 @@ from sandbox.api import (
     onboarding,
     queries,
     tenants,
+    uploads,
     verification,
 )
 
@@ -25,6 +26,7 @@ routers: tuple[APIRouter, ...] = (
     tenants.router,
     ledger.router,
     onboarding.router,
+    uploads.router,
     audit.router,
     metrics.router,
 )

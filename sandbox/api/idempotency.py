@@ -5,7 +5,8 @@ claims the key for the request — method, path and body — or answers a retry 
 response (same status, same body, and ``Idempotent-Replayed: true``). :class:`IdempotencyMiddleware`
 then settles the claim by how the request was answered, before the answer leaves the server, so
 a client that got an answer and retries always gets it again. Requests without the header, and
-reads, are not touched.
+reads, are not touched. An upload's body is streamed to disk, never held: its key covers the
+``Upload-*`` headers that describe the bytes (docs/onboarding.md#uploads).
 """
 
 from __future__ import annotations
@@ -61,7 +62,15 @@ async def claim(request: Request, member_id: str) -> None:
                 }
             ],
         )
-    digest = idempotency.request_hash(request.method, request.url.path, await request.body())
+    # A route that streams its body to disk (an upload's) is never read whole here: its key
+    # covers the headers that describe the bytes instead (``streamed_headers`` of its route).
+    streamed: tuple[str, ...] | None = getattr(request.scope.get("route"), "streamed_headers", None)
+    if streamed is not None:
+        described = "\n".join(f"{h}:{request.headers.get(h, '')}" for h in streamed)
+        body = described.encode()
+    else:
+        body = await request.body()
+    digest = idempotency.request_hash(request.method, request.url.path, body)
     services = request.app.state.services
     replay = await to_thread.run_sync(
         idempotency.claim, services.engine, SealedText(services.audit), member_id, key, digest

@@ -4,7 +4,8 @@ The same calls as ``/v1/zones/{zone}/datasets/{id}/versions…`` and ``/v1/datas
 (docs/onboarding.md#loads-and-versions), on a data directory or against a server
 (:mod:`sandbox.cli.onboarding`). ``veil load`` shows a progress bar on stderr: on a data
 directory it runs the load itself; with ``--url`` it starts the load on the server and polls the
-version until the load has finished (Ctrl-C stops only the polling). Registered on
+version until the load has finished (Ctrl-C stops only the polling); with ``--upload`` too, it
+first sends its local SOURCE file as an upload (``…/uploads``) and loads that. Registered on
 ``sandbox.cli.app`` when :mod:`sandbox.cli.main` imports this module.
 """
 
@@ -62,6 +63,14 @@ def load_command(
         str | None,
         typer.Option(help="Store the tables sorted by this column [the policy's cluster_by]."),
     ] = None,
+    upload: Annotated[
+        bool,
+        typer.Option(
+            "--upload",
+            help="With --url: SOURCE is a local file, sent to the server first (an upload, "
+            "in chunks), then loaded.",
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     data_dir: DataDir = None,
     url: Url = None,
@@ -75,7 +84,16 @@ def load_command(
         raise typer.BadParameter("give SOURCE, or --table TABLE=SOURCE for each table")
     text = policy.read_text(encoding="utf-8")
     show = progress and sys.stderr.isatty()
+    if upload and (not url or source is None or sources is not None):
+        raise typer.BadParameter("needs --url and one local SOURCE file", param_hint="--upload")
     if url:
+        if upload:
+            assert source is not None
+            local = Path(source)
+            if not local.is_file():
+                raise typer.BadParameter(f"no file {source!r}", param_hint="SOURCE")
+            with client(url, key) as remote:
+                source = str(remote.upload(zone, dataset, local)["source"])
         load = {
             "policy": text,
             "source": source,

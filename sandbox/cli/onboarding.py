@@ -65,6 +65,7 @@ def onboarding(data_dir: Path | None, *, subjects: bool = False) -> Iterator[Onb
             settings.workspace_dir,
             quota_bytes=settings.load_quota_bytes,
             master_keys=keystore.master_keys(settings.keys_path, master_key=settings.master_key),
+            upload_max_bytes=settings.upload_max_bytes,
             zone_secret=keystore.open_keys(settings.keys_path)[1] if subjects else None,
         )
     except VeilError as exc:

@@ -1,8 +1,8 @@
 """Data onboarding: zones, providers, loads into immutable versions, quality reports, issues.
 
 The logic behind ``/v1/zones``, ``/v1/providers``, ``/v1/zones/{zone}/datasets/{id}/versions``,
-``/v1/datasets/{id}/quality``, ``/v1/datasets/{id}/issues`` and the ``veil`` commands alike
-(docs/onboarding.md). One module per concept:
+``…/uploads``, ``/v1/datasets/{id}/quality``, ``/v1/datasets/{id}/issues`` and the ``veil``
+commands alike (docs/onboarding.md). One module per concept:
 
 - :mod:`~sandbox.onboarding.model`: the records and states (zone kinds, load and issue states,
   a problem document, a pending load) and the id rule;
@@ -10,6 +10,8 @@ The logic behind ``/v1/zones``, ``/v1/providers``, ``/v1/zones/{zone}/datasets/{
 - :mod:`~sandbox.onboarding.zones` and :mod:`~sandbox.onboarding.providers`: the registries;
 - :mod:`~sandbox.onboarding.loads`: checking and running a load (with
   :mod:`~sandbox.onboarding.sources` and :mod:`~sandbox.onboarding.progress`);
+- :mod:`~sandbox.onboarding.uploads`: files sent for a dataset's loads, whole or in chunks (with
+  :mod:`~sandbox.onboarding.receiver`, which writes a request's bytes all or nothing);
 - :mod:`~sandbox.onboarding.versions`: the versions of a dataset, rollback, quality reports;
 - :mod:`~sandbox.onboarding.issues`: the feedback loop, and :mod:`~sandbox.onboarding.corrections`
   for the receipts a correction revokes;

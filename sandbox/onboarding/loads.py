@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from connectors.load import Source, ingest, sources_for
 from connectors.quality.report import QualityReport
 from connectors.quality.rules import read_rules
+from connectors.source import SourceSpec
 from policies.loader import parse_policy
 from sandbox.access.model import Actor, new_id
 from sandbox.audit.entry import Event
@@ -45,6 +46,7 @@ from sandbox.catalog import caps_text
 from sandbox.clock import now, utc
 from sandbox.errors import (
     Conflict,
+    Forbidden,
     InternalError,
     InvalidRequest,
     LoadInterrupted,
@@ -56,7 +58,8 @@ from sandbox.keys.master import MasterKeys
 from sandbox.onboarding.model import LoadState, PendingLoad, Problem
 from sandbox.onboarding.progress import ProgressHook, ProgressWriter, load_row
 from sandbox.onboarding.sources import source_spec
-from sandbox.onboarding.staff import STAFF
+from sandbox.onboarding.staff import require_loader
+from sandbox.onboarding.uploads import Uploads, is_upload_source
 from sandbox.onboarding.versions import Version, load_of
 from sandbox.store.schema import (
     dataset_providers,
@@ -81,7 +84,8 @@ class Loads:
 
     ``quota_bytes`` caps each load's source size (``Settings.load_quota_bytes``).
     ``master_keys`` seal new versions; default: those of the data directory's default key
-    directory (``<data_dir>/keys``, next to the workspaces).
+    directory (``<data_dir>/keys``, next to the workspaces). ``uploads``: where sources named
+    ``upload:<id>`` are found (:mod:`sandbox.onboarding.uploads`).
     """
 
     def __init__(
@@ -92,8 +96,10 @@ class Loads:
         *,
         quota_bytes: int | None = None,
         master_keys: MasterKeys | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.engine = engine
+        self.uploads = uploads
         self.audit = require_log(audit, "the loads service")
         self.workspace_dir = workspace_dir
         self.quota_bytes = quota_bytes
@@ -122,8 +128,18 @@ class Loads:
         ``confine_to``: local file sources must lie in this directory (loads over HTTP: a
         remote caller must not make the server read any file it can). ``cluster_by``: store
         the tables sorted by this column (overrides the policy's ``[storage] cluster_by``).
-        The load's run records its outcome as ``actor``'s."""
-        actor.require(*STAFF)
+        The load's run records its outcome as ``actor``'s. Staff load any dataset from any
+        source; a provider member only a dataset of its provider, from its uploads."""
+        with self.engine.connect() as con:
+            mine = require_loader(con, actor, dataset)
+        if mine is not None and provider not in (None, mine):
+            raise Forbidden("a provider member loads only for its own provider", field="provider")
+        named = [source] if sources is None else list(sources.values())
+        if mine is not None and not all(is_upload_source(s) for s in named if s is not None):
+            raise Forbidden(
+                "a provider member loads from its uploads: name the source upload:<id>",
+                field="source",
+            )
         policy = parse_policy(policy_text, policy_name)
         rules = read_rules(tomllib.loads(policy_text), policy_name)
         if policy.dataset != dataset:
@@ -139,10 +155,12 @@ class Loads:
             raise InvalidRequest("give a source, or sources (one per table)", field="source")
         given: Source | Mapping[str, Source]
         if sources is not None:
-            given = {t: source_spec(s, confine_to) for t, s in sources.items()}
+            given = {
+                t: self._spec(actor, zone, dataset, s, confine_to, mine) for t, s in sources.items()
+            }
         else:
             assert source is not None
-            given = source_spec(source, confine_to)
+            given = self._spec(actor, zone, dataset, source, confine_to, mine)
         connectors = sources_for(policy, given)
         names = sorted({c.name for c in connectors.values()})
         load = new_id("load")
@@ -168,6 +186,29 @@ class Loads:
             previous_rows,
             cluster_by or policy.cluster_by,
         )
+
+    def _spec(
+        self,
+        actor: Actor,
+        zone: str,
+        dataset: str,
+        text: str,
+        confine_to: Path | None,
+        provider: str | None,
+    ) -> SourceSpec:
+        """A source of the load: an upload (``upload:<id>``), or, for staff, a source string
+        (a file confined to ``confine_to``, a URL)."""
+        if is_upload_source(text):
+            if self.uploads is None:
+                raise Forbidden("uploads are not served here")
+            with self.engine.connect() as con:
+                return self.uploads.source_spec(con, actor, zone, dataset, text)
+        if provider is not None:
+            raise Forbidden(
+                "a provider member loads from its uploads: name the source upload:<id>",
+                field="source",
+            )
+        return source_spec(text, confine_to)
 
     def _record(
         self,

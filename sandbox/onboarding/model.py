@@ -28,6 +28,7 @@ __all__ = [
     "PendingLoad",
     "Problem",
     "ResolutionKind",
+    "UploadState",
     "ZoneKind",
     "check_id",
 ]
@@ -49,6 +50,11 @@ class LoadState(StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+
+
+class UploadState(StrEnum):
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
 
 
 class IssueState(StrEnum):

@@ -5,12 +5,14 @@ None holds per-request state: the :class:`~sandbox.access.model.Actor` is an arg
 call that acts for someone, so one set serves every request and thread. They share the state
 store (``engine``) and its audit log, which every change is recorded in (a service refuses to be
 built without it); loads also need the workspace directory, the load quota and the master keys
-that seal versions; issues need the zone secret that keys subject references like receipts.
+that seal versions; issues need the zone secret that keys subject references like receipts;
+uploads need their folder (``<data_dir>/uploads``), their size cap and their expiry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -20,6 +22,7 @@ from sandbox.keys.master import MasterKeys
 from sandbox.onboarding.issues import Issues
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.providers import Providers
+from sandbox.onboarding.uploads import Uploads
 from sandbox.onboarding.versions import Versions
 from sandbox.onboarding.zones import Zones
 
@@ -28,13 +31,14 @@ __all__ = ["Onboarding"]
 
 @dataclass(frozen=True)
 class Onboarding:
-    """Zones, providers, loads, versions (with quality reports) and issues."""
+    """Zones, providers, uploads, loads, versions (with quality reports) and issues."""
 
     zones: Zones
     providers: Providers
     loads: Loads
     versions: Versions
     issues: Issues
+    uploads: Uploads
 
     @classmethod
     def build(
@@ -46,16 +50,32 @@ class Onboarding:
         quota_bytes: int | None = None,
         zone_secret: bytes | None = None,
         master_keys: MasterKeys | None = None,
+        upload_max_bytes: int = 2**30,
+        upload_expiry: timedelta = timedelta(days=1),
     ) -> Onboarding:
-        """The services over ``engine``, recording in ``audit``, and ``workspace_dir``; see
-        :class:`Loads` and :class:`Issues` for the keyword arguments."""
+        """The services over ``engine``, recording in ``audit``, and ``workspace_dir`` (uploads
+        in ``uploads`` beside it); see :class:`Loads`, :class:`Issues` and :class:`Uploads` for
+        the keyword arguments."""
         audit = require_log(audit, "onboarding")
+        uploads = Uploads(
+            engine,
+            audit,
+            workspace_dir.parent / "uploads",
+            max_bytes=upload_max_bytes,
+            expiry=upload_expiry,
+        )
         return cls(
             zones=Zones(engine, audit),
             providers=Providers(engine, audit),
             loads=Loads(
-                engine, audit, workspace_dir, quota_bytes=quota_bytes, master_keys=master_keys
+                engine,
+                audit,
+                workspace_dir,
+                quota_bytes=quota_bytes,
+                master_keys=master_keys,
+                uploads=uploads,
             ),
             versions=Versions(engine, audit),
             issues=Issues(engine, audit, zone_secret=zone_secret),
+            uploads=uploads,
         )

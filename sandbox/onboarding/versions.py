@@ -30,7 +30,7 @@ from sandbox.audit.log import AuditLog, require_log
 from sandbox.clock import utc
 from sandbox.errors import Conflict, InvalidRequest, NotFound
 from sandbox.onboarding.model import LoadState, Problem
-from sandbox.onboarding.staff import STAFF, dataset_row, require_staff
+from sandbox.onboarding.staff import dataset_row, require_loader, require_staff
 from sandbox.store.schema import datasets, version_loads, versions
 
 __all__ = [
@@ -169,8 +169,10 @@ class Versions:
         return load_of(self.engine, dataset, load)
 
     def activate(self, actor: Actor, zone: str, dataset: str, version: int) -> Version:
-        """Make an earlier (or later) ready version current again: a rollback, atomically."""
-        actor.require(*STAFF)
+        """Make an earlier (or later) ready version current again: a rollback, atomically. For
+        staff and the dataset's provider."""
+        with self.engine.connect() as con:
+            require_loader(con, actor, dataset)  # other roles refused before anything is read
         with self.engine.begin() as con:
             _in_zone(con, zone, dataset)
             ready = con.execute(

@@ -354,6 +354,27 @@ version_loads = Table(
     UniqueConstraint("dataset_id", "version", name="uq_version_loads_dataset_id_version"),
 )
 
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),  # "upl_…"
+    Column("zone_id", String(64), ForeignKey("zones.id"), nullable=False),
+    Column("dataset_id", String(64), nullable=False, index=True),  # may precede its dataset
+    Column("provider_id", String(64), ForeignKey("providers.id"), nullable=True),
+    Column("name", String(255), nullable=True),  # the client's file name, shown only
+    Column("path", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # receiving | complete
+    Column("length", BigInteger, nullable=True),  # declared (Upload-Length), if any
+    Column("received", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=True),  # of the whole file, once complete
+    Column("expected_sha256", String(64), nullable=True),  # Upload-Sha256, if given
+    Column("created_by", String(64), nullable=True),  # member id; NULL: the local administrator
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),  # while receiving
+    Column("writing_until", DateTime(timezone=True), nullable=True),
+)
+
 dataset_issues = Table(
     "dataset_issues",
     metadata,

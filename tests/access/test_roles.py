@@ -137,8 +137,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
         ADMIN, body={"quota": 10}, gate_only=True
     ),
     # onboarding (tests/onboarding/test_onboarding.py has the outcomes): admins create zones and
-    # providers; operators and admins load, list versions and roll back; quality reports for
-    # them (and the dataset's provider); issues from anyone with a stake, answered by staff.
+    # providers; operators and admins (and the dataset's provider, from its uploads) load, list
+    # versions and roll back; quality reports for them; issues from anyone with a stake,
+    # answered by staff.
     ("POST", "/v1/zones"): Rule(
         ADMIN,
         201,
@@ -157,6 +158,16 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/zones/{zone}/datasets/{dataset}/versions"): Rule(STAFF),
     ("GET", "/v1/zones/{zone}/datasets/{dataset}/versions/{version}"): Rule(STAFF),
     ("POST", "/v1/zones/{zone}/datasets/{dataset}/versions/{version}/activate"): Rule(STAFF),
+    # uploads: staff, and members of the provider that owns the dataset (the matrix's provider
+    # member speaks for none: refused); tests/onboarding/test_uploads.py has the outcomes. An
+    # empty POST is a whole (empty) file.
+    ("POST", "/v1/zones/{zone}/datasets/{dataset}/uploads"): Rule(STAFF, 201),
+    ("GET", "/v1/zones/{zone}/datasets/{dataset}/uploads"): Rule(STAFF),
+    ("GET", "/v1/zones/{zone}/datasets/{dataset}/uploads/{upload}"): Rule(STAFF, gate_only=True),
+    ("PATCH", "/v1/zones/{zone}/datasets/{dataset}/uploads/{upload}"): Rule(STAFF, gate_only=True),
+    ("DELETE", "/v1/zones/{zone}/datasets/{dataset}/uploads/{upload}"): Rule(
+        STAFF, 204, gate_only=True
+    ),
     # the demo's versions were registered without a load: staff get 404 for any load id
     ("GET", "/v1/zones/{zone}/datasets/{dataset}/loads/{load}"): Rule(STAFF, gate_only=True),
     ("GET", "/v1/datasets/{dataset}/quality"): Rule(STAFF, gate_only=True),  # demo: no report
@@ -289,6 +300,7 @@ def _path(template: str, target: TenantObjects, engine: Engine, mismatch: Tenant
         "provider": "no-such-provider",
         "version": "1",
         "load": "load_0000000000000000",
+        "upload": "upl_0000000000000000",
         "number": "1",
         "seq": "1",
     }

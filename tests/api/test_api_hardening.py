@@ -597,10 +597,14 @@ NOT_TENANT_OWNED = {
     "/v1/receipts/{receipt_id}/status": "public by design: valid or revoked, for offline checks",
     "/v1/receipts/{receipt_id}/revoke": "zone staff (admins, operators) only",
     "/v1/providers/{provider}/members": "admins only",
-    "/v1/zones/{zone}/datasets/{dataset}/versions": "zone staff only",
-    "/v1/zones/{zone}/datasets/{dataset}/versions/{version}": "zone staff only",
-    "/v1/zones/{zone}/datasets/{dataset}/versions/{version}/activate": "zone staff only",
+    "/v1/zones/{zone}/datasets/{dataset}/versions": "zone staff and the dataset's provider",
+    "/v1/zones/{zone}/datasets/{dataset}/versions/{version}": "zone staff and the provider",
+    "/v1/zones/{zone}/datasets/{dataset}/versions/{version}/activate": "zone staff and the "
+    "dataset's provider",
     "/v1/zones/{zone}/datasets/{dataset}/loads/{load}": "zone staff only",
+    "/v1/zones/{zone}/datasets/{dataset}/uploads": "zone staff and the dataset's provider only",
+    "/v1/zones/{zone}/datasets/{dataset}/uploads/{upload}": "zone staff and the dataset's "
+    "provider only (a provider sees its own uploads; tests/onboarding/test_uploads.py)",
     "/v1/datasets/{dataset}/quality": "zone staff and the dataset's provider only",
     "/v1/datasets/{dataset}/issues": "issues are raised on the catalogue; the list is filtered",
     "/v1/datasets/{dataset}/issues/{number}/answer": "zone staff and the provider only",

@@ -15,7 +15,7 @@ from sandbox.cli.main import app
 from sandbox.client import Client
 from sandbox.config import Settings
 from sandbox.store import db
-from tests.support.onboarding import POLICY, ROWS, ZONE, write_csv
+from tests.support.onboarding import HEADER, POLICY, ROWS, ZONE, write_csv
 
 SUBJECT = "91110108MA01ABCD2X"
 
@@ -150,3 +150,26 @@ def test_zones_and_providers_against_a_server(live: str, keys: dict[str, str]) -
     assert [p["id"] for p in json.loads(veil("provider", "list", *admin))] == ["bj-tax"]
     no_key = veil("zone", "list", "--url", live, code=2)
     assert "--key" in no_key
+
+
+def test_load_uploads_a_local_file_in_chunks(
+    live: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """``veil load --url … --upload FILE`` sends a file the server does not have, then loads it."""
+    admin = ["--url", live, "--key", keys["admin"]]
+    policy = tmp_path / "firms.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    local = tmp_path / "firms.csv"
+    local.write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    common = ["--zone", ZONE, "--dataset", "firms", "--policy", str(policy)]
+    loaded = json.loads(veil("load", *common, str(local), "--upload", *admin))
+    assert (loaded["state"], loaded["version"], loaded["rows_loaded"]) == ("ready", 1, 4)
+    assert "uploads/" in loaded["source"]
+    # chunked: a chunk size smaller than the file
+    client = Client(live, keys["admin"])
+    try:
+        view = client.upload(ZONE, "firms", local, chunk_bytes=16)
+    finally:
+        client.close()
+    assert view["state"] == "complete" and view["received"] == local.stat().st_size
+    assert veil("load", *common, str(local), "--upload", code=2)  # needs --url

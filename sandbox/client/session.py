@@ -1,57 +1,105 @@
-"""A small Python client for the Veil HTTP API (used by the CLI's ``--url`` mode)."""
+"""The Veil client: :class:`Client` (``from sandbox.client import Client``).
+
+The researcher's calls — :meth:`Client.datasets`, :meth:`Client.dataset`, :meth:`Client.preview`,
+:meth:`Client.query`, :meth:`Client.budgets` — return the plain results of
+:mod:`sandbox.client.results`; the administration and onboarding calls (which the command line's
+``--url`` mode uses) return the server's JSON. Every call retries as
+:mod:`sandbox.client.transport` says, and every refusal is a typed
+:class:`~sandbox.client.errors.ApiError`. See docs/client.md.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
-
-from sandbox.errors import VeilError
+from sandbox.client.results import Budget, Dataset, Preview, QueryResult
+from sandbox.client.transport import Retries, Transport, new_key
 
 UPLOAD_CHUNK_BYTES: Final = 8 * 2**20  # below the server's default body cap (32 MiB)
 
 
-class RemoteError(VeilError):
-    """A problem document returned by a Veil server, re-raised with its code and status."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        extra = {k: v for k, v in body.items() if k not in ("detail", "status", "code", "title")}
-        super().__init__(str(body.get("detail", "")), **extra)
-        self.remote_code = str(body.get("code", "remote_error"))
-        self.remote_status = int(body.get("status", 500))
-
-    @property
-    def error_code(self) -> str:
-        return self.remote_code
-
-
 class Client:
-    def __init__(self, url: str, key: str, timeout: float = 60.0) -> None:
-        self.http = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=timeout,
-        )
+    """A client of the Veil server at ``url``, calling with the API key ``key``.
+
+    ``retries`` says how often a call is tried again (connection errors, 503, 429 with
+    ``Retry-After``); ``Retries(attempts=1)`` never retries. Use it as a context manager, or
+    call :meth:`close`.
+    """
+
+    def __init__(
+        self, url: str, key: str, timeout: float = 60.0, retries: Retries | None = None
+    ) -> None:
+        self.transport = Transport(url, key, timeout, retries or Retries())
 
     def close(self) -> None:
-        self.http.close()
+        self.transport.close()
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"detail": response.text[:200], "status": response.status_code}
-            raise RemoteError(body)
-        if response.status_code == 204:
-            return None
-        if response.headers.get("content-type", "").startswith(("text/csv", "text/html")):
-            return response.text
-        return response.json()
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def call(
+        self, method: str, path: str, idempotency_key: str | None = None, **kwargs: Any
+    ) -> Any:
+        """One API call: its JSON (or text) answer; a refusal raises its typed error."""
+        return self.transport.request(method, path, idempotency_key, **kwargs).body
+
+    # --- the researcher's calls ---------------------------------------------------------------
+    def datasets(self) -> list[Dataset]:
+        """The datasets of the catalogue the key may see."""
+        return [Dataset.of(d) for d in self.call("GET", "/v1/datasets")["datasets"]]
+
+    def dataset(self, dataset: str) -> Dataset:
+        """One dataset, with its public policy (tables, columns, roles; never data)."""
+        return Dataset.of(self.call("GET", f"/v1/datasets/{quote(dataset, safe='')}"))
+
+    def preview(
+        self,
+        dataset: str,
+        sql: str,
+        epsilon: float | None = None,
+        rho: float | None = None,
+        delta: float | None = None,
+    ) -> Preview:
+        """What ``sql`` would cost and the half-widths to expect. Free: touches no data."""
+        body = _query_body(dataset, sql, epsilon, rho, delta)
+        return Preview.of(self.call("POST", "/v1/queries/preview", new_key(), json=body))
+
+    def query(
+        self,
+        dataset: str,
+        sql: str,
+        epsilon: float | None = None,
+        rho: float | None = None,
+        delta: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueryResult:
+        """Run ``sql`` on ``dataset``, spending ``epsilon`` (or ``rho`` on a zCDP grant).
+
+        The call carries one Idempotency-Key (``idempotency_key``, or a new one) on every
+        attempt: a retry after a lost answer gets the first answer back, charged once.
+        """
+        body = _query_body(dataset, sql, epsilon, rho, delta)
+        reply = self.transport.request(
+            "POST", "/v1/queries", idempotency_key or new_key(), json=body
+        )
+        return QueryResult.of(reply.body, replayed=reply.replayed)
+
+    def budgets(self, dataset: str | None = None) -> list[Budget]:
+        """The caller's tenant's grants (only those on ``dataset``, if given)."""
+        found = [Budget.of(b) for b in self.call("GET", "/v1/budgets")["budgets"]]
+        return [b for b in found if dataset is None or b.dataset == dataset]
 
     # --- administration (same names and results as sandbox.access.admin) --------------------
     def create_tenant(self, name: str, kind: str, purpose_class: str) -> dict[str, Any]:
@@ -101,18 +149,11 @@ class Client:
         params = {"tenant": tenant, "dataset": dataset, "format": "csv" if csv else "json"}
         return self.call("GET", "/v1/ledger", params={k: v for k, v in params.items() if v})
 
-    # --- queries ------------------------------------------------------------------------------
-    def query(self, dataset: str, sql: str, **budget: float) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(
-            "POST", "/v1/queries", json={"dataset": dataset, "sql": sql, **budget}
-        )
-        return result
-
     # --- onboarding (same names and results as the sandbox.onboarding services) -------------
-    # ``idempotency_key``: sent as the Idempotency-Key header, so a retry replays the first answer.
+    # ``idempotency_key``: sent as the Idempotency-Key header (a new one when not given), so a
+    # retry replays the first answer.
     def post(self, path: str, body: Any = None, idempotency_key: str | None = None) -> Any:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self.call("POST", path, json=body, headers=headers)
+        return self.call("POST", path, idempotency_key or new_key(), json=body)
 
     def create_zone(
         self, zone: dict[str, str], idempotency_key: str | None = None
@@ -251,3 +292,13 @@ class Client:
         body = {k: v for k, v in resolution.items() if v is not None}
         result: dict[str, Any] = self.post(path, body, idempotency_key)
         return result
+
+
+def _query_body(
+    dataset: str, sql: str, epsilon: float | None, rho: float | None, delta: float | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset": dataset, "sql": sql}
+    for name, value in (("epsilon", epsilon), ("rho", rho), ("delta", delta)):
+        if value is not None:
+            body[name] = float(value)
+    return body

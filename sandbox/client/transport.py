@@ -1,7 +1,8 @@
 """HTTP for the client: one ``httpx`` connection pool, retries, and typed errors.
 
 A call is retried when the server could not be reached or dropped the connection, when it
-answers 503 (unavailable for now), or 429 with a ``Retry-After`` header (a rate limit). A
+answers 503 (unavailable for now), 429 with a ``Retry-After`` header (a rate limit), or 409
+because an earlier attempt with the same key is still running (``state: pending``). A
 mutating call (POST, PUT, PATCH, DELETE) is retried only with an ``Idempotency-Key``, generated
 once per call and sent with every attempt: if the first attempt was done but its answer lost,
 the server replays the stored answer (``Idempotent-Replayed: true``) instead of doing it again,
@@ -112,6 +113,8 @@ def _transient(response: httpx.Response) -> bool:
         return "retry-after" in response.headers
     if response.status_code == 503:
         return _problem(response).get("code") not in _LASTING
+    if response.status_code == 409:  # an earlier attempt with this key is still running
+        return _problem(response).get("state") == "pending"
     return False
 
 

@@ -62,6 +62,21 @@ def test_a_503_is_retried_with_the_same_key(demo_server) -> None:
         assert _spent(direct) == pytest.approx(before + 0.06)
 
 
+def test_a_retry_while_the_first_attempt_runs_waits_for_its_answer(demo_server) -> None:
+    url, keys, _ = demo_server
+    with Client(url, keys["analyst"]) as direct:
+        before = _spent(direct)
+        with (
+            failing_once(url, "drop_request") as proxy,
+            Client(proxy.url, keys["analyst"], retries=Retries(attempts=8, backoff_s=0.01)) as veil,
+        ):
+            answer = veil.query("cps1988", MEAN_WAGE, epsilon=0.07)
+        assert len(set(proxy.keys)) == 1 and answer.replayed
+        # the retries found the first attempt still running (409, state pending) and waited
+        assert 409 in proxy.statuses and proxy.statuses.count(200) == 2
+        assert _spent(direct) == pytest.approx(before + 0.07)
+
+
 def test_each_call_has_its_own_key(demo_server) -> None:
     url, keys, _ = demo_server
     with (

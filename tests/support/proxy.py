@@ -1,7 +1,8 @@
 """A tiny HTTP/1.1 proxy in front of a served app that fails the first request once: it drops
-the connection after the server answered (the answer is lost), or answers 503 itself without
-passing it on. It records each request's ``Idempotency-Key``. Plain sockets; bodies are read by
-``Content-Length`` (what the app and httpx send)."""
+the connection after the server answered (the answer is lost) or as soon as the request is
+passed on (the server is still at it), or answers 503 itself without passing the request on. It
+records each request's ``Idempotency-Key`` and the status of each answer the server gave. Plain
+sockets; bodies are read by ``Content-Length`` (what the app and httpx send)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from typing import BinaryIO, Literal
 from urllib.parse import urlsplit
 
-Failure = Literal["drop_answer", "unavailable"]
+Failure = Literal["drop_answer", "drop_request", "unavailable"]
 
 
 def _message(stream: BinaryIO) -> tuple[bytes, dict[str, str]] | None:
@@ -40,6 +41,7 @@ class FailOnceProxy:
         self.failure = failure
         self.keys: list[str | None] = []  # the Idempotency-Key of each request, in order
         self.failed = False
+        self.statuses: list[int] = []  # the status of each answer the server gave
         self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -69,14 +71,23 @@ class FailOnceProxy:
                         + body
                     )
                     return
-                with socket.create_connection(self.upstream) as up, up.makefile("rb") as answers:
-                    up.sendall(request)
-                    answer = _message(answers)
-                if (
-                    fail or answer is None
-                ):  # drop_answer: the server answered, the caller never hears
+                if fail and self.failure == "drop_request":  # the server is still at it
+                    threading.Thread(target=self._forward, args=(request,), daemon=True).start()
                     return
-                conn.sendall(answer[0])
+                answer = self._forward(request)
+                if fail or answer is None:  # drop_answer: the server answered, unheard
+                    return
+                conn.sendall(answer)
+
+    def _forward(self, request: bytes) -> bytes | None:
+        with socket.create_connection(self.upstream) as up, up.makefile("rb") as answers:
+            up.sendall(request)
+            answer = _message(answers)
+        if answer is None:
+            return None
+        with self.lock:
+            self.statuses.append(int(answer[0].split(b" ", 2)[1]))
+        return answer[0]
 
 
 @contextmanager

@@ -87,7 +87,9 @@ class Transport:
                 response = self.http.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
                 if last:
-                    raise ConnectionFailed(f"{method} {path}: {exc or type(exc).__name__}") from exc
+                    raise ConnectionFailed(
+                        f"{method} {path}: {str(exc) or type(exc).__name__}"
+                    ) from exc
                 time.sleep(self.retries.wait(attempt, None))
                 continue
             if not last and _transient(response):

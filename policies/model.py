@@ -39,6 +39,10 @@ column (a privacy unit for one-row-per-person data that has no id of its own).""
 GENERATORS = (ROW_NUMBER,)
 
 
+DEFAULT_QUANTILE_CANDIDATES = 65  # evenly spaced, when a measure declares none
+MAX_QUANTILE_RESOLUTION = 1_000  # the most evenly spaced candidates a query may ask for
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -53,13 +57,22 @@ class Column:
     missing: tuple[KeyValue, ...] = ()  # values of the column's type that the load makes NULL
     generated: str | None = None  # ROW_NUMBER: made by the load, not read from the source
 
-    def quantile_candidates(self, count: int = 65) -> tuple[float, ...]:
-        """Declared candidates, or ``count`` evenly spaced points across the clamp bounds."""
-        if self.candidates is not None:
-            return self.candidates
+    def quantile_candidates(
+        self, count: int = DEFAULT_QUANTILE_CANDIDATES, resolution: int | None = None
+    ) -> tuple[float, ...]:
+        """Declared candidates, or ``count`` evenly spaced points across the clamp bounds; with a
+        ``resolution``, those and ``resolution`` evenly spaced points across the bounds too."""
         assert self.lower is not None and self.upper is not None
-        step = (self.upper - self.lower) / (count - 1)
-        return tuple(self.lower + i * step for i in range(count))
+        base = self.candidates if self.candidates is not None else _grid(self, count)
+        if resolution is None:
+            return base
+        return tuple(sorted({*base, *_grid(self, resolution)}))
+
+
+def _grid(col: Column, count: int) -> tuple[float, ...]:
+    assert col.lower is not None and col.upper is not None
+    step = (col.upper - col.lower) / (count - 1)
+    return (*(col.lower + i * step for i in range(count - 1)), col.upper)
 
 
 @dataclass(frozen=True)

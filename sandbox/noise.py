@@ -9,6 +9,7 @@ arguments, and nothing here returns an exact aggregate.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -251,9 +252,35 @@ def expected_accuracy(plan: QueryPlan, calibration: Calibration) -> dict[str, An
             resolution = stats[o.stats[0]].resolution
             hw = half_width(total, calibration.accounting, ALPHA / 2) * resolution
             out[o.name] = {f"at_n={n}": hw / n for n in (100, 1_000, 10_000)}
+        elif o.kind == "quantile":
+            q = next(q for q in plan.quantiles if q.name == o.stats[0])
+            out[o.name] = {
+                **{
+                    f"rank_at_n={n}": quantile_rank_half_width(q, calibration, n)
+                    for n in (100, 1_000, 10_000)
+                },
+                "candidate_step": max(b - a for a, b in itertools.pairwise(q.candidates)),
+            }
         elif o.kind != "key":
             out[o.name] = None  # depends on the data; stated with the release
     return out
+
+
+def quantile_rank_half_width(q: QuantileStatistic, calibration: Calibration, n: int) -> float:
+    """How far, in quantile levels, a 95% interval of ``q`` over ``n`` values reaches from q.
+
+    Each end runs at level ``q ∓ e / n_low`` (see :func:`_release_quantiles`) and, except with
+    probability β, lands within ``e`` ranks of it, so it lies between the true quantiles at
+    levels ``q - h`` and ``q + h`` with ``h = e / n_low + e / n``; 1.0 when the count's lower
+    bound is not positive (the interval is then the measure's whole range).
+    """
+    mech = calibration.mechanisms[q.name]
+    count = calibration.mechanisms[q.count]
+    n_low = n - half_width(count, calibration.accounting, ALPHA - 2 * QUANTILE_END_BETA)
+    if n_low <= 0:
+        return 1.0
+    rank_error = max(mech.quantile_scales[1:]) * math.log(len(q.candidates) / QUANTILE_END_BETA)
+    return min(1.0, rank_error / n_low + rank_error / n)
 
 
 # --- release -------------------------------------------------------------------------------

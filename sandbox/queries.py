@@ -55,6 +55,7 @@ class QueryRequest:
     epsilon: float | None = None
     rho: float | None = None
     delta: float | None = None
+    quantile_resolution: int | None = None  # evenly spaced quantile candidates to add
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class QueryService:
             salt=version.salt,
             # the row caps' window is left out of tables measured to keep them (never a guess)
             within_row_caps=version.within_row_caps or frozenset(),
+            quantile_resolution=request.quantile_resolution,
         )
         calibration = calibrate(plan, budget, grant.accounting, delta_pico)
         digest = hashlib.sha256(
@@ -213,6 +215,8 @@ class QueryService:
                     plan.canonical,
                     grant.accounting,
                     str(budget),
+                    # two candidate grids are two queries (none: the key it always had)
+                    *([] if not plan.quantiles else [f"q{request.quantile_resolution}"]),
                 ]
             ).encode()
         ).hexdigest()

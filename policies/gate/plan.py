@@ -115,6 +115,7 @@ def plan(
     salt: int = 0,
     within_row_caps: frozenset[str] = frozenset(),
     pruning: bool = False,
+    quantile_resolution: int | None = None,
 ) -> QueryPlan:
     """The bounded SQL and the statistics for ``checked``; ``salt`` keys the bounding hash.
 
@@ -127,8 +128,13 @@ def plan(
     drops the rows over a cap, so that its run time depends on what the predicate selects. It
     gives exactly the same rows; it is kept as the reference of the tests and benchmarks, and
     Veil never runs it.
+
+    ``quantile_resolution``: quantiles choose from their measure's candidates and that many
+    evenly spaced points from its ``lower`` to its ``upper`` (docs/queries.md#quantiles).
     """
-    return _Planner(checked, policy, salt, within_row_caps, pruning).build()
+    planner = _Planner(checked, policy, salt, within_row_caps, pruning)
+    planner.quantile_resolution = quantile_resolution
+    return planner.build()
 
 
 def row_cap_sql(policy: Policy) -> str:
@@ -174,6 +180,7 @@ class _Planner:
         self.group_window = bool(checked.group_keys) and policy.max_groups_per_unit < self.row_cap
         self.values: dict[Ref, str] = {}
         self.stats: dict[tuple[StatKind, str | None], Statistic] = {}
+        self.quantile_resolution: int | None = None
 
     def value(self, ref: Ref) -> str:
         if ref not in self.values:
@@ -284,7 +291,7 @@ class _Planner:
                         name=qname,
                         column=col.name,
                         q=agg.q,
-                        candidates=col.quantile_candidates(),
+                        candidates=col.quantile_candidates(resolution=self.quantile_resolution),
                         histogram_sql="",  # filled below, once the value columns are known
                         rows_per_unit=self.row_cap,
                         count=counter,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from policies.model import MAX_QUANTILE_RESOLUTION
 from sandbox.api.deps import ActorDep, ServicesDep
 from sandbox.api.responses import queries as views
 from sandbox.api.responses.base import ViewRoute
@@ -28,8 +29,24 @@ class QueryBody(BaseModel):
         None, strict=True, description="δ for partition selection when keys are not public."
     )
 
+    quantile_resolution: int | None = Field(
+        None,
+        strict=True,
+        ge=2,
+        le=MAX_QUANTILE_RESOLUTION,
+        description="Quantiles also choose from this many evenly spaced points between the "
+        "measure's bounds (2 to 1,000; docs/queries.md#quantiles).",
+    )
+
     def request(self) -> QueryRequest:
-        return QueryRequest(self.dataset, self.sql, self.epsilon, self.rho, self.delta)
+        return QueryRequest(
+            self.dataset,
+            self.sql,
+            self.epsilon,
+            self.rho,
+            self.delta,
+            self.quantile_resolution,
+        )
 
 
 @router.post("/queries", response_model=views.Answer)

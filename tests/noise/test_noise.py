@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -20,20 +21,39 @@ from policies.gate.plan import StatKind
 from policies.model import Policy
 from sandbox import catalog
 from sandbox.config import Settings
+from sandbox.demo import build
 from sandbox.keys import directory as keystore
-from sandbox.noise import calibrate, half_width, release
+from sandbox.noise import (
+    calibrate,
+    expected_accuracy,
+    half_width,
+    quantile_rank_half_width,
+    release,
+)
 from sandbox.store import db
 from sandbox.vault.sealed import open_sealed
 
 pytestmark = pytest.mark.stats
 
 
-def prepared(demo_dir: Path, dataset: str, sql: str, epsilon: float, accounting=Accounting.PURE):
+def prepared(
+    demo_dir: Path,
+    dataset: str,
+    sql: str,
+    epsilon: float,
+    accounting=Accounting.PURE,
+    quantile_resolution: int | None = None,
+):
     settings = Settings(data_dir=demo_dir)
     engine = db.connect(settings.state_url)
     version = catalog.current(engine, dataset)
     engine.dispose()
-    query_plan = plan(check(parse(sql), version.policy), version.policy, salt=version.salt)
+    query_plan = plan(
+        check(parse(sql), version.policy),
+        version.policy,
+        salt=version.salt,
+        quantile_resolution=quantile_resolution,
+    )
     budget = to_micro(epsilon)
     calibration = calibrate(query_plan, budget, accounting, 10**5)
     with tempfile.TemporaryDirectory() as tmp:  # the stored workspace is sealed
@@ -184,3 +204,65 @@ def catalog_policy(demo_dir: Path, dataset: str) -> Policy:
     version = catalog.current(engine, dataset)
     engine.dispose()
     return version.policy
+
+
+# --- quantile widths stated by the preview, on real data ------------------------------------
+# The preview states h (``rank_at_n=…``) and the candidate step: a 95% interval lies between the
+# true quantiles at levels q - h and q + h, rounded outward to the candidates. Here that band is
+# computed from cps1988's true wages and compared with many releases: it must hold in at least 95%
+# of them (less a sampling tolerance), and not be absurdly wider than the released intervals.
+
+QUANTILE_RELEASES = 200
+
+
+def wages() -> list[float]:
+    parquet = Path(build.__file__).parent / "data" / "cps1988.parquet"
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT least(greatest(wage, 0), 4000) FROM '{parquet}' WHERE wage IS NOT NULL ORDER BY 1"
+    ).fetchall()
+    con.close()
+    return [float(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("level", "epsilon", "resolution", "accounting"),
+    [
+        (0.5, 1.0, None, Accounting.PURE),
+        (0.5, 0.1, None, Accounting.PURE),
+        (0.9, 1.0, 1000, Accounting.PURE),
+        (0.25, 0.01, 1000, Accounting.ZCDP),
+    ],
+)
+def test_stated_quantile_width_holds_and_is_not_absurd(
+    demo_dir: Path, level: float, epsilon: float, resolution: int | None, accounting: Accounting
+) -> None:
+    sql = f"SELECT QUANTILE_CONT(wage, {level}) AS w FROM cps1988"
+    query_plan, calibration, rows, hist = prepared(
+        demo_dir, "cps1988", sql, epsilon, accounting, quantile_resolution=resolution
+    )
+    values = wages()
+    n = len(values)
+    (q,) = query_plan.quantiles
+    h = quantile_rank_half_width(q, calibration, n)
+    stated = expected_accuracy(query_plan, calibration)["w"]
+    step = stated["candidate_step"]
+    assert stated["rank_at_n=10000"] == quantile_rank_half_width(q, calibration, 10_000)
+    # the true quantiles at q ∓ h, rounded outward to the candidates (at most one step each)
+    low = max(c for c in q.candidates if c <= values[max(0, math.floor((level - h) * n) - 1)])
+    high = min(c for c in q.candidates if c >= values[min(n - 1, math.ceil((level + h) * n))])
+    assert high - low <= values[-1] - values[0] + 2 * step
+    widths, held = [], 0
+    for _ in range(QUANTILE_RELEASES):
+        cell = release(query_plan, calibration, rows, hist).rows[0]["w"]
+        widths.append(cell.upper - cell.lower)
+        held += low <= cell.lower and cell.upper <= high
+    tolerance = 2 * math.sqrt(0.05 * 0.95 / QUANTILE_RELEASES)
+    assert held / QUANTILE_RELEASES >= 0.95 - tolerance, (held / QUANTILE_RELEASES, low, high)
+    ratio = (high - low) / statistics.median(widths)
+    print(
+        f"q={level} ε={epsilon} res={resolution}: held={held / QUANTILE_RELEASES:.3f} h={h:.4f} "
+        f"stated={high - low:.1f} "
+        f"median released width={statistics.median(widths):.1f} ratio={ratio:.2f}"
+    )
+    assert ratio <= 4.0, ratio

@@ -182,3 +182,50 @@ def test_exit_destroys_the_zones_versions_and_signs_what_it_destroyed(
     assert again.status_code == 409
     assert "zone.exit" in actions(client)
     assert client.get("/v1/audit/verify", headers=auth(keys["admin"])).status_code == 200
+
+
+def test_a_suspended_zone_refuses_loads_into_its_datasets(
+    client: TestClient, keys: dict[str, str], data_dir: Path
+) -> None:
+    from tests.support.onboarding import POLICY, ROWS, write_csv
+
+    authority = authority_key(client)
+    body = {"policy": POLICY, "source": write_csv(data_dir, "firms.csv", ROWS)}
+    url = f"/v1/zones/{ZONE}/datasets/firms/versions"
+    assert client.post(f"{BASE}/suspend", headers=auth(authority)).status_code == 200
+    refused(client.post(url, json=body, headers=auth(keys["admin"])))
+    assert client.post(f"{BASE}/resume", headers=auth(authority)).status_code == 200
+    started = client.post(url, json=body, headers=auth(keys["admin"]))
+    assert started.status_code == 202, started.text
+
+
+def test_the_cli_moves_an_authorisation_on_a_data_directory(data_dir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from sandbox.cli.main import app
+
+    def veil(*args: str) -> Any:
+        result = CliRunner().invoke(app, [*args, "--data-dir", str(data_dir)])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    assert veil("zone", "suspend", "--zone", ZONE)["state"] == "suspended"
+    assert veil("zone", "resume", "--zone", ZONE)["state"] == "active"
+    set_term = veil(
+        "zone",
+        "authorise",
+        "--zone",
+        ZONE,
+        "--term-start",
+        "2026-01-01T00:00:00+08:00",
+        "--term-end",
+        "2031-01-01T00:00:00+08:00",
+        "--product",
+        "query",
+    )
+    assert set_term["products"] == ["query"] and set_term["term_end"].startswith("2030-12-31")
+    assert veil("zone", "authorisation", "--zone", ZONE)["state"] == "active"
+    exited = veil("zone", "exit", "--zone", ZONE, "--confirm", ZONE)
+    assert exited["document"]["zone"] == ZONE and exited["signature"]

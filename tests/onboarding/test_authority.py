@@ -229,3 +229,20 @@ def test_the_cli_moves_an_authorisation_on_a_data_directory(data_dir: Path) -> N
     assert veil("zone", "authorisation", "--zone", ZONE)["state"] == "active"
     exited = veil("zone", "exit", "--zone", ZONE, "--confirm", ZONE)
     assert exited["document"]["zone"] == ZONE and exited["signature"]
+
+
+def test_an_admin_creates_an_authority_member_over_http(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    admin = auth(keys["admin"])
+    tenant = client.post(
+        "/v1/tenants",
+        json={"name": "Authority", "kind": "government", "purpose_class": "public_welfare"},
+        headers=admin,
+    ).json()["id"]
+    made = client.post(
+        f"/v1/tenants/{tenant}/members", json={"name": "a", "role": "authority"}, headers=admin
+    )
+    assert made.status_code == 201, made.text
+    suspended = client.post(f"{BASE}/suspend", headers=auth(made.json()["api_key"]))
+    assert suspended.status_code == 200, suspended.text

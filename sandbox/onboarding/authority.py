@@ -7,9 +7,10 @@ While the zone is not authorised — suspended, exited, outside its term, or out
 its products refuse with ``zone_not_authorised`` (:func:`sandbox.catalog.require_authorised`);
 reads of the catalogue and the audit log still work.
 
-Exit is final: every version of the zone's datasets is made unusable (no current version) and its
-sealed file deleted, and an exit certificate listing what was destroyed is signed with the
-receipt signing key (Ed25519 over its canonical JSON, like a receipt).
+Exit is final: every version of the zone's datasets is made unusable (no current version) and
+its sealed file deleted (if it lies in this data directory's workspaces; ``deleted`` says), and
+an exit certificate listing what was destroyed is signed with the receipt signing key (Ed25519
+over its canonical JSON, like a receipt).
 """
 
 from __future__ import annotations
@@ -194,16 +195,20 @@ class Authority:
                 .order_by(versions.c.dataset_id, versions.c.version)
             ).all()
             destroyed = []
+            doomed: list[Path] = []
             for row in rows:
                 path = Path(row.path)
-                existed = path.is_file()
-                digest = _sha256(path) if existed else None
+                # only this data directory's files: a copy's store may name another's
+                ours = path.resolve().is_relative_to(self.workspace_dir.resolve())
+                existed = ours and path.is_file()
+                if existed:
+                    doomed.append(path)
                 destroyed.append(
                     {
                         "dataset": row.dataset_id,
                         "version": row.version,
                         "file": path.name,
-                        "sha256": digest,
+                        "sha256": _sha256(path) if existed else None,
                         "deleted": existed,
                     }
                 )
@@ -241,8 +246,8 @@ class Authority:
                 actor,
             )
         # After the commit: a failed delete leaves a file no version names any more.
-        for row in rows:
-            Path(row.path).unlink(missing_ok=True)
+        for path in doomed:
+            path.unlink(missing_ok=True)
         log.warning("zone exited id=%s versions=%d", zone, len(destroyed))
         return certificate
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sandbox.access import members, tenants
 from sandbox.access.model import MemberRole
 from sandbox.canonical import b64url_decode, canonical_json
 from sandbox.keys.signing import public_keys_from_document
 from sandbox.store.schema import audit_entries, versions
+from sandbox.vault.sealed import sealed_path
 from tests.support.app import auth, engine_of
 from tests.support.store import LOCAL, local_audit
 from tests.support.verification import REVENUE, ask, events, grant
@@ -154,6 +155,13 @@ def test_exit_destroys_the_zones_versions_and_signs_what_it_destroyed(
     client: TestClient, keys: dict[str, str], data_dir: Path
 ) -> None:
     authority = authority_key(client)
+    with engine_of(client).begin() as con:  # the copy's versions: its own files, not the demo's
+        for row in con.execute(select(versions.c.dataset_id, versions.c.version)).all():
+            con.execute(
+                update(versions)
+                .where(versions.c.dataset_id == row.dataset_id, versions.c.version == row.version)
+                .values(path=str(sealed_path(data_dir / "workspaces", row.dataset_id, row.version)))
+            )
     with engine_of(client).connect() as con:
         files = [Path(r.path) for r in con.execute(select(versions.c.path))]
     assert files and all(f.is_file() for f in files)
@@ -229,6 +237,8 @@ def test_the_cli_moves_an_authorisation_on_a_data_directory(data_dir: Path) -> N
     assert veil("zone", "authorisation", "--zone", ZONE)["state"] == "active"
     exited = veil("zone", "exit", "--zone", ZONE, "--confirm", ZONE)
     assert exited["document"]["zone"] == ZONE and exited["signature"]
+    # the copy's store names the demo's files, outside this data directory: left alone
+    assert not any(d["deleted"] for d in exited["document"]["destroyed"])
 
 
 def test_an_admin_creates_an_authority_member_over_http(

@@ -156,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 master_keys=master_keys,
                 upload_max_bytes=settings.upload_max_bytes,
                 upload_expiry=timedelta(seconds=settings.upload_expiry_s),
+                signing=keys,
             ),
             checkpointer=checkpointer,
             metrics=metrics,

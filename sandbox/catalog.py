@@ -13,19 +13,21 @@ import json
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from policies.loader import parse_policy
 from policies.model import Policy, PublicPolicy
 from sandbox.access.model import Actor
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog
-from sandbox.clock import now
-from sandbox.errors import Conflict, NotFound
-from sandbox.store.schema import datasets, versions, zones
+from sandbox.clock import now, utc
+from sandbox.errors import Conflict, NotFound, ZoneNotAuthorised
+from sandbox.store.schema import datasets, versions, zone_authorisations, zones
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,18 @@ def create_zone(engine: Engine, audit: AuditLog, actor: Actor, zone: Zone) -> No
                 operator=zone.operator,
                 description=zone.description,
                 created_at=now(),
+            )
+        )
+        # Created authorised, open-ended and unscoped, as the migration left existing zones;
+        # the authority then sets its scope and term, suspends, resumes or exits it.
+        con.execute(
+            zone_authorisations.insert().values(
+                zone_id=zone.id,
+                state="active",
+                scope=OPEN_SCOPE,
+                term_start=now(),
+                term_end=None,
+                updated_at=now(),
             )
         )
         audit.append(
@@ -253,3 +267,46 @@ def record_within_row_caps(
 @lru_cache(maxsize=256)
 def _policy(text: str, source: str) -> Policy:
     return parse_policy(text, source)
+
+
+# -- the operator's authorisation (docs/administration.md#operator-authorisation) -------------
+
+OPEN_SCOPE = '{"datasets":null,"products":null}'
+PRODUCTS = ("query", "verification", "load")  # what a zone serves, as a scope names them
+
+
+def require_authorised(
+    con: Connection | Engine, zone: str, dataset: str, product: str, at: datetime | None = None
+) -> None:
+    """Refuse (``zone_not_authorised``) unless ``zone``'s operator is authorised at ``at`` (now)
+    for ``product`` on ``dataset``: state active, inside its term, both inside its scope."""
+    query = select(zone_authorisations).where(zone_authorisations.c.zone_id == zone)
+    if isinstance(con, Engine):
+        with con.connect() as c:
+            row = c.execute(query).first()
+    else:
+        row = con.execute(query).first()
+    refusal = authorisation_refusal(row, dataset, product, at or now())
+    if refusal is not None:
+        raise ZoneNotAuthorised(refusal, zone=zone)
+
+
+def authorisation_refusal(row: Any, dataset: str, product: str, at: datetime) -> str | None:
+    """Why a zone's authorisation row (``None``: none recorded) refuses ``product`` on
+    ``dataset`` at ``at``; ``None`` if it allows it."""
+    if row is None:
+        return "the zone's operator has no authorisation"
+    if row.state != "active":
+        return f"the zone's operator authorisation is {row.state}"
+    start = utc(row.term_start)
+    end = row.term_end
+    if at < start:
+        return "the zone's operator authorisation has not started"
+    if end is not None and at >= utc(end):
+        return "the zone's operator authorisation has ended"
+    scope = json.loads(row.scope)
+    if scope.get("datasets") is not None and dataset not in scope["datasets"]:
+        return "the dataset is outside the zone's authorised scope"
+    if scope.get("products") is not None and product not in scope["products"]:
+        return f"the product {product} is outside the zone's authorised scope"
+    return None

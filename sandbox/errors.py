@@ -71,6 +71,7 @@ __all__ = [
     "WorkspaceIntegrityError",
     "WorkspaceMissing",
     "WorkspaceNotSealed",
+    "ZoneNotAuthorised",
 ]
 
 
@@ -365,3 +366,12 @@ class InsufficientStorage(VeilError):
     code = "insufficient_storage"
     status = 507
     title = "Insufficient storage"
+
+
+class ZoneNotAuthorised(VeilError):
+    """The zone's operator is not authorised now (suspended, exited, outside its term, or the
+    dataset or product outside its scope): every product of the zone refuses. Nothing charged."""
+
+    code = "zone_not_authorised"
+    status = 403
+    title = "Zone not authorised"

@@ -193,6 +193,7 @@ class QueryService:
         actor.annotate(dataset=request.dataset, sealed={"sql": request.sql})
         member = actor.require_member(MemberRole.ANALYST)
         version = catalog.current(self.engine, request.dataset)
+        catalog.require_authorised(self.engine, version.zone, version.dataset, "query")
         grant = self.ledger.grants.grant_for(actor, member.tenant_id, request.dataset)
         budget = _budget_micro(request, grant.accounting)
         delta = request.delta if request.delta is not None else self.settings.default_delta

@@ -28,6 +28,7 @@ class MemberRole(StrEnum):
     VERIFIER = "verifier"
     AUDITOR = "auditor"
     SUBJECT = "subject"  # speaks for one data subject (an enterprise): consents, own receipts
+    AUTHORITY = "authority"  # the authorising body: the operator's authorisation of each zone
 
 
 class TenantKind(StrEnum):

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from sandbox.api import (
     audit,
+    authority,
     datasets,
     health,
     ledger,
@@ -29,6 +30,7 @@ routers: tuple[APIRouter, ...] = (
     uploads.router,
     audit.router,
     metrics.router,
+    authority.router,
 )
 
 __all__ = ["routers"]

@@ -24,7 +24,9 @@ class TenantBody(BaseModel):
 class MemberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    role: Literal["admin", "operator", "provider", "analyst", "verifier", "auditor", "subject"]
+    role: Literal[
+        "admin", "operator", "provider", "analyst", "verifier", "auditor", "subject", "authority"
+    ]
     subject: str | None = Field(
         None,
         min_length=1,

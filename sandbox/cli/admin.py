@@ -45,7 +45,8 @@ def member_create(
     tenant: Annotated[str, typer.Option(help="Tenant id.")],
     name: Annotated[str, typer.Option(help="Person or system name.")],
     role: Annotated[
-        str, typer.Option(help="admin|operator|provider|analyst|verifier|auditor|subject.")
+        str,
+        typer.Option(help="admin|operator|provider|analyst|verifier|auditor|subject|authority."),
     ],
     subject: Annotated[
         str | None, typer.Option(help="The credit code a subject member speaks for.")

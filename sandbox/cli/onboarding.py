@@ -45,12 +45,15 @@ IdemKey = Annotated[
 
 
 @contextmanager
-def onboarding(data_dir: Path | None, *, subjects: bool = False) -> Iterator[Onboarding]:
+def onboarding(
+    data_dir: Path | None, *, subjects: bool = False, signing: bool = False
+) -> Iterator[Onboarding]:
     """The onboarding services on a data directory, recording in its audit log; a
     ``VeilError`` becomes a clean exit 1.
 
     ``subjects``: key subject references with the zone secret, as the server does (issues about
-    a subject must match its receipts)."""
+    a subject must match its receipts). ``signing``: with the receipt signing key (an exit
+    certificate is signed with it)."""
     from sandbox.errors import VeilError
     from sandbox.keys import directory as keystore
     from sandbox.onboarding.services import Onboarding
@@ -67,6 +70,7 @@ def onboarding(data_dir: Path | None, *, subjects: bool = False) -> Iterator[Onb
             master_keys=keystore.master_keys(settings.keys_path, master_key=settings.master_key),
             upload_max_bytes=settings.upload_max_bytes,
             zone_secret=keystore.open_keys(settings.keys_path)[1] if subjects else None,
+            signing=keystore.open_keys(settings.keys_path)[0] if signing else None,
         )
     except VeilError as exc:
         typer.echo(f"error: {exc.error_code}: {exc.detail}", err=True)
@@ -96,7 +100,7 @@ def client(url: str, key: str | None) -> Iterator[Client]:
 def wire(result: Any) -> Any:
     """An onboarding result as the API sends it: through its view (a list item by item; text,
     e.g. an HTML report, as it is)."""
-    from sandbox.api.responses import catalog
+    from sandbox.api.responses import authority, catalog
     from sandbox.api.responses import onboarding as views
 
     if result is None or isinstance(result, str):
@@ -111,6 +115,8 @@ def wire(result: Any) -> Any:
         views.VersionList,
         views.Quality,
         views.Issue,
+        authority.Authorisation,
+        authority.ExitCertificate,
     )
     view = {v.mirrors: v for v in shown}.get(type(result))
     if view is None:
@@ -127,6 +133,7 @@ def run(
     *,
     idempotency_key: str | None = None,
     subjects: bool = False,
+    signing: bool = False,
 ) -> None:
     """Run a command on the data directory (as the local administrator) or against the
     server; print its result as the API sends it."""
@@ -138,6 +145,6 @@ def run(
 
         if idempotency_key is not None:
             raise typer.BadParameter("needs --url", param_hint="--idempotency-key")
-        with onboarding(data_dir, subjects=subjects) as services:
+        with onboarding(data_dir, subjects=subjects, signing=signing) as services:
             result = wire(local(services, Actor.local()))
     echo_result(result)

@@ -7,7 +7,8 @@ on a data directory or against a server (:mod:`sandbox.cli.onboarding`). Registe
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 
@@ -50,6 +51,120 @@ def zone_create(
 def zone_list(data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
     """List zones."""
     run(data_dir, url, key, lambda s, _: s.zones.list_zones(), lambda c: c.list_zones())
+
+
+ZoneOpt = Annotated[str, typer.Option("--zone", help="Zone id.")]
+
+
+def _moment(text: str, name: str) -> datetime:
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("RFC 3339 with an offset", param_hint=name) from None
+    if found.tzinfo is None:
+        raise typer.BadParameter("give the offset, e.g. +08:00 or Z", param_hint=name)
+    return found
+
+
+@zone_app.command("authorisation")
+def zone_authorisation(
+    zone: ZoneOpt, data_dir: DataDir = None, url: Url = None, key: Key = None
+) -> None:
+    """Show a zone's operator authorisation (scope, term, state)."""
+    run(
+        data_dir,
+        url,
+        key,
+        lambda s, actor: s.authority.get(actor, zone),
+        lambda c: c.get_authorisation(zone),
+    )
+
+
+@zone_app.command("authorise")
+def zone_authorise(
+    zone: ZoneOpt,
+    term_start: Annotated[str, typer.Option(help="Start of the term (RFC 3339, with offset).")],
+    term_end: Annotated[
+        str | None, typer.Option(help="End of the term; absent: open-ended.")
+    ] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="A dataset in scope (repeat); absent: all.")
+    ] = None,
+    product: Annotated[
+        list[str] | None,
+        typer.Option(help="query, verification or load in scope (repeat); absent: all."),
+    ] = None,
+    data_dir: DataDir = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Set a zone's operator authorisation: its scope and term (role authority)."""
+    start = _moment(term_start, "--term-start")
+    end = None if term_end is None else _moment(term_end, "--term-end")
+    body: dict[str, Any] = {"term_start": start.isoformat()}
+    if end is not None:
+        body["term_end"] = end.isoformat()
+    if dataset:
+        body["datasets"] = dataset
+    if product:
+        body["products"] = product
+    run(
+        data_dir,
+        url,
+        key,
+        lambda s, actor: s.authority.authorise(
+            actor,
+            zone,
+            term_start=start,
+            term_end=end,
+            datasets=dataset or None,
+            products=product or None,
+        ),
+        lambda c: c.authorise_zone(zone, body),
+    )
+
+
+@zone_app.command("suspend")
+def zone_suspend(zone: ZoneOpt, data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
+    """Suspend a zone's operator: its products refuse until resumed (role authority)."""
+    run(
+        data_dir,
+        url,
+        key,
+        lambda s, actor: s.authority.suspend(actor, zone),
+        lambda c: c.zone_transition(zone, "suspend"),
+    )
+
+
+@zone_app.command("resume")
+def zone_resume(zone: ZoneOpt, data_dir: DataDir = None, url: Url = None, key: Key = None) -> None:
+    """Resume a suspended zone's operator (role authority)."""
+    run(
+        data_dir,
+        url,
+        key,
+        lambda s, actor: s.authority.resume(actor, zone),
+        lambda c: c.zone_transition(zone, "resume"),
+    )
+
+
+@zone_app.command("exit")
+def zone_exit(
+    zone: ZoneOpt,
+    confirm: Annotated[str, typer.Option(help="The zone id again: exit cannot be undone.")],
+    data_dir: DataDir = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Exit a zone's operator: delete its data and print the signed exit certificate."""
+    run(
+        data_dir,
+        url,
+        key,
+        lambda s, actor: s.authority.exit(actor, zone, confirm=confirm),
+        lambda c: c.zone_transition(zone, "exit", {"confirm": confirm}),
+        signing=True,
+    )
 
 
 @provider_app.command("create")

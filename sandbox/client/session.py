@@ -165,6 +165,21 @@ class Client:
         result: list[dict[str, Any]] = self.call("GET", "/v1/zones")["zones"]
         return result
 
+    def get_authorisation(self, zone: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/v1/zones/{zone}/authorisation")
+        return result
+
+    def authorise_zone(self, zone: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("PUT", f"/v1/zones/{zone}/authorisation", json=body)
+        return result
+
+    def zone_transition(
+        self, zone: str, action: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``action``: suspend, resume or exit (with ``{"confirm": zone}``)."""
+        result: dict[str, Any] = self.post(f"/v1/zones/{zone}/authorisation/{action}", body)
+        return result
+
     def create_provider(
         self, provider: dict[str, str], idempotency_key: str | None = None
     ) -> dict[str, Any]:

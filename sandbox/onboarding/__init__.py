@@ -15,6 +15,8 @@ commands alike (docs/onboarding.md). One module per concept:
 - :mod:`~sandbox.onboarding.versions`: the versions of a dataset, rollback, quality reports;
 - :mod:`~sandbox.onboarding.issues`: the feedback loop, and :mod:`~sandbox.onboarding.corrections`
   for the receipts a correction revokes;
+- :mod:`~sandbox.onboarding.authority`: the operator's authorisation of a zone (scope, term,
+  state) and its exit;
 - :mod:`~sandbox.onboarding.services`: all of them built once, with the audit log, for a server
   or a CLI command.
 

@@ -42,7 +42,7 @@ from policies.loader import parse_policy
 from sandbox.access.model import Actor, new_id
 from sandbox.audit.entry import Event
 from sandbox.audit.log import AuditLog, require_log
-from sandbox.catalog import caps_text
+from sandbox.catalog import caps_text, require_authorised
 from sandbox.clock import now, utc
 from sandbox.errors import (
     Conflict,
@@ -132,6 +132,7 @@ class Loads:
         source; a provider member only a dataset of its provider, from its uploads."""
         with self.engine.connect() as con:
             mine = require_loader(con, actor, dataset)
+            require_authorised(con, zone, dataset, "load")
         if mine is not None and provider not in (None, mine):
             raise Forbidden("a provider member loads only for its own provider", field="provider")
         named = [source] if sources is None else list(sources.values())

@@ -19,6 +19,8 @@ from sqlalchemy import Engine
 
 from sandbox.audit.log import AuditLog, require_log
 from sandbox.keys.master import MasterKeys
+from sandbox.keys.signing import SigningKeys
+from sandbox.onboarding.authority import Authority
 from sandbox.onboarding.issues import Issues
 from sandbox.onboarding.loads import Loads
 from sandbox.onboarding.providers import Providers
@@ -39,6 +41,7 @@ class Onboarding:
     versions: Versions
     issues: Issues
     uploads: Uploads
+    authority: Authority
 
     @classmethod
     def build(
@@ -52,6 +55,7 @@ class Onboarding:
         master_keys: MasterKeys | None = None,
         upload_max_bytes: int = 2**30,
         upload_expiry: timedelta = timedelta(days=1),
+        signing: SigningKeys | None = None,
     ) -> Onboarding:
         """The services over ``engine``, recording in ``audit``, and ``workspace_dir`` (uploads
         in ``uploads`` beside it); see :class:`Loads`, :class:`Issues` and :class:`Uploads` for
@@ -78,4 +82,5 @@ class Onboarding:
             versions=Versions(engine, audit),
             issues=Issues(engine, audit, zone_secret=zone_secret),
             uploads=uploads,
+            authority=Authority(engine, audit, workspace_dir, signing),
         )

@@ -68,6 +68,20 @@ zones = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The operator's authorisation of a zone (docs/administration.md#operator-authorisation): one
+# row per zone; scope JSON {"datasets": [...] | null, "products": [...] | null} (null: all).
+zone_authorisations = Table(
+    "zone_authorisations",
+    metadata,
+    Column("zone_id", String(64), ForeignKey("zones.id"), primary_key=True),
+    Column("state", String(16), nullable=False),  # active | suspended | exited
+    Column("scope", Text, nullable=False),
+    Column("term_start", DateTime(timezone=True), nullable=False),
+    Column("term_end", DateTime(timezone=True), nullable=True),  # NULL: open-ended
+    Column("certificate", Text, nullable=True),  # the signed exit certificate (JSON)
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 datasets = Table(
     "datasets",
     metadata,

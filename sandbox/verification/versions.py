@@ -13,8 +13,9 @@ from typing import Final
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from sandbox import catalog
-from sandbox.errors import NotFound
-from sandbox.store.schema import datasets
+from sandbox.clock import now
+from sandbox.errors import NotFound, ZoneNotAuthorised
+from sandbox.store.schema import datasets, zone_authorisations
 from sandbox.store.statements import Prepared
 from sandbox.verification.lines import Line
 
@@ -22,9 +23,16 @@ __all__ = ["PinnedVersions"]
 
 _CACHED_VERSIONS: Final = 256  # dataset versions kept parsed (they never change)
 _CURRENT_VERSIONS = Prepared(
-    select(datasets.c.id, datasets.c.current_version).where(
-        datasets.c.id.in_(bindparam("ids", expanding=True))
+    select(
+        datasets.c.id,
+        datasets.c.current_version,
+        zone_authorisations.c.state,
+        zone_authorisations.c.scope,
+        zone_authorisations.c.term_start,
+        zone_authorisations.c.term_end,
     )
+    .outerjoin(zone_authorisations, zone_authorisations.c.zone_id == datasets.c.zone_id)
+    .where(datasets.c.id.in_(bindparam("ids", expanding=True)))
 )
 
 
@@ -40,10 +48,21 @@ class PinnedVersions:
         version never changes once loaded, so its path and policy come from a cache; returns
         the datasets whose current version is not cached yet (and pins nothing then)."""
         wanted = sorted({line.template.dataset for line in lines if line.template is not None})
+        rows = _CURRENT_VERSIONS.execute(con, {"ids": wanted}).all()
+        at = now()
+        refused = {  # the zone's operator is not authorised: nothing is decided or charged
+            row.id: reason
+            for row in rows
+            if (
+                reason := catalog.authorisation_refusal(
+                    None if row.state is None else row, row.id, "verification", at
+                )
+            )
+        }
         pinned = {
             row.id: self._versions.get((row.id, row.current_version))
-            for row in _CURRENT_VERSIONS.execute(con, {"ids": wanted})
-            if row.current_version is not None
+            for row in rows
+            if row.current_version is not None and row.id not in refused
         }
         missing = {dataset for dataset, version in pinned.items() if version is None}
         if missing:
@@ -51,7 +70,9 @@ class PinnedVersions:
         for line in lines:
             assert line.template is not None
             version = pinned.get(line.template.dataset)
-            if version is None:
+            if line.template.dataset in refused:
+                line.error = ZoneNotAuthorised(refused[line.template.dataset])
+            elif version is None:
                 line.error = NotFound(f"no dataset {line.template.dataset!r}")
             else:
                 line.version = version

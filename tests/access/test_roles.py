@@ -59,12 +59,14 @@ class Rule:
     # Only the role gate is checked here: allowed roles must get past it (not 401/403, no 5xx);
     # what they then get (e.g. 404 for the made-up ids below) is the business of another suite.
     gate_only: bool = False
+    undo: str | None = None  # after a success, POST this path as the authority (restore)
 
 
 QUERY = {"dataset": "enterprise", "sql": "SELECT COUNT(*) AS n FROM registry", "epsilon": 0.1}
 SUBJECT = frozenset({"subject"})
 VERIFIER = frozenset({"verifier"})
 STAFF = frozenset({"admin", "operator"})  # zone staff of onboarding
+AUTHORITY = frozenset({"authority"})  # the authorising body
 SUBJECT_ID = "91110108MA01ABCD2X"
 CONSENT = {
     "tenant": "ten_0000000000000000",
@@ -192,6 +194,22 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/audit/verify"): Rule(ZONE_WIDE),
     # Prometheus metrics (tests/api/test_metrics.py): zone staff who run the service
     ("GET", "/metrics"): Rule(STAFF),
+    # the operator's authorisation (tests/onboarding/test_authority.py has the outcomes): only
+    # the authority changes it; the authority, zone staff and auditors read it. A suspension
+    # is undone at once; exit is refused here for its confirmation (it cannot be undone).
+    ("GET", "/v1/zones/{zone}/authorisation"): Rule(
+        frozenset({"authority", "admin", "operator", "auditor"})
+    ),
+    ("PUT", "/v1/zones/{zone}/authorisation"): Rule(
+        AUTHORITY, body={"term_start": "2020-01-01T00:00:00Z"}
+    ),
+    ("POST", "/v1/zones/{zone}/authorisation/suspend"): Rule(
+        AUTHORITY, undo="/v1/zones/beijing-finance/authorisation/resume"
+    ),
+    ("POST", "/v1/zones/{zone}/authorisation/resume"): Rule(AUTHORITY, gate_only=True),
+    ("POST", "/v1/zones/{zone}/authorisation/exit"): Rule(
+        AUTHORITY, body={"confirm": "not-this-zone"}, gate_only=True
+    ),
 }
 
 
@@ -357,6 +375,9 @@ def test_role_matrix(
     elif caller != "no key":
         headers = auth(world.home.keys[caller])
     response = client.request(method, url, json=rule.body, headers=headers)
+    if rule.undo is not None and response.status_code == rule.ok:
+        undone = client.post(rule.undo, headers=auth(world.home.keys["authority"]))
+        assert undone.status_code == 200, undone.text
     expected = _expected(rule, caller, scope)
     if rule.gate_only and expected == rule.ok:
         assert response.status_code not in (401, 403), (url, response.text)

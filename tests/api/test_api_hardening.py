@@ -609,6 +609,11 @@ NOT_TENANT_OWNED = {
     "/v1/datasets/{dataset}/issues": "issues are raised on the catalogue; the list is filtered",
     "/v1/datasets/{dataset}/issues/{number}/answer": "zone staff and the provider only",
     "/v1/datasets/{dataset}/issues/{number}/resolve": "zone staff and the provider only",
+    "/v1/zones/{zone}/authorisation": "the zone's, not a tenant's: the authority, zone staff "
+    "and auditors read it; only the authority changes it",
+    "/v1/zones/{zone}/authorisation/suspend": "the authority only",
+    "/v1/zones/{zone}/authorisation/resume": "the authority only",
+    "/v1/zones/{zone}/authorisation/exit": "the authority only",
 }
 ZONE_WIDE_PREFIXES = ("/v1/audit",)  # auditors and admins only: they see every tenant
 

@@ -223,3 +223,27 @@ def test_loads_get_ids_and_failed_ones_release_their_numbers(
         assert len({r.id for r in rows}) == 3 and all(r.id.startswith("load_") for r in rows)
     finally:
         engine.dispose()
+
+
+def test_existing_zones_get_an_active_open_ended_authorisation(
+    state_url: str, tmp_path: Path
+) -> None:
+    """0014: every zone that existed is authorised, active, unscoped and open-ended."""
+    (tmp_path / "data").mkdir()
+    engine = create_engine(state_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as con:
+            config.attributes["connection"] = con
+            command.upgrade(config, "0013")
+            stamp = datetime(2026, 1, 1, tzinfo=UTC)
+            con.execute(
+                text("INSERT INTO zones VALUES ('z', 'domain', 't', 'o', '', :at)"), {"at": stamp}
+            )
+            command.upgrade(config, "0014")
+            rows = con.execute(select(schema.zone_authorisations)).all()
+        assert [(r.zone_id, r.state, r.term_end) for r in rows] == [("z", "active", None)]
+        assert rows[0].scope == '{"datasets":null,"products":null}'
+    finally:
+        engine.dispose()

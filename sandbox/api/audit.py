@@ -15,7 +15,6 @@ for a 5xx answer). Health checks and the API docs are not recorded.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import replace
 from typing import Annotated
 
@@ -25,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.access.model import Actor, MemberRole
-from sandbox.api import docs
+from sandbox.api import docs, problems
 from sandbox.api.deps import ActorDep, Services, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
 from sandbox.api.responses import audit as views
@@ -197,14 +196,6 @@ def verify_log(actor: ActorDep, services: ServicesDep) -> views.AuditReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def _problem_code(body: bytes) -> str:
-    try:
-        code = json.loads(body).get("code")
-    except (ValueError, AttributeError):
-        return "http_error"
-    return code if isinstance(code, str) and code else "http_error"
-
-
 class AuditMiddleware:
     """Records every request that no service recorded (see the module docstring)."""
 
@@ -255,7 +246,7 @@ class AuditMiddleware:
                     return
                 body = b"".join(chunks)
                 start, held = held, None
-                await record(int(start["status"]), _problem_code(body))
+                await record(int(start["status"]), problems.code_of(body))
                 await send(start)
                 message = {"type": "http.response.body", "body": body}
             await send(message)

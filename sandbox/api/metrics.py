@@ -8,7 +8,6 @@ path a caller sent; a request that matched no route is ``unmatched``.
 
 from __future__ import annotations
 
-import json
 import time
 
 from fastapi import APIRouter
@@ -18,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.access.model import MemberRole
+from sandbox.api import problems
 from sandbox.api.bodies import BodyRoute
 from sandbox.api.deps import ActorDep, ServicesDep
 from sandbox.api.problems import MEDIA_TYPE
@@ -41,14 +41,6 @@ def metrics(actor: ActorDep, services: ServicesDep) -> Response:
     found = services.metrics
     body = found.exposition() if found is not None else b""
     return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-
-def _problem_code(body: bytes) -> str:
-    try:
-        code = json.loads(body).get("code")
-    except (ValueError, AttributeError):
-        return "http_error"
-    return code if isinstance(code, str) and code else "http_error"
 
 
 class MetricsMiddleware:
@@ -96,4 +88,4 @@ class MetricsMiddleware:
             )
             if problem is not None:
                 body = b"".join(problem) if size <= MAX_PROBLEM_BYTES else b""
-                self.metrics.refused(_problem_code(body))
+                self.metrics.refused(problems.code_of(body))

@@ -9,6 +9,7 @@ logged by its class name and answered with a generic 500.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +51,16 @@ def problem(
     if isinstance(error, Throttled):
         sent["Retry-After"] = str(error.retry_after)
     return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers=sent)
+
+
+def code_of(body: bytes) -> str:
+    """The ``code`` of a sent problem body, read back by the middlewares that record or count
+    refusals (``http_error`` when the body is not a problem)."""
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return "http_error"
+    return code if isinstance(code, str) and code else "http_error"
 
 
 def from_http(exc: StarletteHTTPException) -> VeilError:
